@@ -1,0 +1,43 @@
+# viewer-bridge: `make run` serves, `make test` runs every test. Both set up what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint fuzz bench system-deps multicast clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/viewer-bridge serve --echo text
+
+# Debian packages for the viewer, browser and terminal tests (root: installs; else says what to run).
+system-deps:
+	@bash scripts/system-deps.sh
+
+# LCM needs a multicast route; a loopback-only machine has none.
+multicast:
+	@bash scripts/lcm-multicast.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
+
+test: $(STAMP) system-deps multicast
+	$(BIN)/pip install --quiet -c constraints.txt 'dimos-viewer==0.32.0a3'
+	$(MAKE) lint
+	$(BIN)/pytest -n 2 --dist loadgroup
+
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_protocol_fuzz.py -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

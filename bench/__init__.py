@@ -1,0 +1,1 @@
+"""Benchmark harness: viewer-bridge against DimOS's RerunWebSocketServer and a picows floor."""

@@ -1,0 +1,222 @@
+"""The ``viewer-bridge`` command line: ``serve`` (and the client commands registered beside it).
+
+Every :class:`~viewer_bridge.config.BridgeConfig` setting is a ``serve`` flag
+(``max_linear_x`` -> ``--max-linear-x``); lists are repeatable flags. Flags
+override ``VIEWER_BRIDGE_*`` environment variables, which override the TOML
+file given with ``--config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import typing
+from collections.abc import Sequence
+from typing import Any, Final
+
+from viewer_bridge import __version__
+from viewer_bridge.config import BridgeConfig, ConfigError, load_config, parse_remaps
+from viewer_bridge.echo import as_json_line, as_text_line
+from viewer_bridge.server import AsyncRerunWebSocketServer, BindError, interface_addresses
+from viewer_bridge.transports import TransportError
+
+__all__ = ["main"]
+
+log = logging.getLogger("viewer_bridge.cli")
+
+# Settings that get a hand-written flag (repeatable or renamed) instead of a generated one.
+_SPECIAL: Final = {"transports", "allowed_origins", "zenoh_connect", "zenoh_listen", "remap", "log_level"}
+_HELP: Final = {
+    "host": "address to bind (default 127.0.0.1; anything else needs a token or --insecure)",
+    "port": "TCP port (default 3030; 0 picks a free one)",
+    "path": "the WebSocket path (default /ws)",
+    "frame_id": "frame_id of published clicks (default world)",
+    "echo": "print every published message: text or json (JSON lines on stdout)",
+    "token": "shared secret clients must present (prefer --token-file or VIEWER_BRIDGE_TOKEN)",
+    "token_file": "file whose first line is the token",
+    "insecure": "allow a non-loopback bind without a token",
+    "deadman_timeout": "seconds a non-zero command stays valid without a refresh (default 1.0)",
+    "republish_hz": "re-send the command in force at this rate (default 0 = off)",
+    "rerun_url": "Rerun gRPC URL (rerun+http://HOST:9876/proxy) for the web page's 3D view",
+    "web": "serve the browser page at / (default on)",
+    "log_format": "text or json",
+}
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # picows logs every handshake failure at INFO; the bridge reports those itself.
+    logging.getLogger("viewer_bridge.picows").setLevel(max(logging.WARNING, root.level))
+
+
+def _flag_type(annotation: str) -> tuple[Any, dict[str, Any]]:
+    if "bool" in annotation:
+        return None, {"action": argparse.BooleanOptionalAction}
+    if "Literal" in annotation:
+        choices = [c.strip().strip("'\"") for c in annotation.split("[", 1)[1].split("]", 1)[0].split(",")]
+        return str, {"choices": choices}
+    if "float" in annotation:
+        return float, {}
+    if "int" in annotation:
+        return int, {}
+    return str, {}
+
+
+def add_serve_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run the bridge",
+        description="Accept dimos-viewer (and browser/terminal clients) and publish what they send.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    hints = BridgeConfig.__annotations__
+    for name in BridgeConfig.__struct_fields__:
+        if name in _SPECIAL:
+            continue
+        flag_type, extra = _flag_type(str(hints[name]))
+        if flag_type is not None:
+            extra["type"] = flag_type
+        parser.add_argument(
+            "--" + name.replace("_", "-"), dest=name, default=None, help=_HELP.get(name, name), **extra
+        )
+    parser.add_argument("--transport", dest="transports", action="append", help="lcm or zenoh (repeatable)")
+    parser.add_argument(
+        "--allowed-origin", dest="allowed_origins", action="append", help="extra allowed Origin (repeatable)"
+    )
+    parser.add_argument("--zenoh-connect", action="append", help="Zenoh endpoint to connect to (repeatable)")
+    parser.add_argument("--zenoh-listen", action="append", help="Zenoh endpoint to listen on (repeatable)")
+    parser.add_argument(
+        "--remap", action="append", metavar="STREAM=TOPIC", help="rename a stream on the bus (repeatable)"
+    )
+    parser.set_defaults(func=cmd_serve)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in BridgeConfig.__struct_fields__:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value
+    if args.remap:
+        values["remap"] = parse_remaps(args.remap)
+    if args.verbose:
+        values["log_level"] = "DEBUG"
+    return values
+
+
+def banner(server: AsyncRerunWebSocketServer, token_set: bool) -> list[str]:
+    config = server.config
+    hosts = interface_addresses() if config.host in ("0.0.0.0", "", "::") else [None]
+    suffix = "?token=<your token>" if token_set else ""
+    lines = [f"viewer-bridge {__version__} listening. Point dimos-viewer at:"]
+    for host in hosts:
+        lines.append(f"  dimos-viewer --ws-url {server.websocket_url(host)}{suffix}")
+    if config.web:
+        lines.append(f"Browser teleop page: {server.http_url('/', hosts[0])}")
+    lines.append(f"Health: {server.http_url('/healthz', hosts[0])}  Metrics: {server.http_url('/metrics', hosts[0])}")
+    lines.append("Streams:")
+    for topic in server.topics:
+        where = [f"in-process {topic.stream}"]
+        for transport in server.transports:
+            where.append(f"{transport.name} {transport.describe(topic)}")
+        lines.append(f"  {topic.stream} ({topic.type_name}) -> " + ", ".join(where))
+    return lines
+
+
+async def _serve(config: BridgeConfig) -> int:
+    server = AsyncRerunWebSocketServer(config)
+    if config.echo is not None:
+        fmt = as_json_line if config.echo == "json" else as_text_line
+        for name, stream in server.streams.items():
+
+            def printer(message: Any, name: str = name) -> None:
+                sys.stdout.write(fmt(name, message) + "\n")
+                sys.stdout.flush()
+
+            stream.subscribe(printer)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await server.start()
+    except (BindError, ConfigError, TransportError) as exc:
+        print(f"viewer-bridge: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, (BindError, TransportError)) else 2
+    try:
+        for line in banner(server, server._token is not None):
+            print(line, file=sys.stderr)
+        sys.stderr.flush()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await server.stop()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, overrides=_overrides(args))
+    except ConfigError as exc:
+        print(f"viewer-bridge: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, config.log_format)
+    return asyncio.run(_serve(config))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="viewer-bridge", description="Drive a robot from dimos-viewer, a browser or a terminal, safely."
+    )
+    parser.add_argument("--version", action="version", version=f"viewer-bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_serve_parser(sub)
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[typing.Callable[[Any], None]]:
+    """Client commands live in their own modules and register themselves here."""
+    commands: list[typing.Callable[[Any], None]] = []
+    for module_name in ("viewer_bridge.client_cli", "viewer_bridge.teleop", "viewer_bridge.listen"):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        commands.append(module.register)
+    return commands
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result

@@ -1,0 +1,247 @@
+"""The bridge's configuration: every setting, its default and why, and where values come from.
+
+Precedence, lowest first: defaults, a TOML file, ``VIEWER_BRIDGE_*``
+environment variables, command-line flags (or keyword arguments in Python).
+Unknown keys are errors that name the key, so a typo never silently falls
+back to a default on a robot.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal, Union
+
+import msgspec
+
+__all__ = ["BridgeConfig", "ConfigError", "load_config"]
+
+ENV_PREFIX: Final = "VIEWER_BRIDGE_"
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a bad value; the message names it."""
+
+
+class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    # -- where to listen --------------------------------------------------
+    host: str = "127.0.0.1"
+    """Address to bind. Loopback by default: anything wider needs a token (or ``insecure``)."""
+    port: int = 3030
+    """TCP port; 3030 is what dimos-viewer dials. 0 picks a free port."""
+    path: str = "/ws"
+    """The one HTTP path that upgrades to the viewer WebSocket."""
+
+    # -- what is published ------------------------------------------------
+    frame_id: str = "world"
+    """frame_id of published clicks. The viewer's entity path is not a TF frame."""
+    remap: dict[str, str] = {}
+    """Stream -> topic renames applied on every bus transport, e.g. tele_cmd_vel = "cmd_vel"."""
+    namespace: str = ""
+    """Prefix for every topic on the bus, e.g. "robot1"."""
+    transports: list[str] = []
+    """Bus transports besides in-process subscribers: "lcm", "zenoh"."""
+    lcm_url: Union[str, None] = None
+    """LCM URL; None uses $LCM_DEFAULT_URL, else udpm://239.255.76.67:7667?ttl=0."""
+    zenoh_mode: Literal["peer", "client"] = "peer"
+    zenoh_connect: list[str] = []
+    """Zenoh endpoints to connect to, e.g. tcp/10.0.0.2:7447."""
+    zenoh_listen: list[str] = []
+    """Zenoh endpoints to listen on."""
+
+    # -- safety -----------------------------------------------------------
+    deadman_timeout: float = 1.0
+    """Seconds a non-zero command stays valid without a refresh. The viewer's
+    key-repeat gap is ~0.6 s, so less than that stops a held key mid-drive."""
+    republish_hz: float = 0.0
+    """Re-send the command in force at this rate (0 = off), for bases with a short watchdog."""
+    scale_linear_x: float = 1.0
+    scale_linear_y: float = 1.0
+    scale_linear_z: float = 1.0
+    scale_angular_x: float = 1.0
+    scale_angular_y: float = 1.0
+    scale_angular_z: float = 1.0
+    max_linear_x: Union[float, None] = None
+    """Clamp on |linear.x| after scaling (m/s); None = no clamp. Likewise for each axis."""
+    max_linear_y: Union[float, None] = None
+    max_linear_z: Union[float, None] = None
+    max_angular_x: Union[float, None] = None
+    max_angular_y: Union[float, None] = None
+    max_angular_z: Union[float, None] = None
+
+    # -- security and limits ----------------------------------------------
+    token: Union[str, None] = None
+    """Shared secret clients must present (?token=... or Authorization: Bearer ...)."""
+    token_file: Union[str, None] = None
+    """File holding the token (first line), so it stays out of argv and shell history."""
+    insecure: bool = False
+    """Allow a non-loopback bind without a token (warns at start)."""
+    allowed_origins: list[str] = []
+    """Origins allowed in addition to the bridge's own; "*" allows any."""
+    tls_cert: Union[str, None] = None
+    tls_key: Union[str, None] = None
+    max_message_size: int = 64 * 1024
+    """Largest message accepted; bigger closes the connection with 1009. Real
+    messages are ~200 bytes."""
+    max_connections: int = 256
+    """Open WebSocket connections beyond this get HTTP 503."""
+    rate_limit: float = 200.0
+    """Messages per second per client (sustained)."""
+    rate_burst: float = 400.0
+    """Token-bucket depth; covers the viewer's 256-message reconnect flush."""
+    ping_interval: float = 30.0
+    """Seconds of silence before the server pings a client."""
+    ping_timeout: float = 30.0
+    """Seconds to wait for the pong before dropping the client."""
+
+    # -- serving extras and output ----------------------------------------
+    rerun_url: Union[str, None] = None
+    """Rerun gRPC URL for the web page's embedded 3D viewer."""
+    web: bool = True
+    """Serve the browser teleop page at /."""
+    echo: Union[Literal["text", "json"], None] = None
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be in 0..65535, got {self.port}")
+        if not self.path.startswith("/"):
+            raise ConfigError(f"path must start with '/', got {self.path!r}")
+        if not self.frame_id:
+            raise ConfigError("frame_id must not be empty")
+        for name in ("deadman_timeout", "ping_interval", "ping_timeout", "rate_limit"):
+            _require(name, getattr(self, name), lambda v: v > 0, "> 0")
+        _require("rate_burst", self.rate_burst, lambda v: v >= 1, ">= 1")
+        _require("republish_hz", self.republish_hz, lambda v: v >= 0, ">= 0")
+        for axis in ("linear_x", "linear_y", "linear_z", "angular_x", "angular_y", "angular_z"):
+            _require(f"scale_{axis}", getattr(self, f"scale_{axis}"), lambda v: True, "finite")
+            limit = getattr(self, f"max_{axis}")
+            if limit is not None:
+                _require(f"max_{axis}", limit, lambda v: v >= 0, ">= 0")
+        if self.max_message_size < 256:
+            raise ConfigError(f"max_message_size must be >= 256 bytes, got {self.max_message_size}")
+        if self.max_connections < 1:
+            raise ConfigError(f"max_connections must be >= 1, got {self.max_connections}")
+        from viewer_bridge.transports import TRANSPORT_NAMES
+
+        for name in self.transports:
+            if name not in TRANSPORT_NAMES:
+                raise ConfigError(f"unknown transport {name!r}; choose from: {', '.join(TRANSPORT_NAMES)}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key must be given together")
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    def resolved_token(self) -> str | None:
+        """The token from ``token`` or ``token_file``; raises ConfigError if the file is unreadable."""
+        if self.token:
+            return self.token
+        if self.token_file:
+            try:
+                text = Path(self.token_file).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"cannot read token_file {self.token_file!r}: {exc.strerror}") from None
+            token = text.strip().splitlines()[0].strip() if text.strip() else ""
+            if not token:
+                raise ConfigError(f"token_file {self.token_file!r} is empty")
+            return token
+        return None
+
+    def replace(self, **changes: Any) -> BridgeConfig:
+        """A copy with ``changes`` applied and validated."""
+        return from_mapping({**msgspec.structs.asdict(self), **changes}, source="arguments")
+
+
+def _require(name: str, value: float, ok: Any, what: str) -> None:
+    if not (math.isfinite(value) and ok(value)):
+        raise ConfigError(f"{name} must be a finite number {what}, got {value!r}")
+
+
+FIELDS: Final = frozenset(BridgeConfig.__struct_fields__)
+
+
+def from_mapping(values: Mapping[str, Any], source: str) -> BridgeConfig:
+    """Build a config from a mapping, with errors that name the key and the source."""
+    unknown = sorted(set(values) - FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r} in {source}; known settings: {', '.join(sorted(FIELDS))}")
+    try:
+        return msgspec.convert(dict(values), BridgeConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid setting in {source}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (from {source})") from None
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {os.fspath(path)!r}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {os.fspath(path)!r} is not valid TOML: {exc}") from None
+    # Allow the settings either at top level or under [bridge].
+    if set(data) == {"bridge"} and isinstance(data["bridge"], dict):
+        data = data["bridge"]
+    return data
+
+
+_LIST_FIELDS: Final = frozenset(
+    name for name, tp in BridgeConfig.__annotations__.items() if str(tp).startswith("list")
+)
+
+
+def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``VIEWER_BRIDGE_<SETTING>`` variables; lists are comma-separated, remap is ``a=b,c=d``."""
+    values: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in FIELDS:
+            raise ConfigError(f"unknown environment variable {key}; known settings: {', '.join(sorted(FIELDS))}")
+        if name in _LIST_FIELDS:
+            values[name] = [item.strip() for item in raw.split(",") if item.strip()]
+        elif name == "remap":
+            values[name] = parse_remaps(item for item in raw.split(",") if item.strip())
+        elif raw == "":
+            values[name] = None
+        else:
+            values[name] = raw
+    return values
+
+
+def parse_remaps(items: Any) -> dict[str, str]:
+    remap: dict[str, str] = {}
+    for item in items:
+        source, sep, target = str(item).partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise ConfigError(f"remap must look like stream=topic, got {item!r}")
+        remap[source.strip()] = target.strip()
+    return remap
+
+
+def load_config(
+    file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> BridgeConfig:
+    """Defaults < TOML ``file`` < environment < ``overrides`` (flags or keyword arguments)."""
+    values: dict[str, Any] = {}
+    if file is not None:
+        values.update(read_toml(file))
+        from_mapping(values, source=f"config file {os.fspath(file)!r}")
+    env_values = read_env(os.environ if environ is None else environ)
+    values.update(env_values)
+    if env_values:
+        from_mapping(values, source="environment (VIEWER_BRIDGE_*)")
+    values.update(overrides or {})
+    return from_mapping(values, source="arguments")

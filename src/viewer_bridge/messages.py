@@ -1,0 +1,197 @@
+"""Message value types published by the bridge, and their dimos-lcm conversions.
+
+The types are small immutable ``msgspec`` structs: cheap to build on the hot
+path, hashable, comparable by value, and safe to hand to any number of
+subscribers since nobody can mutate a message another subscriber holds.
+
+Field names follow DimOS so that code written against DimOS's messages
+(``pt.x``, ``pt.ts``, ``pt.frame_id``, ``tw.linear.x``) runs unchanged.
+Conversion to and from the ``dimos_lcm`` classes is lazy: the LCM packages are
+imported only when a conversion is asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, ClassVar, Union
+
+import msgspec
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from collections.abc import Iterator
+
+__all__ = ["Bool", "Message", "PointStamped", "Twist", "Vector3", "lcm_type_name"]
+
+
+class Vector3(msgspec.Struct, frozen=True, gc=False):
+    """A 3-vector of float64 (geometry_msgs/Vector3)."""
+
+    x: float = 0.0
+    y: float = 0.0
+    z: float = 0.0
+
+    lcm_name: ClassVar[str] = "geometry_msgs.Vector3"
+
+    def __iter__(self) -> Iterator[float]:
+        yield self.x
+        yield self.y
+        yield self.z
+
+    def is_zero(self) -> bool:
+        return self.x == 0.0 and self.y == 0.0 and self.z == 0.0
+
+    def is_finite(self) -> bool:
+        return math.isfinite(self.x) and math.isfinite(self.y) and math.isfinite(self.z)
+
+    def to_lcm(self) -> Any:
+        from dimos_lcm.geometry_msgs import Vector3 as LcmVector3
+
+        # The generated constructor shares mutable default instances, so every
+        # field is passed explicitly and a fresh object is returned.
+        return LcmVector3(float(self.x), float(self.y), float(self.z))
+
+    @classmethod
+    def from_lcm(cls, msg: Any) -> Vector3:
+        return cls(float(msg.x), float(msg.y), float(msg.z))
+
+
+_ZERO3 = Vector3()
+
+
+class Twist(msgspec.Struct, frozen=True, gc=False):
+    """A velocity command (geometry_msgs/Twist): no stamp, no frame."""
+
+    linear: Vector3 = _ZERO3
+    angular: Vector3 = _ZERO3
+
+    lcm_name: ClassVar[str] = "geometry_msgs.Twist"
+
+    @classmethod
+    def zero(cls) -> Twist:
+        return _ZERO_TWIST
+
+    def is_zero(self) -> bool:
+        return self.linear.is_zero() and self.angular.is_zero()
+
+    def is_finite(self) -> bool:
+        return self.linear.is_finite() and self.angular.is_finite()
+
+    def to_lcm(self) -> Any:
+        from dimos_lcm.geometry_msgs import Twist as LcmTwist
+
+        return LcmTwist(self.linear.to_lcm(), self.angular.to_lcm())
+
+    @classmethod
+    def from_lcm(cls, msg: Any) -> Twist:
+        return cls(Vector3.from_lcm(msg.linear), Vector3.from_lcm(msg.angular))
+
+    def lcm_encode(self) -> bytes:
+        return bytes(self.to_lcm().lcm_encode())
+
+    @classmethod
+    def lcm_decode(cls, data: bytes) -> Twist:
+        from dimos_lcm.geometry_msgs import Twist as LcmTwist
+
+        return cls.from_lcm(LcmTwist.lcm_decode(data))
+
+    def __str__(self) -> str:
+        lx, ly, lz = self.linear
+        ax, ay, az = self.angular
+        return (
+            f"Twist(linear=({lx:.3f}, {ly:.3f}, {lz:.3f}), "
+            f"angular=({ax:.3f}, {ay:.3f}, {az:.3f}))"
+        )
+
+
+_ZERO_TWIST = Twist()
+
+
+class PointStamped(msgspec.Struct, frozen=True, gc=False):
+    """A point in a named frame at a time (geometry_msgs/PointStamped).
+
+    ``ts`` is seconds since the Unix epoch, as a float.
+    """
+
+    x: float
+    y: float
+    z: float
+    ts: float
+    frame_id: str = "world"
+
+    lcm_name: ClassVar[str] = "geometry_msgs.PointStamped"
+
+    def is_finite(self) -> bool:
+        return (
+            math.isfinite(self.x)
+            and math.isfinite(self.y)
+            and math.isfinite(self.z)
+            and math.isfinite(self.ts)
+        )
+
+    def to_lcm(self) -> Any:
+        from dimos_lcm.geometry_msgs import Point as LcmPoint
+        from dimos_lcm.geometry_msgs import PointStamped as LcmPointStamped
+        from dimos_lcm.std_msgs import Header as LcmHeader
+        from dimos_lcm.std_msgs import Time as LcmTime
+
+        sec = math.floor(self.ts)
+        nsec = min(round((self.ts - sec) * 1e9), 999_999_999)
+        header = LcmHeader(0, LcmTime(int(sec), nsec), self.frame_id)
+        return LcmPointStamped(header, LcmPoint(float(self.x), float(self.y), float(self.z)))
+
+    @classmethod
+    def from_lcm(cls, msg: Any) -> PointStamped:
+        stamp = msg.header.stamp
+        return cls(
+            x=float(msg.point.x),
+            y=float(msg.point.y),
+            z=float(msg.point.z),
+            ts=stamp.sec + stamp.nsec / 1e9,
+            frame_id=str(msg.header.frame_id),
+        )
+
+    def lcm_encode(self) -> bytes:
+        return bytes(self.to_lcm().lcm_encode())
+
+    @classmethod
+    def lcm_decode(cls, data: bytes) -> PointStamped:
+        from dimos_lcm.geometry_msgs import PointStamped as LcmPointStamped
+
+        return cls.from_lcm(LcmPointStamped.lcm_decode(data))
+
+
+class Bool(msgspec.Struct, frozen=True, gc=False):
+    """A boolean (std_msgs/Bool)."""
+
+    data: bool = False
+
+    lcm_name: ClassVar[str] = "std_msgs.Bool"
+
+    def __bool__(self) -> bool:
+        return self.data
+
+    def to_lcm(self) -> Any:
+        from dimos_lcm.std_msgs import Bool as LcmBool
+
+        return LcmBool(bool(self.data))
+
+    @classmethod
+    def from_lcm(cls, msg: Any) -> Bool:
+        return cls(bool(msg.data))
+
+    def lcm_encode(self) -> bytes:
+        return bytes(self.to_lcm().lcm_encode())
+
+    @classmethod
+    def lcm_decode(cls, data: bytes) -> Bool:
+        from dimos_lcm.std_msgs import Bool as LcmBool
+
+        return cls.from_lcm(LcmBool.lcm_decode(data))
+
+
+Message = Union[Twist, PointStamped, Bool]
+
+
+def lcm_type_name(message_type: type[Message]) -> str:
+    """The LCM type name used in channel and key names, e.g. ``geometry_msgs.Twist``."""
+    return message_type.lcm_name

@@ -1,0 +1,652 @@
+"""The asyncio bridge server: WebSocket and HTTP I/O around the pure protocol and safety cores.
+
+One event loop owns everything: picows parses WebSocket frames and calls
+:class:`_Session` for each, the session hands the payload to
+:func:`~viewer_bridge.protocol.parse_message`, the resulting event goes
+through :class:`~viewer_bridge.safety.SafetyController`, and its outcome is
+published synchronously to the streams (in-process subscribers, then bus
+transports). Doing all of it inline on the loop is what keeps one client's
+messages in order and costs no queue or thread hop per message; a subscriber
+therefore runs on the loop and delays other clients only for its own call.
+
+HTTP on the same port answers before any upgrade: only the configured path
+upgrades (with token, Origin and connection-cap checks), ``/healthz``,
+``/metrics`` and ``/status`` report, ``/`` serves the browser page, and
+anything else is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import math
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from picows import (
+    WSAutoPingStrategy,
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
+
+from viewer_bridge import __version__
+from viewer_bridge.auth import check_origin, check_token, redact_target, split_target
+from viewer_bridge.config import BridgeConfig, ConfigError, from_mapping
+from viewer_bridge.messages import Bool, Message, PointStamped, Twist
+from viewer_bridge.metrics import BridgeStats, make_registry, render_metrics
+from viewer_bridge.protocol import (
+    Click,
+    Heartbeat,
+    MessageAssembler,
+    ProtocolError,
+    Reason,
+    Stop,
+    TwistCommand,
+    encode_error,
+    parse_message,
+)
+from viewer_bridge.ratelimit import TokenBucket
+from viewer_bridge.safety import Limits, Outcome, SafetyController
+from viewer_bridge.streams import STREAM_TYPES, Stream, TopicMap
+from viewer_bridge.transports import Transport, TransportSink, create_transport
+
+__all__ = ["AsyncRerunWebSocketServer", "BindError"]
+
+log = logging.getLogger("viewer_bridge.server")
+
+# Error frames are dropped rather than queued once this much is waiting to be
+# written to a client that does not read (a flooding client must not make the
+# bridge buffer without bound).
+_MAX_PENDING_WRITE: Final = 64 * 1024
+# The same complaint about the same client is logged at most this often.
+_LOG_REPEAT_INTERVAL: Final = 10.0
+# How long stop() waits for clients to finish the close handshake.
+_CLOSE_GRACE: Final = 1.0
+
+
+class BindError(OSError):
+    """The server could not listen on its address; the message names host:port."""
+
+
+class _Session(WSListener):
+    """One WebSocket client. All methods run on the server's event loop."""
+
+    def __init__(self, server: AsyncRerunWebSocketServer, peer: str, client_id: str, now: float) -> None:
+        super().__init__()
+        self.server = server
+        self.peer = peer
+        self.id = client_id
+        self.label = f"{peer} #{client_id}"
+        self.transport: WSTransport | None = None
+        self.connected_wall = time.time()
+        self.frames = 0
+        self.rejects = 0
+        self.bucket = TokenBucket(server.config.rate_limit, server.config.rate_burst, now)
+        self.assembler: MessageAssembler | None = None
+        self.logged: dict[str, float] = {}
+        self.suppressed: dict[str, int] = {}
+        self.rate_limited_told = -math.inf
+        self.handle = server._handle_message
+
+    # picows callbacks ------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.server._session_opened(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        msg_type = frame.msg_type
+        if msg_type is WSMsgType.TEXT and frame.fin and self.assembler is None:
+            self.handle(self, frame.get_payload_as_bytes())
+        elif msg_type is WSMsgType.CLOSE:
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+        elif msg_type is WSMsgType.PING or msg_type is WSMsgType.PONG:
+            pass  # picows answers pings itself and tracks pongs for its keepalive
+        else:
+            self._fragment(frame)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.server._session_closed(self)
+
+    # ---------------------------------------------------------------------
+
+    def _fragment(self, frame: WSFrame) -> None:
+        if self.assembler is None:
+            self.assembler = MessageAssembler(self.server.config.max_message_size)
+        try:
+            message = self.assembler.feed(frame.msg_type.value, frame.fin, frame.get_payload_as_bytes())
+        except ProtocolError as exc:
+            if exc.reason == Reason.MESSAGE_TOO_BIG:
+                self.server._count_reject(self, exc.reason, exc.detail)
+                self.close(WSCloseCode.MESSAGE_TOO_BIG, exc.detail)
+            else:
+                self.server._reject(self, exc.reason, exc.detail, exc.field)
+            return
+        if message is not None:
+            self.handle(self, message)
+
+    def send_frame(self, payload: bytes) -> bool:
+        """Send a text frame unless the client has stopped reading; returns whether it was sent."""
+        transport = self.transport
+        if transport is None or transport.is_close_frame_sent:
+            return False
+        if transport.underlying_transport.get_write_buffer_size() > _MAX_PENDING_WRITE:
+            return False
+        transport.send(WSMsgType.TEXT, payload)
+        return True
+
+    def close(self, code: WSCloseCode, reason: str = "") -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        if not transport.is_close_frame_sent:
+            transport.send_close(code, reason.encode("utf-8")[:120])
+        transport.disconnect()
+
+    def status(self, driver: object) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "address": self.peer,
+            "since": self.connected_wall,
+            "frames": self.frames,
+            "rejects": self.rejects,
+            "driver": driver == self.id,
+        }
+
+
+class AsyncRerunWebSocketServer:
+    """The bridge server for asyncio programs.
+
+    ``AsyncRerunWebSocketServer(port=0)`` or ``AsyncRerunWebSocketServer(config)``;
+    then ``await start()`` / ``await stop()``, or ``async with``. Streams
+    (``clicked_point``, ``tele_cmd_vel``, ``stop_movement``) exist from
+    construction, so subscribe before starting to miss nothing. Subscribers
+    run on this server's event loop.
+    """
+
+    def __init__(self, config: BridgeConfig | None = None, /, **settings: Any) -> None:
+        if config is None:
+            config = from_mapping(settings, source="arguments")
+        elif settings:
+            config = config.replace(**settings)
+        self.config = config
+        self.topics = TopicMap(config.remap, config.namespace)
+        self.clicked_point: Stream[PointStamped] = Stream("clicked_point", PointStamped)
+        self.tele_cmd_vel: Stream[Twist] = Stream("tele_cmd_vel", Twist)
+        self.stop_movement: Stream[Bool] = Stream("stop_movement", Bool)
+        self.streams: dict[str, Stream[Any]] = {
+            "clicked_point": self.clicked_point,
+            "tele_cmd_vel": self.tele_cmd_vel,
+            "stop_movement": self.stop_movement,
+        }
+        assert set(self.streams) == set(STREAM_TYPES)
+        self.safety = SafetyController(
+            deadman_timeout=config.deadman_timeout,
+            republish_hz=config.republish_hz,
+            limits=Limits(
+                scale=(
+                    config.scale_linear_x,
+                    config.scale_linear_y,
+                    config.scale_linear_z,
+                    config.scale_angular_x,
+                    config.scale_angular_y,
+                    config.scale_angular_z,
+                ),
+                clamp=(
+                    config.max_linear_x,
+                    config.max_linear_y,
+                    config.max_linear_z,
+                    config.max_angular_x,
+                    config.max_angular_y,
+                    config.max_angular_z,
+                ),
+            ),
+        )
+        self.stats = BridgeStats()
+        self.registry = make_registry(self.stats, self._transport_counts)
+        self.wall_clock: Callable[[], float] = time.time
+        self.transports: list[Transport] = []
+        self._sinks: list[TransportSink] = []
+        self._unsubscribe_sinks: list[Callable[[], None]] = []
+        self._token: str | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sessions: dict[str, _Session] = {}
+        self._ids = itertools.count(1)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._started_at = 0.0
+        self._last_command_wall: float | None = None
+        self._state = "stopped"
+        self._static: Callable[[str], tuple[bytes, str] | None] | None = None
+        self.bound_port: int | None = None
+
+    # -- lifecycle --------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        return self._state == "running"
+
+    async def start(self) -> None:
+        """Bind and listen. Returns once connections are accepted.
+
+        Raises :class:`BindError` (naming host:port) if the address cannot be
+        bound, :class:`ConfigError` for an unsafe or invalid setup, and
+        :class:`~viewer_bridge.transports.TransportError` if a bus is unreachable.
+        """
+        if self._state != "stopped":
+            return
+        self._state = "starting"
+        try:
+            await self._start()
+        except BaseException:
+            await self._teardown()
+            self._state = "stopped"
+            raise
+        self._state = "running"
+
+    async def _start(self) -> None:
+        config = self.config
+        self._loop = asyncio.get_running_loop()
+        self._token = config.resolved_token()
+        if not config.is_loopback and not self._token and not config.insecure:
+            raise ConfigError(
+                f"refusing to listen on {config.host}:{config.port} without a token: anyone who can reach "
+                "that address could drive the robot. Set a token (--token-file FILE, or the "
+                "VIEWER_BRIDGE_TOKEN environment variable) and give clients ws://HOST:PORT/ws?token=..., "
+                "or pass --insecure to accept the risk."
+            )
+        if not config.is_loopback and not self._token:
+            log.warning(
+                "listening on %s without a token (--insecure): anyone who can reach this port can drive "
+                "the robot",
+                config.host,
+            )
+        if config.tls_cert and config.tls_key:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                context.load_cert_chain(config.tls_cert, config.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"cannot load TLS certificate {config.tls_cert!r} / key {config.tls_key!r}: {exc}"
+                ) from None
+            self._ssl = context
+        if config.web:
+            from viewer_bridge.web import StaticFiles
+
+            self._static = StaticFiles(config)
+        for name in config.transports:
+            transport = create_transport(name, config)
+            transport.start()
+            self.transports.append(transport)
+            for topic in self.topics:
+                sink = TransportSink(transport, topic)
+                self._sinks.append(sink)
+                self._unsubscribe_sinks.append(self.streams[topic.stream].subscribe(sink))
+        try:
+            self._server = await ws_create_server(
+                self._route,
+                config.host,
+                config.port,
+                ssl=self._ssl,
+                websocket_handshake_timeout=10,
+                logger_name="viewer_bridge.picows",
+                enable_auto_ping=True,
+                auto_ping_idle_timeout=config.ping_interval,
+                auto_ping_reply_timeout=config.ping_timeout,
+                auto_ping_strategy=WSAutoPingStrategy.PING_WHEN_IDLE,
+                max_frame_size=config.max_message_size,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            raise BindError(
+                exc.errno, f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+            ) from None
+        sockets = self._server.sockets
+        self.bound_port = sockets[0].getsockname()[1] if sockets else config.port
+        self._started_at = time.monotonic()
+        log.info("listening on %s", self.websocket_url())
+
+    async def stop(self) -> None:
+        """Close every client (1001 Going Away), stop whoever was driving, and stop listening.
+
+        Idempotent, and safe before or after start.
+        """
+        if self._state in ("stopped", "stopping"):
+            return
+        self._state = "stopping"
+        try:
+            await self._teardown()
+        finally:
+            self._state = "stopped"
+
+    async def _teardown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        loop = self._loop
+        if loop is not None:
+            self._apply(self.safety.shutdown(loop.time()), None, loop.time())
+        sessions = list(self._sessions.values())
+        for session in sessions:
+            session.close(WSCloseCode.GOING_AWAY, "server shutting down")
+        waits = [s.transport.wait_disconnected() for s in sessions if s.transport is not None]
+        if waits:
+            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=_CLOSE_GRACE)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = math.inf
+        for unsubscribe in self._unsubscribe_sinks:
+            unsubscribe()
+        self._unsubscribe_sinks.clear()
+        self._sinks.clear()
+        for transport in self.transports:
+            try:
+                transport.close()
+            except Exception:
+                log.exception("closing the %s transport failed", transport.name)
+        self.transports.clear()
+        self._sessions.clear()
+        self.bound_port = None
+
+    async def __aenter__(self) -> AsyncRerunWebSocketServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- addresses --------------------------------------------------------
+
+    def websocket_url(self, host: str | None = None) -> str:
+        """The URL clients dial, e.g. ``ws://127.0.0.1:3030/ws`` (the token is not included)."""
+        scheme = "wss" if self.config.tls_cert else "ws"
+        return f"{scheme}://{_url_host(host or _display_host(self.config.host))}:{self._port()}{self.config.path}"
+
+    def http_url(self, path: str = "/", host: str | None = None) -> str:
+        scheme = "https" if self.config.tls_cert else "http"
+        return f"{scheme}://{_url_host(host or _display_host(self.config.host))}:{self._port()}{path}"
+
+    def _port(self) -> int:
+        return self.bound_port if self.bound_port is not None else self.config.port
+
+    # -- HTTP routing (runs before any upgrade) ---------------------------
+
+    def _route(self, request: WSUpgradeRequest) -> Any:
+        try:
+            target = request.path.decode("latin-1")
+        except Exception:  # pragma: no cover - picows gives bytes
+            target = "/"
+        path, query = split_target(target)
+        headers = request.headers
+        if path == self.config.path:
+            if not check_token(self._token, query, headers):
+                return self._refuse(401, "missing or wrong token", target, {"WWW-Authenticate": "Bearer"})
+            if not check_origin(
+                headers.get("origin"), headers.get("host"), self.config.allowed_origins, self._ssl is not None
+            ):
+                return self._refuse(403, f"origin {headers.get('origin')!r} is not allowed", target)
+            if len(self._sessions) >= self.config.max_connections:
+                return self._refuse(
+                    503, f"connection limit reached ({self.config.max_connections})", target, {"Retry-After": "1"}
+                )
+            loop = self._loop
+            assert loop is not None
+            client_id = f"{next(self._ids):04x}"
+            return _Session(self, "?", client_id, loop.time())
+        if path in ("/healthz", "/metrics", "/status"):
+            if not check_token(self._token, query, headers):
+                return self._refuse(401, "missing or wrong token", target, {"WWW-Authenticate": "Bearer"})
+            if path == "/metrics":
+                return _ok(render_metrics(self.registry), "text/plain; version=0.0.4; charset=utf-8")
+            if path == "/healthz":
+                return _ok(_json(self.health()), "application/json")
+            return _ok(_json(self.client_status()), "application/json")
+        if self._static is not None:
+            found = self._static(path)
+            if found is not None:
+                body, content_type = found
+                return _ok(body, content_type)
+        return self._refuse(404, f"nothing at {path}; the viewer endpoint is {self.config.path}", target)
+
+    def _refuse(self, status: int, why: str, target: str, headers: dict[str, str] | None = None) -> Any:
+        self.stats.http_refused[status] += 1
+        log.info("HTTP %d for %s: %s", status, redact_target(target), why)
+        body = _json({"type": "error", "status": status, "reason": why})
+        extra = {"Content-Type": "application/json", **(headers or {})}
+        return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, body, extra), None)
+
+    def health(self) -> dict[str, Any]:
+        age = None if self._last_command_wall is None else max(0.0, time.time() - self._last_command_wall)
+        return {
+            "up": self.is_running,
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self._started_at, 3) if self.is_running else 0.0,
+            "clients": len(self._sessions),
+            "driver": self.safety.driver,
+            "last_command_age_s": age,
+        }
+
+    def client_status(self) -> list[dict[str, Any]]:
+        driver = self.safety.driver
+        return [session.status(driver) for session in self._sessions.values()]
+
+    # -- sessions ---------------------------------------------------------
+
+    def _session_opened(self, session: _Session) -> None:
+        transport = session.transport
+        assert transport is not None
+        peer = transport.underlying_transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            session.peer = f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
+            session.label = f"{session.peer} #{session.id}"
+        self._sessions[session.id] = session
+        self.stats.connections_total += 1
+        self.stats.connections_open = len(self._sessions)
+        log.info("client %s connected (%d open)", session.label, len(self._sessions))
+
+    def _session_closed(self, session: _Session) -> None:
+        if self._sessions.pop(session.id, None) is None:
+            return
+        self.stats.connections_open = len(self._sessions)
+        loop = self._loop
+        if loop is not None:
+            now = loop.time()
+            self._apply(self.safety.disconnect(session.id, now), session, now)
+        close = session.transport.close_handshake if session.transport is not None else None
+        received = close.recv if close is not None else None
+        how = f"close code {received.code.value}" if received is not None else "no close frame"
+        log.info("client %s disconnected (%s; %d frames)", session.label, how, session.frames)
+
+    # -- the per-message path ---------------------------------------------
+
+    def _handle_message(self, session: _Session, payload: bytes) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        session.frames += 1
+        try:
+            event = parse_message(payload)
+        except ProtocolError as exc:
+            self._reject(session, exc.reason, exc.detail, exc.field)
+            return
+        kind = type(event)
+        stats = self.stats
+        if kind is Stop:
+            # Never rate-limited: a stop must get through a flood.
+            stats.frames["stop"] += 1
+            self._apply(self.safety.stop(session.id, now), session, now)
+            return
+        if not session.bucket.allow(now):
+            self._rate_limited(session, now)
+            return
+        if kind is TwistCommand:
+            stats.frames["twist"] += 1
+            assert isinstance(event, TwistCommand)
+            outcome = self.safety.twist(session.id, event.to_twist(), now)
+            if outcome.rejected is not None:
+                self._reject(session, outcome.rejected, outcome.detail)
+                return
+            self._apply(outcome, session, now)
+        elif kind is Click:
+            stats.frames["click"] += 1
+            assert isinstance(event, Click)
+            if event.z is None:
+                self._reject(
+                    session,
+                    Reason.CLICK_NOT_3D,
+                    f"click at ({event.x}, {event.y}) on {event.entity_path or 'an entity'} has no z: it came "
+                    "from a 2D view and is not a point in the world, so it was not published",
+                    "z",
+                )
+                return
+            ts = event.timestamp_ms / 1000.0 if event.timestamp_ms else self.wall_clock()
+            point = PointStamped(event.x, event.y, event.z, ts, self.config.frame_id)
+            self._publish("clicked_point", point)
+            stats.observe_latency(loop.time() - now)
+        elif kind is Heartbeat:
+            stats.frames["heartbeat"] += 1
+
+    def _apply(self, outcome: Outcome, session: _Session | None, now: float) -> None:
+        stats = self.stats
+        if outcome.clamped:
+            stats.clamped += 1
+        for stream, message in outcome.publish:
+            self._publish(stream, message)
+        if outcome.publish:
+            self._last_command_wall = self.wall_clock()
+        if outcome.stop_cause is not None:
+            stats.stops[outcome.stop_cause] += 1
+            if outcome.stop_cause not in ("zero_twist", "stop"):
+                who = session.label if session is not None else outcome.lease_from
+                log.warning("published a zero twist: %s (driver was %s)", outcome.stop_cause, who)
+        if outcome.lease_changed:
+            stats.lease_changes += 1
+            if outcome.lease_to is not None and session is not None:
+                log.info("client %s is now driving", session.label)
+        if outcome.publish:
+            stats.observe_latency(self._loop.time() - now if self._loop is not None else 0.0)
+        deadline = self.safety.next_deadline()
+        if deadline is not None and deadline < self._timer_at:
+            self._arm(deadline)
+
+    def _publish(self, stream: str, message: Message) -> None:
+        self.streams[stream].publish(message)
+        self.stats.published[(stream, "inprocess")] += 1
+
+    def _arm(self, when: float) -> None:
+        loop = self._loop
+        if loop is None or self._state not in ("running", "starting"):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        outcome = self.safety.tick(now)
+        driver = self.safety.driver
+        self._apply(outcome, self._sessions.get(driver) if isinstance(driver, str) else None, now)
+        deadline = self.safety.next_deadline()
+        if deadline is not None and self._timer is None:
+            self._arm(deadline)
+
+    # -- rejections ---------------------------------------------------------
+
+    def _count_reject(self, session: _Session, reason: str, detail: str) -> None:
+        self.stats.rejects[reason] += 1
+        session.rejects += 1
+        now = time.monotonic()
+        last = session.logged.get(reason)
+        if last is None or now - last >= _LOG_REPEAT_INTERVAL:
+            suppressed = session.suppressed.pop(reason, 0)
+            more = f" (+{suppressed} more since last logged)" if suppressed else ""
+            log.warning("client %s: rejected %s: %s%s", session.label, reason, detail, more)
+            session.logged[reason] = now
+        else:
+            session.suppressed[reason] = session.suppressed.get(reason, 0) + 1
+
+    def _reject(self, session: _Session, reason: str, detail: str, field: str | None = None) -> None:
+        self._count_reject(session, reason, detail)
+        session.send_frame(encode_error(reason, detail, field))
+
+    def _rate_limited(self, session: _Session, now: float) -> None:
+        detail = (
+            f"more than {self.config.rate_limit:g} messages/s (burst {self.config.rate_burst:g}); "
+            "excess messages are dropped"
+        )
+        self._count_reject(session, Reason.RATE_LIMITED, detail)
+        # Tell a flooding client once a second, not once per dropped message.
+        if now - session.rate_limited_told >= 1.0:
+            session.rate_limited_told = now
+            session.send_frame(encode_error(Reason.RATE_LIMITED, detail))
+
+    def _transport_counts(self) -> dict[tuple[str, str], tuple[int, int]]:
+        return {(s.topic.stream, s.transport.name): (s.published, s.failures) for s in list(self._sinks)}
+
+
+def _ok(body: bytes, content_type: str) -> Any:
+    response = WSUpgradeResponse.create_ok_response(
+        body, {"Content-Type": content_type, "Cache-Control": "no-store"}
+    )
+    return WSUpgradeResponseWithListener(response, None)
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+def _display_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def interface_addresses() -> list[str]:
+    """IPv4 addresses of this host's interfaces, loopback first, for the start banner."""
+    addresses: list[str] = ["127.0.0.1"]
+    try:
+        import fcntl
+        import struct
+
+        for _, name in socket.if_nameindex():
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                try:
+                    packed = fcntl.ioctl(probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))
+                except OSError:
+                    continue
+                address = socket.inet_ntoa(packed[20:24])
+                if address not in addresses:
+                    addresses.append(address)
+    except (OSError, ImportError):  # pragma: no cover - non-Linux
+        pass
+    return addresses

@@ -1,0 +1,105 @@
+"""Transports carry published messages off the process: the interface they share and how they are made.
+
+The in-process transport is the :class:`~viewer_bridge.streams.Stream`
+subscribers themselves; bus transports (LCM, Zenoh) implement
+:class:`Transport` and are attached to every stream by the server.
+
+A transport's ``publish`` runs on the server's event loop for every message,
+in order. It must not block for long and must not raise: a failure mid-run is
+logged and counted by :class:`TransportSink`, and the WebSocket side carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:  # pragma: no cover
+    from viewer_bridge.config import BridgeConfig
+    from viewer_bridge.messages import Message
+    from viewer_bridge.streams import Topic
+
+__all__ = ["TRANSPORT_NAMES", "Transport", "TransportError", "TransportSink", "create_transport"]
+
+log = logging.getLogger("viewer_bridge.transports")
+
+TRANSPORT_NAMES: Final = ("lcm", "zenoh")
+
+
+class TransportError(RuntimeError):
+    """A transport could not start; the message says how to fix it."""
+
+
+class Transport(ABC):
+    """Publishes messages onto one bus."""
+
+    name: str = "transport"
+
+    @abstractmethod
+    def start(self) -> None:
+        """Connect to the bus. Raises :class:`TransportError` with a fix-it hint on failure."""
+
+    @abstractmethod
+    def publish(self, topic: Topic, message: Message) -> None:
+        """Send one message on ``topic``. May raise; the sink catches and counts it."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the bus. Idempotent."""
+
+    def describe(self, topic: Topic) -> str:
+        """How ``topic`` is named on this bus, for the start banner."""
+        return topic.name
+
+
+_LOG_INTERVAL: Final = 5.0
+
+
+class TransportSink:
+    """Binds one transport to one topic as a stream subscriber, counting failures."""
+
+    __slots__ = ("_last_log", "failures", "published", "topic", "transport")
+
+    def __init__(self, transport: Transport, topic: Topic) -> None:
+        self.transport = transport
+        self.topic = topic
+        self.published = 0
+        self.failures = 0
+        self._last_log = -float("inf")
+
+    def __call__(self, message: Message) -> None:
+        try:
+            self.transport.publish(self.topic, message)
+        except Exception as exc:
+            self.failures += 1
+            now = time.monotonic()
+            if now - self._last_log >= _LOG_INTERVAL:
+                self._last_log = now
+                log.error(
+                    "%s transport failed to publish on %s: %s (%d failures so far)",
+                    self.transport.name,
+                    self.transport.describe(self.topic),
+                    exc,
+                    self.failures,
+                )
+        else:
+            self.published += 1
+
+
+def create_transport(name: str, config: BridgeConfig) -> Transport:
+    """Make the transport called ``name`` from the bridge configuration."""
+    if name == "lcm":
+        from viewer_bridge.transports.lcm import LcmTransport
+
+        return LcmTransport(url=config.lcm_url)
+    if name == "zenoh":
+        from viewer_bridge.transports.zenoh import ZenohTransport
+
+        return ZenohTransport(
+            mode=config.zenoh_mode,
+            connect=list(config.zenoh_connect),
+            listen=list(config.zenoh_listen),
+        )
+    raise TransportError(f"unknown transport {name!r}; choose from: {', '.join(TRANSPORT_NAMES)}")
