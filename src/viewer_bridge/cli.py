@@ -73,16 +73,17 @@ def setup_logging(level: str, fmt: str) -> None:
     logging.getLogger("viewer_bridge.picows").setLevel(max(logging.WARNING, root.level))
 
 
-def _flag_type(annotation: str) -> tuple[Any, dict[str, Any]]:
-    if "bool" in annotation:
+def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
+    """The argparse type and options for a config field's type (Optional is unwrapped)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Union and len(args) == 1:
+        annotation = args[0]
+    if annotation is bool:
         return None, {"action": argparse.BooleanOptionalAction}
-    if "Literal" in annotation:
-        choices = [c.strip().strip("'\"") for c in annotation.split("[", 1)[1].split("]", 1)[0].split(",")]
-        return str, {"choices": choices}
-    if "float" in annotation:
-        return float, {}
-    if "int" in annotation:
-        return int, {}
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, {"choices": list(typing.get_args(annotation))}
+    if annotation in (int, float):
+        return annotation, {}
     return str, {}
 
 
@@ -94,11 +95,11 @@ def add_serve_parser(sub: Any) -> None:
     )
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    hints = BridgeConfig.__annotations__
+    hints = typing.get_type_hints(BridgeConfig)
     for name in BridgeConfig.__struct_fields__:
         if name in _SPECIAL:
             continue
-        flag_type, extra = _flag_type(str(hints[name]))
+        flag_type, extra = _flag_type(hints[name])
         if flag_type is not None:
             extra["type"] = flag_type
         parser.add_argument(

@@ -202,7 +202,9 @@ class SafetyController:
         """Advance time: fire the deadman or a republish if due."""
         if self.driver is None:
             return Outcome()
-        if now - self.last_command_at >= self.deadman_timeout:
+        # Compared as an absolute deadline, the same sum next_deadline() reports,
+        # so a timer armed for that deadline always finds the deadman due.
+        if now >= self.last_command_at + self.deadman_timeout:
             return self._halt(StopCause.DEADMAN)
         if self.command is not None and now >= self._next_republish:
             # Keep phase with the schedule, but never queue a burst of catch-ups.

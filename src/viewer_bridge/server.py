@@ -310,6 +310,9 @@ class AsyncRerunWebSocketServer:
                 auto_ping_reply_timeout=config.ping_timeout,
                 auto_ping_strategy=WSAutoPingStrategy.PING_WHEN_IDLE,
                 max_frame_size=config.max_message_size,
+                # Plain asyncio transports: the behaviour must not change with
+                # whatever optional accelerator happens to be installed.
+                use_aiofastnet=False,
                 reuse_address=True,
             )
         except OSError as exc:

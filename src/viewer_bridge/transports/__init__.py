@@ -7,6 +7,12 @@ subscribers themselves; bus transports (LCM, Zenoh) implement
 A transport's ``publish`` runs on the server's event loop for every message,
 in order. It must not block for long and must not raise: a failure mid-run is
 logged and counted by :class:`TransportSink`, and the WebSocket side carries on.
+
+The receive side is optional (the bridge itself only publishes; the cmd_vel
+mux and ``viewer-bridge listen`` read): ``subscribe`` for one topic and
+``subscribe_all`` for every bridge-typed message. Both call back on the
+transport's own receive thread, so a caller that owns an event loop hops
+onto it (``loop.call_soon_threadsafe``) rather than touching its state there.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,6 +59,24 @@ class Transport(ABC):
     def describe(self, topic: Topic) -> str:
         """How ``topic`` is named on this bus, for the start banner."""
         return topic.name
+
+    def subscribe(self, topic: Topic, callback: Callable[[Message], object]) -> Callable[[], None]:
+        """Call ``callback(message)`` for every message received on ``topic``; returns an unsubscribe.
+
+        Runs ``callback`` on the transport's receive thread. Payloads that do
+        not decode as ``topic.type`` are logged and counted, never delivered.
+        """
+        raise NotImplementedError(f"the {self.name} transport cannot receive")
+
+    def subscribe_all(
+        self, callback: Callable[[Topic, Message], object], namespace: str = ""
+    ) -> Callable[[], None]:
+        """Call ``callback(topic, message)`` for every bridge-typed message under ``namespace``.
+
+        ``topic.stream`` and ``topic.name`` are both the name found on the bus.
+        Returns an unsubscribe. Used by ``viewer-bridge listen``.
+        """
+        raise NotImplementedError(f"the {self.name} transport cannot receive")
 
 
 _LOG_INTERVAL: Final = 5.0

@@ -1,0 +1,129 @@
+"""Shared test fixtures: live bridges on ephemeral ports, WebSocket clients, and deadline waits."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from viewer_bridge import RerunWebSocketServer
+from viewer_bridge.messages import Bool, PointStamped, Twist
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, why: str) -> None:
+    """Skip locally when a dependency is missing, but fail in CI, where nothing may be skipped silently."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true and a test dependency is missing: {why}")
+    pytest.skip(why)
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name)
+    require(path is not None, f"{name} is not installed (make test installs it)")
+    assert path is not None
+    return path
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.002, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+class Recorder:
+    """Collects every message published on a bridge's streams, in order, with arrival times."""
+
+    def __init__(self, server: RerunWebSocketServer) -> None:
+        self._lock = threading.Lock()
+        self.items: list[tuple[str, Any, float]] = []
+        for name in ("tele_cmd_vel", "clicked_point", "stop_movement"):
+            getattr(server, name).subscribe(lambda msg, name=name: self._add(name, msg))
+
+    def _add(self, stream: str, message: Any) -> None:
+        with self._lock:
+            self.items.append((stream, message, time.monotonic()))
+
+    def of(self, stream: str) -> list[Any]:
+        with self._lock:
+            return [m for s, m, _ in self.items if s == stream]
+
+    @property
+    def twists(self) -> list[Twist]:
+        return self.of("tele_cmd_vel")
+
+    @property
+    def points(self) -> list[PointStamped]:
+        return self.of("clicked_point")
+
+    @property
+    def stops(self) -> list[Bool]:
+        return self.of("stop_movement")
+
+    def wait_twists(self, n: int, timeout: float = 5.0) -> list[Twist]:
+        wait_until(lambda: len(self.twists) >= n, timeout, what=f"{n} twists (have {self.twists})")
+        return self.twists
+
+    def wait_points(self, n: int, timeout: float = 5.0) -> list[PointStamped]:
+        wait_until(lambda: len(self.points) >= n, timeout, what=f"{n} points (have {self.points})")
+        return self.points
+
+    def streams(self) -> list[str]:
+        with self._lock:
+            return [s for s, _, _ in self.items]
+
+
+BridgeFactory = Callable[..., tuple[RerunWebSocketServer, Recorder]]
+
+
+@pytest.fixture
+def bridge_factory() -> Iterator[BridgeFactory]:
+    """Start bridges on free ports; every one is stopped at the end of the test."""
+    started: list[RerunWebSocketServer] = []
+
+    def make(**settings: Any) -> tuple[RerunWebSocketServer, Recorder]:
+        settings.setdefault("port", 0)
+        server = RerunWebSocketServer(**settings)
+        recorder = Recorder(server)
+        server.start()
+        started.append(server)
+        return server, recorder
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def bridge(bridge_factory: BridgeFactory) -> tuple[RerunWebSocketServer, Recorder]:
+    return bridge_factory()
+
+
+def twist(**axes: float) -> str:
+    return json.dumps({"type": "twist", **axes})
+
+
+def client(server: RerunWebSocketServer, **kwargs: Any) -> ClientConnection:
+    return connect(server.websocket_url(), open_timeout=5, **kwargs)
+
+
+def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    data = ws.recv(timeout=timeout)
+    result: dict[str, Any] = json.loads(data)
+    return result
