@@ -99,6 +99,8 @@ class _Session(WSListener):
         self.suppressed: dict[str, int] = {}
         self.rate_limited_told = -math.inf
         self.handle = server._handle_message
+        self.max_size = server.config.max_message_size
+        self.closing = False
 
     # picows callbacks ------------------------------------------------------
 
@@ -108,8 +110,15 @@ class _Session(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
-        if msg_type is WSMsgType.TEXT and frame.fin and self.assembler is None:
-            self.handle(self, frame.get_payload_as_bytes())
+        if msg_type is WSMsgType.TEXT and frame.fin and self.assembler is None and not self.closing:
+            # picows flags an oversized frame but still delivers it, so the
+            # limit is enforced here too.
+            if frame.payload_size <= self.max_size:
+                self.handle(self, frame.get_payload_as_bytes())
+            else:
+                self._too_big(frame.payload_size)
+        elif self.closing:
+            pass  # after our close frame, the rest of the peer's input is moot
         elif msg_type is WSMsgType.CLOSE:
             transport.send_close(WSCloseCode.OK)
             transport.disconnect()
@@ -123,7 +132,15 @@ class _Session(WSListener):
 
     # ---------------------------------------------------------------------
 
+    def _too_big(self, size: int) -> None:
+        detail = f"message of {size} bytes exceeds the {self.max_size}-byte limit"
+        self.server._count_reject(self, Reason.MESSAGE_TOO_BIG, detail)
+        self.close(WSCloseCode.MESSAGE_TOO_BIG, detail)
+
     def _fragment(self, frame: WSFrame) -> None:
+        if frame.payload_size > self.max_size:
+            self._too_big(frame.payload_size)
+            return
         if self.assembler is None:
             self.assembler = MessageAssembler(self.server.config.max_message_size)
         try:
@@ -149,6 +166,7 @@ class _Session(WSListener):
         return True
 
     def close(self, code: WSCloseCode, reason: str = "") -> None:
+        self.closing = True
         transport = self.transport
         if transport is None:
             return
@@ -232,7 +250,8 @@ class AsyncRerunWebSocketServer:
         self._started_at = 0.0
         self._last_command_wall: float | None = None
         self._state = "stopped"
-        self._static: Callable[[str], tuple[bytes, str] | None] | None = None
+        # (path, request headers) -> (body, response headers); see viewer_bridge.web.StaticFiles.respond
+        self._static: Callable[[str, Any], tuple[bytes, dict[str, str]] | None] | None = None
         self.bound_port: int | None = None
 
     # -- lifecycle --------------------------------------------------------
@@ -288,7 +307,7 @@ class AsyncRerunWebSocketServer:
         if config.web:
             from viewer_bridge.web import StaticFiles
 
-            self._static = StaticFiles(config)
+            self._static = StaticFiles(config).respond
         for name in config.transports:
             transport = create_transport(name, config)
             transport.start()
@@ -423,10 +442,10 @@ class AsyncRerunWebSocketServer:
                 return _ok(_json(self.health()), "application/json")
             return _ok(_json(self.client_status()), "application/json")
         if self._static is not None:
-            found = self._static(path)
+            found = self._static(path, headers)
             if found is not None:
-                body, content_type = found
-                return _ok(body, content_type)
+                body, response_headers = found
+                return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(body, response_headers), None)
         return self._refuse(404, f"nothing at {path}; the viewer endpoint is {self.config.path}", target)
 
     def _refuse(self, status: int, why: str, target: str, headers: dict[str, str] | None = None) -> Any:

@@ -1,0 +1,144 @@
+"""The safety rules end to end over real sockets: deadman, lease, emergency stop, limits, republish, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import BridgeFactory, client, recv_json, twist, wait_until
+from viewer_bridge import Twist, Vector3
+
+# A client process that drives and then waits to be killed.
+DRIVER = """
+import sys, threading
+from websockets.sync.client import connect
+with connect(sys.argv[1]) as ws:
+    ws.send('{"type":"twist","linear_x":0.5}')
+    print("driving", flush=True)
+    threading.Event().wait(60)  # until killed
+"""
+
+
+def test_kill_9_of_a_driving_client_publishes_zero(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory(deadman_timeout=30.0)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, server.websocket_url()], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "driving"
+        rec.wait_twists(1)
+        killed = time.monotonic()
+        os.kill(proc.pid, signal.SIGKILL)
+        twists = rec.wait_twists(2, timeout=5)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert twists == [Twist(Vector3(0.5, 0, 0), Vector3()), Twist.zero()]
+    assert server.server.stats.stops["disconnect"] == 1
+    # With a 30 s deadman, only the disconnect can explain the zero.
+    print(f"zero published {(rec.items[-1][2] - killed) * 1000:.1f} ms after kill -9")
+
+
+def test_silence_trips_the_deadman_once(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory(deadman_timeout=0.3)
+    with client(server) as ws:
+        ws.send(twist(angular_z=0.8))
+        rec.wait_twists(1)
+        sent_at = rec.items[-1][2]
+        twists = rec.wait_twists(2, timeout=5)
+        assert twists[-1] == Twist.zero()
+        tripped_at = rec.items[-1][2]
+        assert tripped_at - sent_at >= 0.3
+        assert server.server.stats.stops["deadman"] == 1
+        # After the deadman the client's stop publishes nothing more, and the
+        # lease is free: the next twist drives again (announced again).
+        ws.send('{"type":"stop"}')
+        ws.send(twist(linear_x=0.1))
+        rec.wait_twists(3)
+        ws.send('{"type":"stop"}')
+        rec.wait_twists(4)
+    assert rec.twists[2:] == [Twist(Vector3(0.1, 0, 0), Vector3()), Twist.zero()]
+    assert len(rec.stops) == 2
+
+
+def test_steady_twists_keep_the_deadman_quiet(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory(deadman_timeout=0.5)
+    with client(server) as ws:
+        for _ in range(8):
+            ws.send(twist(linear_x=0.5))
+            # Paced like key repeat: each refresh lands well inside the deadman.
+            deadline = time.monotonic() + 0.1
+            wait_until(lambda deadline=deadline: time.monotonic() >= deadline, timeout=1)
+        ws.send('{"type":"stop"}')
+        rec.wait_twists(9)
+    assert rec.twists[:8] == [Twist(Vector3(0.5, 0, 0), Vector3())] * 8
+    assert rec.twists[8] == Twist.zero()
+    assert server.server.stats.stops["deadman"] == 0
+
+
+def test_second_client_cannot_steal_and_anyones_stop_wins(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory()
+    with client(server) as a, client(server) as b:
+        a.send(twist(linear_x=0.5))
+        rec.wait_twists(1)
+        b.send(twist(linear_x=-0.5))
+        error = recv_json(b)
+        assert error["reason"] == "not_driver"
+        # b's clicks are still published.
+        b.send('{"type":"click","x":1,"y":1,"z":0}')
+        rec.wait_points(1)
+        b.send('{"type":"stop"}')
+        assert rec.wait_twists(2)[-1] == Twist.zero()
+        # The lease is free now: b may drive.
+        b.send(twist(linear_x=-0.5))
+        rec.wait_twists(3)
+        a.send(twist(linear_x=0.5))
+        assert recv_json(a)["reason"] == "not_driver"
+        b.send('{"type":"stop"}')
+        rec.wait_twists(4)
+    assert rec.twists == [
+        Twist(Vector3(0.5, 0, 0), Vector3()),
+        Twist.zero(),
+        Twist(Vector3(-0.5, 0, 0), Vector3()),
+        Twist.zero(),
+    ]
+    assert server.server.stats.rejects["not_driver"] == 2
+
+
+def test_limits_applied_before_publishing(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory(max_linear_x=0.3, scale_angular_z=0.5)
+    with client(server) as ws:
+        ws.send(twist(linear_x=1.0, angular_z=0.8))
+        ws.send('{"type":"stop"}')
+        twists = rec.wait_twists(2)
+    assert twists[0] == Twist(Vector3(0.3, 0, 0), Vector3(0, 0, 0.4))
+    assert server.server.stats.clamped == 1
+
+
+def test_republish_repeats_the_command_until_the_deadman(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory(deadman_timeout=0.5, republish_hz=20)
+    with client(server) as ws:
+        ws.send(twist(linear_x=0.2))
+        wait_until(lambda: server.server.stats.stops["deadman"] == 1, timeout=5)
+        ws.send('{"type":"heartbeat"}')
+    twists = rec.twists
+    assert twists[-1] == Twist.zero()
+    repeats = twists[:-1]
+    assert all(t == Twist(Vector3(0.2, 0, 0), Vector3()) for t in repeats)
+    # One original plus about ten repeats in half a second at 20 Hz.
+    assert 5 <= len(repeats) <= 12, len(repeats)
+
+
+def test_a_zero_stream_is_never_published(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory()
+    with client(server) as ws:
+        for _ in range(50):
+            ws.send(json.dumps({"type": "stop"}))
+            ws.send(twist())
+        ws.send('{"type":"click","x":0,"y":0,"z":0}')
+        rec.wait_points(1)
+    assert rec.twists == []
