@@ -90,7 +90,7 @@ def test_token_from_file(bridge_factory: BridgeFactory, tmp_path: Path) -> None:
 
 
 def test_foreign_origin_is_refused_own_origin_accepted(bridge_factory: BridgeFactory) -> None:
-    server, rec = bridge_factory(allowed_origins=["http://ops.example"])
+    server, _ = bridge_factory(allowed_origins=["http://ops.example"])
     url = server.websocket_url()
     with pytest.raises(InvalidStatus) as caught:
         connect(url, origin="http://evil.example", open_timeout=5)  # type: ignore[arg-type]
