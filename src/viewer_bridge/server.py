@@ -307,7 +307,7 @@ class AsyncRerunWebSocketServer:
         if config.web:
             from viewer_bridge.web import StaticFiles
 
-            self._static = StaticFiles(config).respond
+            self._static = StaticFiles(config)
         for name in config.transports:
             transport = create_transport(name, config)
             transport.start()
