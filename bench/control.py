@@ -49,7 +49,7 @@ class Recorder:
     between phases, when no traffic flows, so no lock is needed beyond the GIL.
     """
 
-    __slots__ = ("count", "expect", "record", "times", "t_done", "done")
+    __slots__ = ("count", "done", "expect", "record", "t_done", "times")
 
     def __init__(self) -> None:
         self.count = 0

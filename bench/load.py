@@ -34,10 +34,13 @@ from bench.control import ControlClient, now, proc_cpu_ns, proc_rss_bytes, raise
 HOST = "127.0.0.1"
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 # Exactly what dimos-viewer sends for W+A held (serde prints 0.0, not 0).
-TWIST = (
-    b'{"type":"twist","linear_x":0.5,"linear_y":0.0,"linear_z":0.0,'
-    b'"angular_x":0.0,"angular_y":0.0,"angular_z":0.8}'
+TWIST = b'{"type":"twist","linear_x":0.5,"linear_y":0.0,"linear_z":0.0,"angular_x":0.0,"angular_y":0.0,"angular_z":0.8}'
+# A 3D click as the viewer sends it: f32 coordinates widened to f64.
+CLICK = (
+    b'{"type":"click","x":1.2345678806304932,"y":-3.4567890167236328,'
+    b'"z":0.009999999776482582,"entity_path":"/world/map","timestamp_ms":1764089000000}'
 )
+MESSAGES = {"twist": TWIST, "click": CLICK}
 # ~64 KiB of frames per send: large enough that syscalls cost nothing per
 # message, small enough to interleave 8 clients fairly.
 FRAMES_PER_BATCH = 512
@@ -57,9 +60,7 @@ def text_frame(payload: bytes) -> bytes:
     # from hitting an all-zero-key shortcut the viewer would never trigger.
     key = os.urandom(4)
     mask = (key * (n // 4 + 1))[:n]
-    masked = (int.from_bytes(payload, "little") ^ int.from_bytes(mask, "little")).to_bytes(
-        n, "little"
-    )
+    masked = (int.from_bytes(payload, "little") ^ int.from_bytes(mask, "little")).to_bytes(n, "little")
     return header + key + masked
 
 
@@ -67,16 +68,21 @@ def close_frame() -> bytes:
     """A masked close frame with status 1000 (normal closure)."""
     key = os.urandom(4)
     code = (1000).to_bytes(2, "big")
-    return bytes((0x88, 0x80 | 2)) + key + bytes(c ^ k for c, k in zip(code, key))
+    return bytes((0x88, 0x80 | 2)) + key + bytes(c ^ k for c, k in zip(code, key[:2], strict=True))
 
 
 def _handshake_request(port: int, path: str) -> tuple[bytes, bytes]:
     key = base64.b64encode(os.urandom(16))
     # The same five headers the viewer sends, nothing more.
     req = (
-        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: Upgrade\r\n"
-        f"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-    ).encode() + b"Sec-WebSocket-Key: " + key + b"\r\n\r\n"
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: Upgrade\r\n"
+            f"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        ).encode()
+        + b"Sec-WebSocket-Key: "
+        + key
+        + b"\r\n\r\n"
+    )
     accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
     return req, accept
 
@@ -159,9 +165,9 @@ def _cpu_self_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _blast(socks: Sequence[socket.socket], per_client: int) -> tuple[float, list[str]]:
-    """Send ``per_client`` twists on every socket, one thread each; return send time."""
-    frames = [text_frame(TWIST) for _ in range(FRAMES_PER_BATCH)]
+def _blast(socks: Sequence[socket.socket], per_client: int, payload: bytes) -> tuple[float, list[str]]:
+    """Send ``per_client`` messages on every socket, one thread each; return send time."""
+    frames = [text_frame(payload) for _ in range(FRAMES_PER_BATCH)]
     blob = b"".join(frames)
     full, rest = divmod(per_client, FRAMES_PER_BATCH)
     tail = b"".join(frames[:rest])
@@ -187,6 +193,7 @@ def _blast(socks: Sequence[socket.socket], per_client: int) -> tuple[float, list
 
 def scenario_throughput(args: argparse.Namespace, ctl: ControlClient) -> dict[str, Any]:
     clients: int = args.clients
+    payload = MESSAGES[args.message]
     socks = open_connections(args.ws_port, clients)
     try:
         # Warm-up: first-call paths, allocator growth and socket buffer
@@ -195,7 +202,7 @@ def scenario_throughput(args: argparse.Namespace, ctl: ControlClient) -> dict[st
         warm = max(1, args.warmup // clients)
         ctl.call("arm", expect=warm * clients, record=False)
         t_warm = now()
-        _blast(socks, warm)
+        _blast(socks, warm, payload)
         res = ctl.call("wait", timeout=args.timeout, idle=args.idle)
         if not res["done"]:
             raise RuntimeError(f"warm-up lost messages: {res}")
@@ -208,7 +215,7 @@ def scenario_throughput(args: argparse.Namespace, ctl: ControlClient) -> dict[st
         ctl.call("arm", expect=total, record=False)
         cpu0, self0 = proc_cpu_ns(args.pid), _cpu_self_s()
         t_start = now()
-        send_s, errors = _blast(socks, per_client)
+        send_s, errors = _blast(socks, per_client, payload)
         self1 = _cpu_self_s()
         res = ctl.call("wait", timeout=args.timeout, idle=args.idle)
         cpu1 = proc_cpu_ns(args.pid)
@@ -219,6 +226,7 @@ def scenario_throughput(args: argparse.Namespace, ctl: ControlClient) -> dict[st
     duration = max(1e-9, t_end - t_start)
     return {
         "clients": clients,
+        "message": args.message,
         "sent": total,
         "received": received,
         "lost": total - received,
@@ -260,7 +268,7 @@ def _paced_probe(
         # Without equal counts the i-th arrival may not be the i-th send.
         out["error"] = "count mismatch: latency pairing not possible"
         return out
-    lat = [a - s for a, s in zip(arrived[warm:], sent_at[warm:])]
+    lat = [a - s for a, s in zip(arrived[warm:], sent_at[warm:], strict=True)]
     out.update(latency_stats_us(lat))
     out["negative"] = sum(1 for x in lat if x < 0)
     return out
@@ -298,7 +306,7 @@ def scenario_idle(args: argparse.Namespace, ctl: ControlClient) -> dict[str, Any
         cpu0, t_cpu0 = proc_cpu_ns(args.pid), now()
         time.sleep(args.seconds)
         cpu1, t_cpu1 = proc_cpu_ns(args.pid), now()
-        probe_res = _paced_probe(probe, ctl, args.probes, 50.0, warm=0, args=args)
+        probe_res = _paced_probe(probe, ctl, args.probes, args.rate, warm=0, args=args)
     finally:
         close_all(idle, graceful=False)
         close_all([probe])
@@ -328,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--control-port", type=int, required=True)
     p.add_argument("--pid", type=int, required=True, help="target pid, for /proc CPU and RSS")
     p.add_argument("--clients", type=int, default=1, help="throughput: connections")
+    p.add_argument("--message", choices=sorted(MESSAGES), default="twist", help="throughput: what to send")
     p.add_argument("--count", type=int, default=0, help="throughput: messages in all (0: size by --seconds)")
     p.add_argument("--warmup", type=int, default=20_000, help="throughput: warm-up messages in all")
     p.add_argument("--min-count", type=int, default=50_000, help="throughput: lower bound")
@@ -335,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=200.0, help="latency: messages per second")
     p.add_argument("--seconds", type=float, default=5.0, help="throughput phase / latency phase / idle-CPU window")
     p.add_argument("--connections", type=int, default=500, help="idle: connections")
-    p.add_argument("--probes", type=int, default=50, help="idle: probe twists at 50/s")
+    p.add_argument("--probes", type=int, default=200, help="idle: probe twists, sent at --rate")
     p.add_argument("--settle", type=float, default=0.5, help="idle: pause before RSS reads")
     p.add_argument("--timeout", type=float, default=120.0, help="bound on any one wait")
     p.add_argument("--idle", type=float, default=5.0, help="give up after this long w/o progress")

@@ -162,7 +162,7 @@ def test_drop_without_close_frame_while_driving_publishes_zero(bridge: tuple[Rer
         ws.socket.close()
         twists = rec.wait_twists(2)
     assert twists[-1] == Twist.zero()
-    assert server.server.stats.stops["disconnect"] == 1
+    assert server.server.safety.stops.get("disconnect", 0) == 1
 
 
 def test_ping_timeout_drops_a_silent_peer_and_stops_it(bridge_factory: Factory) -> None:
@@ -181,7 +181,7 @@ def test_ping_timeout_drops_a_silent_peer_and_stops_it(bridge_factory: Factory) 
     rec.wait_twists(1)
     twists = rec.wait_twists(2, timeout=5)
     assert twists[-1] == Twist.zero()
-    assert server.server.stats.stops["disconnect"] == 1
+    assert server.server.safety.stops.get("disconnect", 0) == 1
     sock.close()
 
 

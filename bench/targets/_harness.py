@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from typing import Any, Protocol
 
 from bench.control import ControlServer, Recorder, now, raise_nofile_limit
@@ -72,6 +73,18 @@ def _exit_when_parent_goes() -> None:
 
 
 def main(target: Target, argv: list[str] | None = None) -> None:
+    """Run ``target`` until told to stop; any failure exits at once with status 1."""
+    try:
+        _main(target, argv)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        # Not sys.exit: the parent watchdog thread sits in a blocking read of
+        # stdin, which would hang interpreter shutdown.
+        os._exit(1)
+
+
+def _main(target: Target, argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(description="Run one benchmark target server.")
     parser.add_argument(
         "--kwarg",
@@ -82,6 +95,13 @@ def main(target: Target, argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--max-seconds", type=float, default=900.0, help="lifetime bound")
     args = parser.parse_args(argv)
+
+    # The harness reads exactly one line from our stdout and then stops
+    # reading, so a library that logs to stdout (DimOS does, per connection)
+    # would fill the pipe and block the server. Keep the pipe for the ready
+    # line alone and send everything else written to fd 1 to stderr.
+    ready_fd = os.dup(1)
+    os.dup2(2, 1)
 
     raise_nofile_limit()
     threading.Thread(target=_exit_when_parent_goes, daemon=True, name="parent-watch").start()
@@ -113,9 +133,11 @@ def main(target: Target, argv: list[str] | None = None) -> None:
         # Constructor call to the first accepted TCP connection.
         "listen_s": t4 - t1,
     }
-    print(json.dumps(ready), flush=True)
+    os.write(ready_fd, json.dumps(ready).encode() + b"\n")
+    os.close(ready_fd)
     control.serve()
-    print(json.dumps({"event": "stopped", "stop_s": control.stop_s}), flush=True)
+    print(json.dumps({"event": "stopped", "stop_s": control.stop_s}), file=sys.stderr)
+    sys.stdout.flush()
     sys.stderr.flush()
     # Skip interpreter teardown: a library's leftover non-daemon thread must
     # not keep a finished target alive, and stop() was already measured.

@@ -24,7 +24,10 @@ class DimosTarget:
         self._server: Any = None
 
     def load(self) -> None:
-        from dimos.visualization.rerun.websocket_server import RerunWebSocketServer
+        # Installed only in .bench/dimos-venv, not where mypy runs.
+        from dimos.visualization.rerun.websocket_server import (  # type: ignore[import-not-found, unused-ignore]
+            RerunWebSocketServer,
+        )
 
         self._cls = RerunWebSocketServer
 

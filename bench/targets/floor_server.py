@@ -36,8 +36,8 @@ class FloorTarget:
     def _listener_factory(self) -> Any:
         picows = self._picows
         text, close = picows.WSMsgType.TEXT, picows.WSMsgType.CLOSE
-        hit = self._recorder.hit if self._recorder is not None else None
-        assert hit is not None
+        assert self._recorder is not None, "construct() first"
+        hit = self._recorder.hit
 
         class Counter(picows.WSListener):  # type: ignore[misc, name-defined]
             def on_ws_frame(self, transport: Any, frame: Any) -> None:
@@ -60,13 +60,12 @@ class FloorTarget:
         self._thread.start()
 
         async def serve() -> asyncio.Server:
-            return await self._picows.ws_create_server(
+            server: asyncio.Server = await self._picows.ws_create_server(
                 self._listener_factory(), HOST, 0, enable_auto_pong=True
             )
+            return server
 
-        fut: concurrent.futures.Future[asyncio.Server] = asyncio.run_coroutine_threadsafe(
-            serve(), loop
-        )
+        fut: concurrent.futures.Future[asyncio.Server] = asyncio.run_coroutine_threadsafe(serve(), loop)
         self._server = fut.result(timeout=10.0)
         return int(self._server.sockets[0].getsockname()[1])
 

@@ -44,6 +44,13 @@ _HELP: Final = {
     "rerun_url": "Rerun gRPC URL (rerun+http://HOST:9876/proxy) for the web page's 3D view",
     "web": "serve the browser page at / (default on)",
     "log_format": "text or json",
+    "lcm_url": "LCM URL (default $LCM_DEFAULT_URL, else udpm://239.255.76.67:7667?ttl=0; ttl=1 reaches the LAN)",
+    "zenoh_mode": "Zenoh session mode: peer (default) or client (through a zenohd router)",
+    "zenoh_multicast_scouting": "find Zenoh peers by UDP multicast (default on)",
+    "namespace": "prefix for every topic on the bus, e.g. robot1",
+    "mux": "navigation Twist topic to mux with teleop (teleop wins), e.g. nav_cmd_vel",
+    "mux_output": "topic the mux publishes (default cmd_vel)",
+    "mux_cooldown": "seconds after the last teleop command before navigation passes again (default 1.0)",
 }
 
 
@@ -146,6 +153,8 @@ def banner(server: AsyncRerunWebSocketServer, token_set: bool) -> list[str]:
         for transport in server.transports:
             where.append(f"{transport.name} {transport.describe(topic)}")
         lines.append(f"  {topic.stream} ({topic.type_name}) -> " + ", ".join(where))
+    if server.mux is not None:
+        lines.extend(server.mux.describe(server.transports))
     return lines
 
 
@@ -153,7 +162,8 @@ async def _serve(config: BridgeConfig) -> int:
     server = AsyncRerunWebSocketServer(config)
     if config.echo is not None:
         fmt = as_json_line if config.echo == "json" else as_text_line
-        for name, stream in server.streams.items():
+        echoed = [*server.streams.items(), *(server.mux.streams.items() if server.mux is not None else ())]
+        for name, stream in echoed:
 
             def printer(message: Any, name: str = name) -> None:
                 sys.stdout.write(fmt(name, message) + "\n")

@@ -52,6 +52,15 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     """Zenoh endpoints to connect to, e.g. tcp/10.0.0.2:7447."""
     zenoh_listen: list[str] = []
     """Zenoh endpoints to listen on."""
+    zenoh_multicast_scouting: bool = True
+    """Find Zenoh peers by UDP multicast (Zenoh's default). Turn off to use only the explicit endpoints."""
+    mux: Union[str, None] = None
+    """Navigation command topic (Twist) to read from the bus and mux with teleop into mux_output,
+    e.g. "nav_cmd_vel"; None = no mux. Namespaced like every topic."""
+    mux_output: str = "cmd_vel"
+    """Topic the mux publishes: teleop while a person drives (plus mux_cooldown), navigation otherwise."""
+    mux_cooldown: float = 1.0
+    """Seconds after the last teleop command before navigation commands pass again."""
 
     # -- safety -----------------------------------------------------------
     deadman_timeout: float = 1.0
@@ -118,6 +127,18 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             _require(name, getattr(self, name), lambda v: v > 0, "> 0")
         _require("rate_burst", self.rate_burst, lambda v: v >= 1, ">= 1")
         _require("republish_hz", self.republish_hz, lambda v: v >= 0, ">= 0")
+        _require("mux_cooldown", self.mux_cooldown, lambda v: v >= 0, ">= 0")
+        # Topic clashes (a remap onto another stream's topic, a mux loop) are found here,
+        # so they are errors at start that name the setting, not surprises on the bus.
+        from viewer_bridge.mux import mux_topics
+        from viewer_bridge.streams import TopicMap
+
+        try:
+            topic_map = TopicMap(self.remap, self.namespace)
+            if self.mux is not None:
+                mux_topics(topic_map, self.mux, self.mux_output)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         for axis in ("linear_x", "linear_y", "linear_z", "angular_x", "angular_y", "angular_z"):
             _require(f"scale_{axis}", getattr(self, f"scale_{axis}"), lambda v: True, "finite")
             limit = getattr(self, f"max_{axis}")

@@ -19,6 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from viewer_bridge.safety import SafetyController
+
 __all__ = ["LATENCY_BUCKETS", "BridgeStats", "render_metrics"]
 
 # Seconds from a frame's arrival to the end of its publish; most take a few
@@ -37,10 +39,8 @@ class BridgeStats:
         self.http_refused: Counter[int] = Counter()  # by HTTP status
         self.frames: Counter[str] = Counter()  # by message type
         self.rejects: Counter[str] = Counter()  # by reason
-        self.published: Counter[tuple[str, str]] = Counter()  # by (stream, transport)
-        self.clamped = 0
-        self.stops: Counter[str] = Counter()  # zero twists by cause
-        self.lease_changes = 0
+        # In-process publishes by stream (bus transports count their own).
+        self.published: dict[str, int] = dict.fromkeys(("clicked_point", "tele_cmd_vel", "stop_movement"), 0)
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.latency_count = 0
@@ -51,9 +51,13 @@ class BridgeStats:
         self.latency_count += 1
 
 
+TransportCounts = Callable[[], dict[tuple[str, str], tuple[int, int]]]
+
+
 class _StatsCollector(Collector):
-    def __init__(self, stats: BridgeStats, transport_counts: Callable[[], dict[tuple[str, str], tuple[int, int]]]):
+    def __init__(self, stats: BridgeStats, safety: SafetyController, transport_counts: TransportCounts):
         self._stats = stats
+        self._safety = safety
         self._transport_counts = transport_counts
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
@@ -84,22 +88,23 @@ class _StatsCollector(Collector):
             "Publish failures, by stream and transport",
             labels=["stream", "transport"],
         )
-        for (stream, transport), n in sorted(s.published.items()):
-            published.add_metric([stream, transport], n)
+        for stream, n in sorted(s.published.items()):
+            published.add_metric([stream, "inprocess"], n)
         for (stream, transport), (ok, failed) in sorted(self._transport_counts().items()):
             published.add_metric([stream, transport], ok)
             failures.add_metric([stream, transport], failed)
         yield published
         yield failures
-        yield CounterMetricFamily("viewer_bridge_clamped", "Twists with an axis clamped", value=s.clamped)
+        safety = self._safety
+        yield CounterMetricFamily("viewer_bridge_clamped", "Twists with an axis clamped", value=safety.clamped)
         stops = CounterMetricFamily("viewer_bridge_zero_twists", "Zero twists published, by cause", labels=["cause"])
-        for cause, n in sorted(s.stops.items()):
+        for cause, n in sorted(safety.stops.items()):
             stops.add_metric([cause], n)
         yield stops
         yield CounterMetricFamily(
-            "viewer_bridge_deadman_trips", "Deadman stops (silence)", value=s.stops.get("deadman", 0)
+            "viewer_bridge_deadman_trips", "Deadman stops (silence)", value=safety.stops.get("deadman", 0)
         )
-        yield CounterMetricFamily("viewer_bridge_lease_changes", "Driver lease changes", value=s.lease_changes)
+        yield CounterMetricFamily("viewer_bridge_lease_changes", "Driver lease changes", value=safety.lease_changes)
         cumulative = 0
         buckets: list[tuple[str, float]] = []
         for bound, n in zip((*map(str, LATENCY_BUCKETS), "+Inf"), s.latency_buckets, strict=True):
@@ -113,11 +118,9 @@ class _StatsCollector(Collector):
         )
 
 
-def make_registry(
-    stats: BridgeStats, transport_counts: Callable[[], dict[tuple[str, str], tuple[int, int]]]
-) -> CollectorRegistry:
+def make_registry(stats: BridgeStats, safety: SafetyController, transport_counts: TransportCounts) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StatsCollector(stats, transport_counts))
+    registry.register(_StatsCollector(stats, safety, transport_counts))
     return registry
 
 

@@ -28,19 +28,13 @@ The rules, and why:
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Final
 
 from viewer_bridge.messages import Bool, Twist, Vector3
 
-__all__ = [
-    "AXES",
-    "Limits",
-    "Outcome",
-    "SafetyController",
-    "StopCause",
-]
+__all__ = ["AXES", "Limits", "SafetyController", "StopCause"]
 
 AXES: Final = ("linear_x", "linear_y", "linear_z", "angular_x", "angular_y", "angular_z")
 
@@ -99,19 +93,8 @@ class Limits:
         return Twist(Vector3(out[0], out[1], out[2]), Vector3(out[3], out[4], out[5])), clamped
 
 
-@dataclass(slots=True)
-class Outcome:
-    """What one input led to. ``publish`` lists ``(stream, message)`` pairs in order."""
-
-    publish: list[tuple[str, Twist | Bool]] = field(default_factory=list)
-    rejected: str | None = None
-    detail: str = ""
-    clamped: bool = False
-    stop_cause: str | None = None
-    lease_from: ClientId | None = None
-    lease_to: ClientId | None = None
-    lease_changed: bool = False
-
+Emit = Callable[[str, "Twist | Bool"], object]
+EventSink = Callable[[str, ClientId | None], object]
 
 _ZERO: Final = Twist.zero()
 _STOP_MOVEMENT: Final = Bool(True)
@@ -119,6 +102,12 @@ _STOP_MOVEMENT: Final = Bool(True)
 
 class SafetyController:
     """The arbitration and deadman state machine for ``tele_cmd_vel``.
+
+    What it decides to publish goes to ``emit(stream, message)``, in order,
+    during the call that decided it. Rare happenings (a driver taking or
+    losing the lease, and why) go to ``on_event(kind, client)`` with ``kind``
+    one of ``"lease"`` or a :class:`StopCause` value. Counters for metrics are
+    plain attributes.
 
     ``deadman_timeout`` is how long a non-zero command stays valid without a
     refresh; ``republish_hz`` (0 = off) re-sends the current command at that
@@ -128,15 +117,19 @@ class SafetyController:
 
     def __init__(
         self,
+        emit: Emit,
         *,
         deadman_timeout: float = 1.0,
         republish_hz: float = 0.0,
         limits: Limits | None = None,
+        on_event: EventSink | None = None,
     ) -> None:
         if not (math.isfinite(deadman_timeout) and deadman_timeout > 0):
             raise ValueError(f"deadman_timeout must be a finite number > 0, got {deadman_timeout!r}")
         if not (math.isfinite(republish_hz) and republish_hz >= 0):
             raise ValueError(f"republish_hz must be a finite number >= 0, got {republish_hz!r}")
+        self._emit = emit
+        self._on_event = on_event
         self.deadman_timeout = deadman_timeout
         self.republish_period = 1.0 / republish_hz if republish_hz > 0 else 0.0
         self.limits = limits or Limits()
@@ -145,74 +138,78 @@ class SafetyController:
         self.command: Twist | None = None  # the non-zero command in force, if any
         self.last_command_at = -math.inf
         self._next_republish = math.inf
+        # Counters, read by the metrics endpoint.
+        self.clamped = 0
+        self.lease_changes = 0
+        self.stops: dict[str, int] = {}
 
     # -- inputs -----------------------------------------------------------
 
-    def twist(self, client: ClientId, twist: Twist, now: float) -> Outcome:
-        """A twist from ``client`` at time ``now``."""
-        if not twist.is_finite():
-            return Outcome(rejected="non_finite", detail=f"twist has a non-finite component: {twist}")
+    def twist(self, client: ClientId, twist: Twist, now: float) -> str | None:
+        """A twist from ``client`` at ``now``. Returns a rejection reason, or None if accepted."""
+        lin, ang = twist.linear, twist.angular
+        total = lin.x + lin.y + lin.z + ang.x + ang.y + ang.z
+        # NaN or infinity anywhere makes the sum non-finite (so does an
+        # overflowing sum of huge values, which the precise check then clears).
+        if total - total != 0.0 and not twist.is_finite():
+            return "non_finite"
         driver = self.driver
         if driver is not None and driver != client:
-            return Outcome(
-                rejected="not_driver",
-                detail="another client is driving; wait for it to stop or send 'stop'",
-            )
-        if self._identity:
-            clamped = False
-        else:
+            return "not_driver"
+        if not self._identity:
             twist, clamped = self.limits.apply(twist)
-        if twist.is_zero():
-            if driver is None:
-                # Nothing is moving on our account: a zero here would only add
-                # to the stream of zeros that must not happen.
-                return Outcome(clamped=clamped)
-            return self._halt(StopCause.RELEASE, clamped=clamped)
-        out = Outcome(clamped=clamped)
+            if clamped:
+                self.clamped += 1
+            lin, ang = twist.linear, twist.angular
+        if not (lin.x or lin.y or lin.z or ang.x or ang.y or ang.z):
+            if driver is not None:
+                self._halt(StopCause.RELEASE)
+            # With nobody driving, a zero would only add to a stream of zeros
+            # that must not happen: nothing is published.
+            return None
         if driver is None:
             self.driver = client
-            out.lease_changed, out.lease_from, out.lease_to = True, None, client
-            out.publish.append(("stop_movement", _STOP_MOVEMENT))
-        out.publish.append(("tele_cmd_vel", twist))
+            self.lease_changes += 1
+            if self._on_event is not None:
+                self._on_event("lease", client)
+            self._emit("stop_movement", _STOP_MOVEMENT)
         self.command = twist
         self.last_command_at = now
         if self.republish_period:
             self._next_republish = now + self.republish_period
-        return out
+        self._emit("tele_cmd_vel", twist)
+        return None
 
-    def stop(self, client: ClientId, now: float) -> Outcome:
+    def stop(self, client: ClientId, now: float) -> None:
         """An explicit ``stop`` from any client: honoured at once."""
-        if self.driver is None:
-            return Outcome()
-        return self._halt(StopCause.STOP)
+        if self.driver is not None:
+            self._halt(StopCause.STOP)
 
-    def disconnect(self, client: ClientId, now: float) -> Outcome:
+    def disconnect(self, client: ClientId, now: float) -> None:
         """``client``'s connection ended, however it ended."""
-        if self.driver != client:
-            return Outcome()
-        return self._halt(StopCause.DISCONNECT)
+        if self.driver is not None and self.driver == client:
+            self._halt(StopCause.DISCONNECT)
 
-    def shutdown(self, now: float) -> Outcome:
+    def shutdown(self, now: float) -> None:
         """The bridge is going away: stop whoever is driving."""
-        if self.driver is None:
-            return Outcome()
-        return self._halt(StopCause.SHUTDOWN)
+        if self.driver is not None:
+            self._halt(StopCause.SHUTDOWN)
 
-    def tick(self, now: float) -> Outcome:
+    def tick(self, now: float) -> None:
         """Advance time: fire the deadman or a republish if due."""
         if self.driver is None:
-            return Outcome()
+            return
         # Compared as an absolute deadline, the same sum next_deadline() reports,
         # so a timer armed for that deadline always finds the deadman due.
         if now >= self.last_command_at + self.deadman_timeout:
-            return self._halt(StopCause.DEADMAN)
+            self._halt(StopCause.DEADMAN)
+            return
         if self.command is not None and now >= self._next_republish:
             # Keep phase with the schedule, but never queue a burst of catch-ups.
             self._next_republish += self.republish_period
             if self._next_republish <= now:
                 self._next_republish = now + self.republish_period
-            return Outcome(publish=[("tele_cmd_vel", self.command)])
-        return Outcome()
+            self._emit("tele_cmd_vel", self.command)
 
     def next_deadline(self) -> float | None:
         """The next time :meth:`tick` may have something to do, or ``None``."""
@@ -225,17 +222,14 @@ class SafetyController:
 
     # -- internals --------------------------------------------------------
 
-    def _halt(self, cause: str, clamped: bool = False) -> Outcome:
+    def _halt(self, cause: str) -> None:
         previous = self.driver
         self.driver = None
         self.command = None
         self.last_command_at = -math.inf
         self._next_republish = math.inf
-        return Outcome(
-            publish=[("tele_cmd_vel", _ZERO)],
-            clamped=clamped,
-            stop_cause=cause,
-            lease_changed=True,
-            lease_from=previous,
-            lease_to=None,
-        )
+        self.stops[cause] = self.stops.get(cause, 0) + 1
+        self.lease_changes += 1
+        self._emit("tele_cmd_vel", _ZERO)
+        if self._on_event is not None:
+            self._on_event(cause, previous)

@@ -46,6 +46,7 @@ from viewer_bridge.auth import check_origin, check_token, redact_target, split_t
 from viewer_bridge.config import BridgeConfig, ConfigError, from_mapping
 from viewer_bridge.messages import Bool, Message, PointStamped, Twist
 from viewer_bridge.metrics import BridgeStats, make_registry, render_metrics
+from viewer_bridge.mux import MuxNode
 from viewer_bridge.protocol import (
     Click,
     Heartbeat,
@@ -58,7 +59,7 @@ from viewer_bridge.protocol import (
     parse_message,
 )
 from viewer_bridge.ratelimit import TokenBucket
-from viewer_bridge.safety import Limits, Outcome, SafetyController
+from viewer_bridge.safety import Limits, SafetyController, StopCause
 from viewer_bridge.streams import STREAM_TYPES, Stream, TopicMap
 from viewer_bridge.transports import Transport, TransportSink, create_transport
 
@@ -72,6 +73,11 @@ log = logging.getLogger("viewer_bridge.server")
 _MAX_PENDING_WRITE: Final = 64 * 1024
 # The same complaint about the same client is logged at most this often.
 _LOG_REPEAT_INTERVAL: Final = 10.0
+_ZERO_TWIST: Final = Twist.zero()
+_SAFETY_REJECTIONS: Final = {
+    "non_finite": "twist has a non-finite component; numbers must be finite",
+    "not_driver": "another client is driving; wait for it to stop (or send 'stop')",
+}
 # How long stop() waits for clients to finish the close handshake.
 _CLOSE_GRACE: Final = 1.0
 
@@ -212,6 +218,8 @@ class AsyncRerunWebSocketServer:
         }
         assert set(self.streams) == set(STREAM_TYPES)
         self.safety = SafetyController(
+            self._emit,
+            on_event=self._safety_event,
             deadman_timeout=config.deadman_timeout,
             republish_hz=config.republish_hz,
             limits=Limits(
@@ -234,9 +242,13 @@ class AsyncRerunWebSocketServer:
             ),
         )
         self.stats = BridgeStats()
-        self.registry = make_registry(self.stats, self._transport_counts)
+        self.registry = make_registry(self.stats, self.safety, self._transport_counts)
         self.wall_clock: Callable[[], float] = time.time
         self.transports: list[Transport] = []
+        # The optional cmd_vel mux (--mux): exists from construction so its streams can be subscribed early.
+        self.mux: MuxNode | None = None
+        if config.mux is not None:
+            self.mux = MuxNode.from_config(config, self.topics, self.tele_cmd_vel, self.stop_movement)
         self._sinks: list[TransportSink] = []
         self._unsubscribe_sinks: list[Callable[[], None]] = []
         self._token: str | None = None
@@ -246,9 +258,9 @@ class AsyncRerunWebSocketServer:
         self._sessions: dict[str, _Session] = {}
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
+        self._clock: Callable[[], float] = time.monotonic
         self._started_at = 0.0
-        self._last_command_wall: float | None = None
+        self._last_command_at: float | None = None  # monotonic time of the last tele_cmd_vel
         self._state = "stopped"
         # (path, request headers) -> (body, response headers); see viewer_bridge.web.StaticFiles.respond
         self._static: Callable[[str, Any], tuple[bytes, dict[str, str]] | None] | None = None
@@ -307,7 +319,7 @@ class AsyncRerunWebSocketServer:
         if config.web:
             from viewer_bridge.web import StaticFiles
 
-            self._static = StaticFiles(config)
+            self._static = StaticFiles(config).respond
         for name in config.transports:
             transport = create_transport(name, config)
             transport.start()
@@ -316,6 +328,9 @@ class AsyncRerunWebSocketServer:
                 sink = TransportSink(transport, topic)
                 self._sinks.append(sink)
                 self._unsubscribe_sinks.append(self.streams[topic.stream].subscribe(sink))
+        if self.mux is not None:
+            self.mux.start(self._loop, self.transports)
+            self._sinks.extend(self.mux.sinks)
         try:
             self._server = await ws_create_server(
                 self._route,
@@ -329,6 +344,10 @@ class AsyncRerunWebSocketServer:
                 auto_ping_reply_timeout=config.ping_timeout,
                 auto_ping_strategy=WSAutoPingStrategy.PING_WHEN_IDLE,
                 max_frame_size=config.max_message_size,
+                # Viewer messages are ~200 bytes; picows's 16 KiB default read
+                # buffer per connection would dominate idle memory (it grows on
+                # demand for larger messages and bursts).
+                read_buffer_init_size=4096,
                 # Plain asyncio transports: the behaviour must not change with
                 # whatever optional accelerator happens to be installed.
                 use_aiofastnet=False,
@@ -361,7 +380,7 @@ class AsyncRerunWebSocketServer:
             self._server.close()
         loop = self._loop
         if loop is not None:
-            self._apply(self.safety.shutdown(loop.time()), None, loop.time())
+            self.safety.shutdown(self._clock())
         sessions = list(self._sessions.values())
         for session in sessions:
             session.close(WSCloseCode.GOING_AWAY, "server shutting down")
@@ -374,7 +393,8 @@ class AsyncRerunWebSocketServer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-            self._timer_at = math.inf
+        if self.mux is not None:
+            self.mux.stop()
         for unsubscribe in self._unsubscribe_sinks:
             unsubscribe()
         self._unsubscribe_sinks.clear()
@@ -432,7 +452,7 @@ class AsyncRerunWebSocketServer:
             loop = self._loop
             assert loop is not None
             client_id = f"{next(self._ids):04x}"
-            return _Session(self, "?", client_id, loop.time())
+            return _Session(self, "?", client_id, self._clock())
         if path in ("/healthz", "/metrics", "/status"):
             if not check_token(self._token, query, headers):
                 return self._refuse(401, "missing or wrong token", target, {"WWW-Authenticate": "Bearer"})
@@ -456,7 +476,7 @@ class AsyncRerunWebSocketServer:
         return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, body, extra), None)
 
     def health(self) -> dict[str, Any]:
-        age = None if self._last_command_wall is None else max(0.0, time.time() - self._last_command_wall)
+        age = None if self._last_command_at is None else round(self._clock() - self._last_command_at, 6)
         return {
             "up": self.is_running,
             "version": __version__,
@@ -490,8 +510,8 @@ class AsyncRerunWebSocketServer:
         self.stats.connections_open = len(self._sessions)
         loop = self._loop
         if loop is not None:
-            now = loop.time()
-            self._apply(self.safety.disconnect(session.id, now), session, now)
+            now = self._clock()
+            self.safety.disconnect(session.id, now)
         close = session.transport.close_handshake if session.transport is not None else None
         received = close.recv if close is not None else None
         how = f"close code {received.code.value}" if received is not None else "no close frame"
@@ -500,9 +520,7 @@ class AsyncRerunWebSocketServer:
     # -- the per-message path ---------------------------------------------
 
     def _handle_message(self, session: _Session, payload: bytes) -> None:
-        loop = self._loop
-        assert loop is not None
-        now = loop.time()
+        now = self._clock()
         session.frames += 1
         try:
             event = parse_message(payload)
@@ -510,25 +528,28 @@ class AsyncRerunWebSocketServer:
             self._reject(session, exc.reason, exc.detail, exc.field)
             return
         kind = type(event)
-        stats = self.stats
+        frames = self.stats.frames
         if kind is Stop:
             # Never rate-limited: a stop must get through a flood.
-            stats.frames["stop"] += 1
-            self._apply(self.safety.stop(session.id, now), session, now)
+            frames["stop"] += 1
+            self.safety.stop(session.id, now)
+            self._observe(now)
             return
         if not session.bucket.allow(now):
             self._rate_limited(session, now)
             return
         if kind is TwistCommand:
-            stats.frames["twist"] += 1
-            assert isinstance(event, TwistCommand)
-            outcome = self.safety.twist(session.id, event.to_twist(), now)
-            if outcome.rejected is not None:
-                self._reject(session, outcome.rejected, outcome.detail)
+            frames["twist"] += 1
+            rejected = self.safety.twist(session.id, event.to_twist(), now)  # type: ignore[union-attr]
+            if rejected is not None:
+                self._reject(session, rejected, _SAFETY_REJECTIONS[rejected])
                 return
-            self._apply(outcome, session, now)
+            if self._timer is None:
+                self._arm()
+            self._last_command_at = now
+            self._observe(now)
         elif kind is Click:
-            stats.frames["click"] += 1
+            frames["click"] += 1
             assert isinstance(event, Click)
             if event.z is None:
                 self._reject(
@@ -540,61 +561,47 @@ class AsyncRerunWebSocketServer:
                 )
                 return
             ts = event.timestamp_ms / 1000.0 if event.timestamp_ms else self.wall_clock()
-            point = PointStamped(event.x, event.y, event.z, ts, self.config.frame_id)
-            self._publish("clicked_point", point)
-            stats.observe_latency(loop.time() - now)
+            self._emit("clicked_point", PointStamped(event.x, event.y, event.z, ts, self.config.frame_id))
+            self._observe(now)
         elif kind is Heartbeat:
-            stats.frames["heartbeat"] += 1
+            frames["heartbeat"] += 1
 
-    def _apply(self, outcome: Outcome, session: _Session | None, now: float) -> None:
-        stats = self.stats
-        if outcome.clamped:
-            stats.clamped += 1
-        for stream, message in outcome.publish:
-            self._publish(stream, message)
-        if outcome.publish:
-            self._last_command_wall = self.wall_clock()
-        if outcome.stop_cause is not None:
-            stats.stops[outcome.stop_cause] += 1
-            if outcome.stop_cause not in ("zero_twist", "stop"):
-                who = session.label if session is not None else outcome.lease_from
-                log.warning("published a zero twist: %s (driver was %s)", outcome.stop_cause, who)
-        if outcome.lease_changed:
-            stats.lease_changes += 1
-            if outcome.lease_to is not None and session is not None:
-                log.info("client %s is now driving", session.label)
-        if outcome.publish:
-            stats.observe_latency(self._loop.time() - now if self._loop is not None else 0.0)
-        deadline = self.safety.next_deadline()
-        if deadline is not None and deadline < self._timer_at:
-            self._arm(deadline)
+    def _observe(self, started: float) -> None:
+        self.stats.observe_latency(self._clock() - started)
 
-    def _publish(self, stream: str, message: Message) -> None:
+    def _emit(self, stream: str, message: Message) -> None:
+        """Publish to in-process subscribers (and, through them, the bus transports)."""
         self.streams[stream].publish(message)
-        self.stats.published[(stream, "inprocess")] += 1
+        self.stats.published[stream] += 1
+        if message is _ZERO_TWIST:
+            # Zeros come from stops, disconnects and timers; a twist's time is
+            # recorded by the caller, which already read the clock.
+            self._last_command_at = self._clock()
 
-    def _arm(self, when: float) -> None:
+    def _safety_event(self, kind: str, client: object) -> None:
+        session = self._sessions.get(client) if isinstance(client, str) else None
+        who = session.label if session is not None else f"#{client}"
+        if kind == "lease":
+            log.info("client %s is now driving", who)
+        elif kind in (StopCause.DEADMAN, StopCause.DISCONNECT, StopCause.SHUTDOWN):
+            log.warning("published a zero twist: %s (driver was %s)", kind, who)
+
+    def _arm(self) -> None:
+        # The timer is armed lazily: each twist only moves the deadline later,
+        # so instead of re-arming per message, a timer that fires early finds
+        # nothing due and re-arms for the new deadline.
+        deadline = self.safety.next_deadline()
         loop = self._loop
-        if loop is None or self._state not in ("running", "starting"):
+        if deadline is None or loop is None or self._state not in ("running", "starting"):
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = when
-        self._timer = loop.call_at(when, self._on_timer)
+        self._timer = loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._timer_at = math.inf
-        loop = self._loop
-        if loop is None:
-            return
-        now = loop.time()
-        outcome = self.safety.tick(now)
-        driver = self.safety.driver
-        self._apply(outcome, self._sessions.get(driver) if isinstance(driver, str) else None, now)
-        deadline = self.safety.next_deadline()
-        if deadline is not None and self._timer is None:
-            self._arm(deadline)
+        self.safety.tick(self._clock())
+        self._arm()
 
     # -- rejections ---------------------------------------------------------
 

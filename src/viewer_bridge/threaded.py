@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from viewer_bridge.config import BridgeConfig
 from viewer_bridge.messages import Bool, PointStamped, Twist
+from viewer_bridge.mux import MuxNode
 from viewer_bridge.server import AsyncRerunWebSocketServer
 from viewer_bridge.streams import Stream
 
@@ -70,6 +71,11 @@ class RerunWebSocketServer:
     @property
     def stop_movement(self) -> Stream[Bool]:
         return self._server.stop_movement
+
+    @property
+    def mux(self) -> MuxNode | None:
+        """The cmd_vel mux when ``mux`` is configured: subscribe to ``mux.cmd_vel``, feed ``mux.feed_nav``."""
+        return self._server.mux
 
     @property
     def config(self) -> BridgeConfig:

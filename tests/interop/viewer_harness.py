@@ -34,6 +34,14 @@ What the viewer does, as observed with this harness (see PROTOCOL.md too):
   pointer position. :meth:`DimosViewer.click_at` therefore moves the pointer,
   waits until the hover tooltip is drawn, and only then clicks.
 * A click outside the teleop panel disengages it (the viewer sends ``stop``).
+* A click that picks the same point as the previous click sends nothing:
+  move at least a few pixels (3 px at the view centre is one grid point).
+* Twists come once per redrawn frame (~0.1 s apart here), not at a fixed
+  rate: a 0.5 s hold gave 3 twists (X key-repeat starts only after 0.66 s),
+  then ``stop`` ~20 ms after the key-up. Space sends no ``stop``.
+* Clicking the view centre of the default scene, (590, 296) on 1280x720,
+  picks the cloud at the world origin, reproducibly (x -0.0313, y -0.0116,
+  z 0.034: z is on the drawn sphere, up to :attr:`PointCloudScene.radius`).
 * The viewer keeps state in ``$XDG_DATA_HOME/dimos-viewer`` even without
   ``--persist-state``; each :class:`DimosViewer` gets its own private data,
   config and runtime directories so runs never influence one another.
@@ -111,9 +119,7 @@ def wait_until(
             return result
         if time.monotonic() >= deadline:
             extra = on_timeout() if on_timeout else ""
-            raise HarnessError(
-                f"timed out after {timeout:.1f}s waiting for {what}{extra}"
-            )
+            raise HarnessError(f"timed out after {timeout:.1f}s waiting for {what}{extra}")
         time.sleep(interval)
 
 
@@ -128,9 +134,7 @@ def find_viewer_binary() -> str | None:
 
 def missing_tools() -> str | None:
     """Why the viewer tests cannot run here (for ``pytest.skip``), or ``None``."""
-    missing = [
-        tool for tool in ("Xvfb", "xdotool", "import") if shutil.which(tool) is None
-    ]
+    missing = [tool for tool in ("Xvfb", "xdotool", "import") if shutil.which(tool) is None]
     if find_viewer_binary() is None:
         missing.append("dimos-viewer (pip install dimos-viewer==0.32.0a3)")
     if not missing:
@@ -240,9 +244,7 @@ class Screenshot:
             if not 0.5 <= k <= 1.1:
                 return False
         return (
-            abs(r - k * rgb[0]) <= tolerance
-            and abs(g - k * rgb[1]) <= tolerance
-            and abs(b - k * rgb[2]) <= tolerance
+            abs(r - k * rgb[0]) <= tolerance and abs(g - k * rgb[1]) <= tolerance and abs(b - k * rgb[2]) <= tolerance
         )
 
     def count_color(
@@ -309,16 +311,9 @@ class Screenshot:
         else:
             cx = sum(x for x, _ in hits) / len(hits)
             cy = sum(y for _, y in hits) / len(hits)
-        offsets = [
-            (dx, dy) for dx in (-radius, 0, radius) for dy in (-radius, 0, radius)
-        ]
+        offsets = [(dx, dy) for dx in (-radius, 0, radius) for dy in (-radius, 0, radius)]
         solid = [
-            (x, y)
-            for x, y in hits
-            if all(
-                self._matches(x + dx, y + dy, rgb, tolerance, shaded)
-                for dx, dy in offsets
-            )
+            (x, y) for x, y in hits if all(self._matches(x + dx, y + dy, rgb, tolerance, shaded) for dx, dy in offsets)
         ]
         if not solid:
             return None
@@ -398,17 +393,12 @@ class XvfbDisplay:
         while not buf.endswith(b"\n"):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise HarnessError(
-                    f"Xvfb gave no display number in {self.start_timeout}s"
-                    + self._log_tail()
-                )
+                raise HarnessError(f"Xvfb gave no display number in {self.start_timeout}s" + self._log_tail())
             ready, _, _ = select.select([fd], [], [], left)
             if ready:
                 chunk = os.read(fd, 64)
                 if not chunk:  # Xvfb exited
-                    raise HarnessError(
-                        f"Xvfb exited before it was ready{self._log_tail()}"
-                    )
+                    raise HarnessError(f"Xvfb exited before it was ready{self._log_tail()}")
                 buf += chunk
         return int(buf.strip())
 
@@ -454,8 +444,7 @@ class XvfbDisplay:
         )
         if done.returncode != 0:
             raise HarnessError(
-                f"{' '.join(argv)} exited {done.returncode}: "
-                + done.stderr.decode(errors="replace").strip()
+                f"{' '.join(argv)} exited {done.returncode}: " + done.stderr.decode(errors="replace").strip()
             )
         return done.stdout.decode(errors="replace")
 
@@ -473,9 +462,7 @@ class XvfbDisplay:
             check=False,
         )
         if done.returncode != 0:
-            raise HarnessError(
-                f"import failed: {done.stderr.decode(errors='replace').strip()}"
-            )
+            raise HarnessError(f"import failed: {done.stderr.decode(errors='replace').strip()}")
         return Screenshot.from_ppm(done.stdout)
 
     def screenshot(self, path: str | os.PathLike[str]) -> Path:
@@ -531,8 +518,7 @@ class PointCloudScene:
         half = self.half_extent
         tail = f" {self.radius}" if self.radius is not None else ""
         rows = (
-            f"{i * self.spacing - half:.4f} {j * self.spacing - half:.4f} 0"
-            f" {r} {g} {b}{tail}"
+            f"{i * self.spacing - half:.4f} {j * self.spacing - half:.4f} 0 {r} {g} {b}{tail}"
             for i in range(n)
             for j in range(n)
         )
@@ -590,9 +576,7 @@ class DimosViewer:
         self.scene = scene or PointCloudScene()
         self.binary = binary or find_viewer_binary()
         if self.binary is None:
-            raise HarnessError(
-                "dimos-viewer not found (pip install dimos-viewer==0.32.0a3)"
-            )
+            raise HarnessError("dimos-viewer not found (pip install dimos-viewer==0.32.0a3)")
         self.extra_args = list(extra_args)
         self.debug = debug
         self.ready_timeout = ready_timeout
@@ -714,6 +698,35 @@ class DimosViewer:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def kill(self, signum: int = signal.SIGKILL) -> float:
+        """Send ``signum`` to the viewer process itself (not its group), as a
+        crash would; returns ``time.monotonic()`` taken just before the signal.
+
+        The process is left for :meth:`stop` to reap.
+        """
+        if self._proc is None or self._proc.poll() is not None:
+            raise HarnessError(f"dimos-viewer is not running{self._diagnostics()}")
+        sent_at = time.monotonic()
+        os.kill(self._proc.pid, signum)
+        return sent_at
+
+    # -- what the viewer says it did (needs debug=True: DIMOS_DEBUG=1) --------
+    def published(self) -> dict[str, int]:
+        """How many twists and stops the viewer has logged as published so far.
+
+        Keys ``"twist"`` and ``"stop"``. Clicks are not logged by 0.32.0a3, so
+        they are not counted. With :attr:`debug` off this is always zero.
+        """
+        text = self.log_text()
+        return {
+            "twist": text.count("[DIMOS_DEBUG] Published twist:"),
+            "stop": text.count("[DIMOS_DEBUG] Published stop command"),
+        }
+
+    def connections(self) -> int:
+        """How many times the viewer has logged connecting to its WebSocket URL."""
+        return self.log_text().count("[DIMOS_DEBUG] WsPublisher: connected to ")
+
     def _check_alive(self) -> None:
         if not self.is_running():
             raise HarnessError(f"dimos-viewer is not running{self._diagnostics()}")
@@ -721,9 +734,7 @@ class DimosViewer:
     # -- readiness -----------------------------------------------------------
     def wait_ready(self, timeout: float | None = None) -> None:
         """Wait for the window, then for a frame showing the cloud and teleop panel."""
-        deadline = time.monotonic() + (
-            self.ready_timeout if timeout is None else timeout
-        )
+        deadline = time.monotonic() + (self.ready_timeout if timeout is None else timeout)
 
         def window() -> str | None:
             self._check_alive()
@@ -750,10 +761,7 @@ class DimosViewer:
             self._check_alive()
             shot = self.display.grab()
             return (
-                shot.count_color(
-                    self.scene.rgb, self.view_rect, tolerance=30, step=4, shaded=True
-                )
-                > 200
+                shot.count_color(self.scene.rgb, self.view_rect, tolerance=30, step=4, shaded=True) > 200
                 and shot.count_color(TELEOP_IDLE_RGB, self.teleop_rect) > 20
             )
 
@@ -803,29 +811,55 @@ class DimosViewer:
         shot = shot or self.display.grab()
         return shot.count_color(TELEOP_ENGAGED_RGB, self.teleop_rect) > 20
 
-    def engage_teleop(self, timeout: float = 10.0) -> None:
-        """Click the teleop panel and wait for its green border; focus the window."""
+    def engage_teleop(self, timeout: float = 20.0, reclick_after: float = 6.0) -> None:
+        """Click the teleop panel's title and wait for its green border; focus the window.
+
+        A click on the title TOGGLES teleop, and the border turns green only
+        when the viewer next redraws (seconds later on a loaded machine). So
+        this clicks once, then only moves the pointer by a pixel to make the
+        viewer redraw, and clicks again only if ``reclick_after`` seconds
+        passed with no green (the first click came too early): re-clicking
+        sooner could toggle it straight back off.
+        """
         self.focus()
         if self.teleop_engaged():
             return
         x, y = self.teleop_engage_point
-        clicked_at = 0.0
+        self.display.xdotool("mousemove", str(x), str(y), "click", "1")
+        clicked_at = time.monotonic()
+        nudge = 0
 
         def engaged() -> bool:
-            nonlocal clicked_at
+            nonlocal clicked_at, nudge
             self._check_alive()
             if self.teleop_engaged():
                 return True
-            # Re-click at most every 2 s, in case the first click came too early.
-            if time.monotonic() - clicked_at > 2.0:
+            if time.monotonic() - clicked_at > reclick_after:
                 self.display.xdotool("mousemove", str(x), str(y), "click", "1")
                 clicked_at = time.monotonic()
+            else:
+                nudge ^= 1  # a pointer move makes the viewer repaint; it never toggles
+                self.display.xdotool("mousemove", str(x + nudge), str(y))
             return False
 
         wait_until(
             engaged,
             timeout,
             "teleop to engage",
+            interval=0.1,
+            on_timeout=self._diagnostics,
+        )
+
+    def disengage_teleop(self, timeout: float = 10.0) -> None:
+        """Click an inert spot outside the panel (the viewer sends ``stop``); wait
+        for the border to lose its green."""
+        if not self.teleop_engaged():
+            return
+        self.display.xdotool("mousemove", "100", "170", "click", "1")
+        wait_until(
+            lambda: not self.teleop_engaged(),
+            timeout,
+            "teleop to disengage",
             interval=0.1,
             on_timeout=self._diagnostics,
         )
@@ -857,9 +891,7 @@ class DimosViewer:
         shot = shot or self.display.grab()
         return shot.count_color(TOOLTIP_BG_RGB, self.view_rect, step=2)
 
-    def click_at(
-        self, x: int, y: int, *, wait_hover: bool = True, timeout: float = 10.0
-    ) -> None:
+    def click_at(self, x: int, y: int, *, wait_hover: bool = True, timeout: float = 10.0) -> None:
         """Left-click at screen pixel (x, y).
 
         The viewer resolves what is under the pointer a few frames late; a
@@ -872,6 +904,10 @@ class DimosViewer:
         has seen the pointer move.
         """
         self._check_alive()
+        # A click outside the teleop panel disengages it, but the panel keeps
+        # its green border until the viewer redraws: wait for that, or a
+        # following engage_teleop() would see the stale border and not click.
+        was_engaged = not self.teleop_rect.contains(x, y) and self.teleop_engaged()
         if wait_hover:
             self.park_pointer()
             baseline = self._tooltip_pixels()
@@ -885,6 +921,14 @@ class DimosViewer:
                 on_timeout=self._diagnostics,
             )
         self.display.xdotool("click", "1")
+        if was_engaged:
+            wait_until(
+                lambda: not self.teleop_engaged(),
+                timeout,
+                "teleop to disengage after a click outside its panel",
+                interval=0.05,
+                on_timeout=self._diagnostics,
+            )
 
     def find_cloud_pixel(self, timeout: float = 10.0) -> tuple[int, int]:
         """A screen pixel of the 3D view that hits the point cloud.
@@ -901,9 +945,7 @@ class DimosViewer:
 
         def look() -> tuple[int, int] | None:
             self._check_alive()
-            return self.display.grab().find_solid_region_pixel(
-                self.scene.rgb, self.view_rect, near=centre
-            )
+            return self.display.grab().find_solid_region_pixel(self.scene.rgb, self.view_rect, near=centre)
 
         return wait_until(
             look,

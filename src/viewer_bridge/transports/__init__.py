@@ -126,5 +126,6 @@ def create_transport(name: str, config: BridgeConfig) -> Transport:
             mode=config.zenoh_mode,
             connect=list(config.zenoh_connect),
             listen=list(config.zenoh_listen),
+            multicast_scouting=config.zenoh_multicast_scouting,
         )
     raise TransportError(f"unknown transport {name!r}; choose from: {', '.join(TRANSPORT_NAMES)}")

@@ -2,17 +2,26 @@
 
 Files are read from this package once and kept in memory: the page is a few
 kilobytes and must work offline (no CDN), so everything it needs ships here.
+When a Rerun gRPC URL is configured and rerun-sdk is installed, the Rerun web
+viewer's two files are served too, under ``/rerun/<version>/`` (see
+:mod:`viewer_bridge.web.rerun_assets`).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import mimetypes
+from collections.abc import Mapping
 from importlib import resources
 from typing import Final
 
 from viewer_bridge.config import BridgeConfig
+from viewer_bridge.web import rerun_assets
 
 __all__ = ["StaticFiles"]
+
+log = logging.getLogger("viewer_bridge.web")
 
 _TYPES: Final = {
     ".html": "text/html; charset=utf-8",
@@ -23,25 +32,74 @@ _TYPES: Final = {
     ".png": "image/png",
     ".wasm": "application/wasm",
 }
+# The page and its scripts change with the bridge (and the page carries its
+# config), so browsers must not keep them. The Rerun files live under a path
+# that names the rerun-sdk version, so they can be kept for good: without
+# that a phone would download ~15-43 MB on every visit.
+_NO_STORE: Final = "no-store"
+_IMMUTABLE: Final = "public, max-age=31536000, immutable"
+_RERUN_PREFIX: Final = "/rerun/"
 
 
 class StaticFiles:
-    """Maps a request path to ``(body, content type)``, or ``None`` when there is no such file."""
+    """Maps a request path to a response body and headers, or ``None`` when there is no such file."""
 
     def __init__(self, config: BridgeConfig) -> None:
         self._config = config
         self._cache: dict[str, tuple[bytes, str] | None] = {}
         self._root = resources.files(__package__).joinpath("static")
+        self._rerun: rerun_assets.RerunAssets | None = None
+        self._rerun_problem: str | None = None
+        if config.rerun_url:
+            # Read now, before the server listens: it takes ~0.3 s once per
+            # process, and doing it here means no request ever waits for it.
+            try:
+                self._rerun = rerun_assets.load()
+            except rerun_assets.RerunAssetsError as exc:
+                self._rerun_problem = str(exc)
+                log.warning("the web page will have no 3D view: %s", exc)
+
+    @property
+    def rerun_prefix(self) -> str | None:
+        """Where the Rerun viewer's files are served, e.g. ``/rerun/0.41.0/``; None when they are not."""
+        return f"{_RERUN_PREFIX}{self._rerun.version}/" if self._rerun is not None else None
 
     def __call__(self, path: str) -> tuple[bytes, str] | None:
+        """``(body, content type)`` for ``path``."""
+        found = self.respond(path, {})
+        return None if found is None else (found[0], found[1]["Content-Type"])
+
+    def respond(self, path: str, headers: Mapping[str, str]) -> tuple[bytes, dict[str, str]] | None:
+        """``(body, response headers)`` for ``path``, given the request's ``headers``."""
+        if path.startswith(_RERUN_PREFIX):
+            return self._rerun_file(path, headers)
         if path in self._cache:
-            return self._cache[path]
-        found = self._load(path)
-        # Cache misses too, but only for names that look like ours, so a
-        # scanner walking random paths cannot grow the cache without bound.
-        if found is not None or len(self._cache) < 256:
-            self._cache[path] = found
-        return found
+            found = self._cache[path]
+        else:
+            found = self._load(path)
+            # Cache misses too, but only a bounded number, so a scanner walking
+            # random paths cannot grow the cache without bound.
+            if found is not None or len(self._cache) < 256:
+                self._cache[path] = found
+        if found is None:
+            return None
+        body, content_type = found
+        return body, {"Content-Type": content_type, "Cache-Control": _NO_STORE}
+
+    def _rerun_file(self, path: str, headers: Mapping[str, str]) -> tuple[bytes, dict[str, str]] | None:
+        prefix = self.rerun_prefix
+        if self._rerun is None or prefix is None or not path.startswith(prefix):
+            return None
+        name = path[len(prefix) :]
+        body = self._rerun.files.get(name)
+        if body is None:
+            return None
+        out = {"Content-Type": rerun_assets.FILES[name], "Cache-Control": _IMMUTABLE, "Vary": "Accept-Encoding"}
+        packed = self._rerun.gzipped.get(name)
+        if packed is not None and _accepts_gzip(headers.get("accept-encoding", "")):
+            out["Content-Encoding"] = "gzip"
+            return packed, out
+        return body, out
 
     def _load(self, path: str) -> tuple[bytes, str] | None:
         name = "index.html" if path in ("/", "/index.html") else path.lstrip("/")
@@ -58,8 +116,23 @@ class StaticFiles:
         return body, content_type
 
     def _page_config(self) -> bytes:
-        import json
+        text = json.dumps(
+            {
+                "wsPath": self._config.path,
+                "rerunUrl": self._config.rerun_url,
+                "rerunAssets": self.rerun_prefix,
+                "rerunProblem": self._rerun_problem,
+            },
+            separators=(",", ":"),
+        )
+        # The JSON sits inside a <script> element: "</script>" in a URL must
+        # not end it early.
+        return text.replace("<", "\\u003c").encode("utf-8")
 
-        return json.dumps(
-            {"wsPath": self._config.path, "rerunUrl": self._config.rerun_url}, separators=(",", ":")
-        ).encode("utf-8")
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() == "gzip":
+            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False

@@ -1,0 +1,362 @@
+"""Turn a results.json from bench/run.py into medians, ratios, markdown and a plot.
+
+Re-render without re-running: ``python -m bench.report RESULTS.json --out DIR``.
+matplotlib is optional: without it there is no PNG, everything else works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str  # "<scenario>.<field>[.<field>]", or "life.<field>" over every spawn
+    label: str
+    unit: str
+    higher_is_better: bool
+    digits: int = 1
+    scale: float = 1.0
+    total: bool = False  # report the sum over rounds (message loss), not a median
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("tp1.msgs_per_s", "Twist throughput, 1 client", "msg/s", True, 0),
+    Metric("tp1.cpu_us_per_msg", "Server CPU per twist, 1 client", "µs", False, 2),
+    Metric("tp1.lost", "Twists lost, 1 client (sum)", "", False, 0, total=True),
+    Metric("click1.msgs_per_s", "Click throughput, 1 client", "msg/s", True, 0),
+    Metric("click1.cpu_us_per_msg", "Server CPU per click, 1 client", "µs", False, 2),
+    Metric("click1.lost", "Clicks lost, 1 client (sum)", "", False, 0, total=True),
+    Metric("click8.msgs_per_s", "Click throughput, 8 clients", "msg/s", True, 0),
+    Metric("click8.cpu_us_per_msg", "Server CPU per click, 8 clients", "µs", False, 2),
+    Metric("click8.lost", "Clicks lost, 8 clients (sum)", "", False, 0, total=True),
+    Metric("tp8.msgs_per_s", "Throughput, 8 clients", "msg/s", True, 0),
+    Metric("tp8.cpu_us_per_msg", "Server CPU per message, 8 clients", "µs", False, 2),
+    Metric("tp8.lost", "Messages lost, 8 clients (sum)", "", False, 0, total=True),
+    Metric("lat200.p50_us", "Latency at 200 msg/s, p50", "µs", False, 0),
+    Metric("lat200.p99_us", "Latency at 200 msg/s, p99", "µs", False, 0),
+    Metric("lat200.max_us", "Latency at 200 msg/s, max", "µs", False, 0),
+    Metric("idle500.rss_kb_per_conn", "RSS per idle connection (500)", "KB", False, 1),
+    Metric("idle500.idle_cpu_pct", "CPU with 500 idle connections", "%", False, 2),
+    Metric("idle500.probe.p50_us", "Probe latency with 500 idle, p50", "µs", False, 0),
+    Metric("idle500.probe.max_us", "Probe latency with 500 idle, max", "µs", False, 0),
+    Metric("idle500.connects_per_s", "Connection setup rate (500)", "conn/s", True, 0),
+    Metric("idle1000.rss_kb_per_conn", "RSS per idle connection (1000)", "KB", False, 1),
+    Metric("idle1000.idle_cpu_pct", "CPU with 1000 idle connections", "%", False, 2),
+    Metric("idle1000.probe.p50_us", "Probe latency with 1000 idle, p50", "µs", False, 0),
+    Metric("idle1000.probe.max_us", "Probe latency with 1000 idle, max", "µs", False, 0),
+    Metric("idle1000.connects_per_s", "Connection setup rate (1000)", "conn/s", True, 0),
+    Metric("life.listen_s", "Constructor + start() to listening", "ms", False, 2, scale=1e3),
+    Metric("life.stop_s", "stop()", "ms", False, 2, scale=1e3),
+    Metric("life.import_s", "Import of the server module", "ms", False, 0, scale=1e3),
+    Metric("life.spawn_ready_s", "Process spawn to listening", "ms", False, 0, scale=1e3),
+)
+
+
+def _dig(obj: Any, path: list[str]) -> float | None:
+    for part in path:
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    if isinstance(obj, bool) or not isinstance(obj, (int, float)) or math.isnan(obj):
+        return None
+    return float(obj)
+
+
+def metric_values(results: dict[str, Any], target: str, metric: Metric) -> list[float]:
+    scenario, *path = metric.key.split(".")
+    out: list[float] = []
+    for unit in results.get("runs", []):
+        if unit["target"] != target or "error" in unit:
+            continue
+        if scenario == "life":
+            value = _dig(unit.get("lifecycle"), path)
+        elif unit["scenario"] == scenario:
+            value = _dig(unit.get("metrics"), path)
+        else:
+            continue
+        if value is not None:
+            out.append(value * metric.scale)
+    return out
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """Per target and metric: median (or sum), min, max, n; ratios to the baseline."""
+    stats: dict[str, dict[str, dict[str, float]]] = {}
+    for target in results["targets"]:
+        stats[target] = {}
+        for m in METRICS:
+            values = metric_values(results, target, m)
+            if not values:
+                continue
+            center = sum(values) if m.total else statistics.median(values)
+            stats[target][m.key] = {
+                "value": center,
+                "min": min(values),
+                "max": max(values),
+                "n": float(len(values)),
+            }
+    base = results["baseline"]
+    ratios: dict[str, dict[str, float]] = {}
+    for target in results["targets"]:
+        if target == base:
+            continue
+        ratios[target] = {}
+        for m in METRICS:
+            a, b = stats[target].get(m.key), stats.get(base, {}).get(m.key)
+            if a and b and not m.total and b["value"]:
+                ratios[target][m.key] = a["value"] / b["value"]
+    return {"stats": stats, "ratios": ratios}
+
+
+def _fmt(value: float, digits: int) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def render_markdown(results: dict[str, Any], plot_name: str | None = "performance.png") -> str:
+    summary = results.get("summary") or summarize(results)
+    stats, ratios = summary["stats"], summary["ratios"]
+    targets: dict[str, Any] = results["targets"]
+    base = results["baseline"]
+    base_label = targets[base]["label"]
+    plan = results["plan"]
+    machine = results["machine"]
+    rounds = plan["rounds"]
+
+    lines = [
+        "# Performance",
+        "",
+        f"Measured by `bench/run.py` on {machine['cpu'] or 'an unnamed CPU'}, "
+        f"{machine['cores']} cores, Linux {machine['kernel']}, {machine['date']}. "
+        f"{rounds} round{'s' if rounds != 1 else ''}; each cell is the median over rounds "
+        "with [min-max] beneath it when rounds differ. "
+        f"Ratio = target ÷ {base_label}, both measured in this run: "
+        "↑ marks metrics where higher is better, ↓ where lower is better.",
+        "",
+    ]
+    if results.get("interrupted"):
+        lines += ["**Interrupted run: partial results.**", ""]
+    header = ["Metric", ""]
+    for t in targets:
+        header.append(targets[t]["label"])
+        if t != base:
+            header.append(f"÷ {base_label}")
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---", ":-:"] + ["--:"] * (len(header) - 2)) + "|")
+    for m in METRICS:
+        if not any(m.key in stats.get(t, {}) for t in targets):
+            continue
+        unit = f" ({m.unit})" if m.unit else ""
+        row = [m.label + unit, "↑" if m.higher_is_better else "↓"]
+        for t in targets:
+            s = stats.get(t, {}).get(m.key)
+            if s is None:
+                cell = "-"
+            else:
+                cell = _fmt(s["value"], m.digits)
+                if not m.total and s["n"] > 1 and s["min"] != s["max"]:
+                    cell += f" [{_fmt(s['min'], m.digits)}-{_fmt(s['max'], m.digits)}]"
+            row.append(cell)
+            if t != base:
+                r = ratios.get(t, {}).get(m.key)
+                row.append(f"{r:.2f}x" if r is not None else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    if plot_name:
+        lines += [f"![Benchmark medians, error bars min-max over rounds]({plot_name})", ""]
+
+    failed = [u for u in results.get("runs", []) if "error" in u]
+    if failed:
+        lines += ["Failed units (excluded above):", ""]
+        lines += [f"- round {u['round']} {u['scenario']} {u['target']}: `{u['error']}`" for u in failed]
+        lines.append("")
+
+    settings = [
+        f"- {v['label']} ran with `{' '.join(v['args'])}`"
+        + (
+            ": DimOS has no per-client rate limit and no connection cap, so the bridge's "
+            "are lifted to compare like with like."
+            if "rate_limit=1e9" in v["args"]
+            else "."
+        )
+        for name, v in targets.items()
+        if v.get("args")
+    ]
+    lines += [
+        "## Method",
+        "",
+        *settings,
+        "- Every target runs in its own process; a separate load process drives it over "
+        "loopback. Each (round, scenario, target) gets a fresh target process, and targets "
+        "alternate within each scenario (A B C A B C ...), so drift hits all alike.",
+        f"- Targets: {', '.join('**' + v['label'] + '**' for v in targets.values())}."
+        + (
+            " The floor is a picows server that only counts text frames: no parsing, no "
+            "messages, no subscribers; no Python server on this machine can beat it."
+            if "floor" in targets
+            else ""
+        ),
+        "- Twists are the viewer's W+A twist, "
+        '`{"type":"twist","linear_x":0.5,...,"angular_z":0.8}`, each in a masked text frame. '
+        "The load generator does the HTTP upgrade on a raw socket and writes pre-built "
+        "frames, 512 per `send`, so it outruns every server (its CPU use is in results.json).",
+        "- Throughput: twists from 1 client; clicks "
+        '(`{"type":"click","x":1.2345678806304932,...,"entity_path":"/world/map",...}`) from 1 '
+        "and from 8 clients. Multi-client throughput uses clicks because viewer-bridge lets "
+        "one client drive at a time and refuses the others' twists, by design. Clients send as "
+        f"fast as the server takes them, for about {plan['tp_seconds']:g} s after a "
+        "20k-message warm-up. Rate = messages seen by the "
+        "server's subscriber ÷ (last arrival - first send). CPU per message = the server "
+        "process's CPU time (all threads, /proc schedstat) ÷ messages. Lost = sent - "
+        "received, and must be 0.",
+        f"- Latency: one client sends 200 msg/s for {plan['latency_seconds']:g} s; the i-th "
+        "send is paired with the i-th subscriber call (TCP keeps order; counts must match), "
+        "both stamped with CLOCK_MONOTONIC, which is one clock for all processes.",
+        f"- Idle: {' and '.join(str(n) for n in plan['idle_connections'])} upgraded "
+        "connections that send nothing. RSS per connection = RSS growth ÷ connections; idle "
+        f"CPU over {plan['idle_seconds']:g} s; then 200 probe twists at 200 msg/s (1 s) on a "
+        "connection opened before the idle ones.",
+        "- Start: constructor + `start()` until a TCP connect to the port succeeds, timed "
+        "in the target process; stop: `stop()` with no clients left. Spawn to listening "
+        "includes interpreter start and imports.",
+        "",
+        "## Environment",
+        "",
+    ]
+    for venv, versions in results.get("versions", {}).items():
+        if versions:
+            pkgs = ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))
+            lines.append(f"- {venv}: {pkgs}")
+    lines.append(f"- Wall time of the run: {results.get('wall_s', 0):.0f} s")
+    if "loadavg_start" in machine:
+        lines.append(
+            f"- 1-minute load average at start {machine['loadavg_start']:.2f}, at end "
+            f"{machine.get('loadavg_end', math.nan):.2f} (the run itself keeps about one core busy; "
+            "more means other work shared the machine and widened the spread)"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+# (title, unit, metric keys, series labels, log scale)
+_PANELS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...], bool], ...] = (
+    (
+        "Throughput",
+        "msg/s",
+        ("tp1.msgs_per_s", "click1.msgs_per_s", "click8.msgs_per_s"),
+        ("twist, 1 client", "click, 1 client", "click, 8 clients"),
+        True,
+    ),
+    (
+        "Server CPU per message",
+        "µs",
+        ("tp1.cpu_us_per_msg", "click1.cpu_us_per_msg", "click8.cpu_us_per_msg"),
+        ("twist, 1 client", "click, 1 client", "click, 8 clients"),
+        True,
+    ),
+    (
+        "Latency at 200 msg/s",
+        "µs",
+        ("lat200.p50_us", "lat200.p99_us", "lat200.max_us"),
+        ("p50", "p99", "max"),
+        True,
+    ),
+    (
+        "RSS per idle connection",
+        "KB",
+        ("idle500.rss_kb_per_conn", "idle1000.rss_kb_per_conn"),
+        ("500", "1000"),
+        False,
+    ),
+    (
+        "Probe latency among idle connections (p50)",
+        "µs",
+        ("idle500.probe.p50_us", "idle1000.probe.p50_us"),
+        ("500 idle", "1000 idle"),
+        False,
+    ),
+    ("Start and stop", "ms", ("life.listen_s", "life.stop_s"), ("start to listening", "stop()"), True),
+)
+
+
+def render_plot(results: dict[str, Any], path: Path) -> bool:
+    """Write a PNG of the medians; False (and no file) when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return False
+    summary = results.get("summary") or summarize(results)
+    stats = summary["stats"]
+    targets: dict[str, Any] = results["targets"]
+    names = list(targets)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    for ax, (title, unit, keys, series, log) in zip(axes.flat, _PANELS, strict=True):
+        width = 0.8 / len(keys)
+        for i, (key, label) in enumerate(zip(keys, series, strict=True)):
+            xs, ys, lo, hi = [], [], [], []
+            for j, t in enumerate(names):
+                s = stats.get(t, {}).get(key)
+                if s is None:
+                    continue
+                xs.append(j + (i - (len(keys) - 1) / 2) * width)
+                ys.append(s["value"])
+                lo.append(s["value"] - s["min"])
+                hi.append(s["max"] - s["value"])
+            if not xs:
+                continue
+            bars = ax.bar(xs, ys, width, label=label, yerr=[lo, hi], capsize=3)
+            ax.bar_label(bars, labels=[_short(y) for y in ys], fontsize=7, padding=2)
+        ax.set_title(title)
+        ax.set_ylabel(unit)
+        ax.set_xticks(range(len(names)), [targets[t]["label"] for t in names], fontsize=8)
+        if log:
+            ax.set_yscale("log")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", color="gray")
+        ax.grid(axis="y", alpha=0.3)
+    rounds = results["plan"]["rounds"]
+    fig.suptitle(f"viewer-bridge benchmark: medians of {rounds} round(s), bars span min-max")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _short(value: float) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    if value >= 1e4:
+        return f"{value / 1e3:.0f}k"
+    if value >= 100:
+        return f"{value:.0f}"
+    return f"{value:.2g}" if value < 1 else f"{value:.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Re-render a benchmark results.json.")
+    p.add_argument("results", type=Path)
+    p.add_argument("--out", type=Path, help="folder for performance.md/.png (default: beside)")
+    args = p.parse_args(argv)
+    results = json.loads(args.results.read_text())
+    results["summary"] = summarize(results)
+    out: Path = args.out or args.results.parent
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "performance.md").write_text(render_markdown(results))
+    render_plot(results, out / "performance.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

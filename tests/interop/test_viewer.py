@@ -1,0 +1,401 @@
+"""Interop with the real ``dimos-viewer`` (0.32.0a3) under Xvfb, driven by xdotool.
+
+One Xvfb and one viewer serve the whole module (launching the viewer is the
+slow part); each test gets a fresh :class:`Recorder` on the current bridge and
+asserts the EXACT sequence of published messages.
+
+How absence is proven without sleeping: the viewer runs with
+``DIMOS_DEBUG=1`` and logs every twist and stop it sends. After an action a
+test polls the bridge's ``/metrics`` (with a deadline) until its frame
+counters have caught up with what the viewer logged. The bridge counts a
+frame and publishes what it causes in one synchronous callback on its event
+loop, and answers HTTP on that same loop, so a scrape showing a frame counted
+was answered after everything that frame causes had been published.
+``/healthz`` then reporting ``driver: null`` means no deadman or republish
+timer is armed either, so nothing more can be published until the viewer
+sends another frame: the recorded sequence is complete. Only the bridge's
+public HTTP endpoints and streams are read, never its internals.
+
+Timing is never asserted here (the 100 ms disconnect budget belongs to the
+benchmark); the kill test records the latency it saw as a test property.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+from tests.conftest import Recorder, require
+from viewer_harness import DimosViewer, XvfbDisplay, missing_tools
+
+from viewer_bridge import BindError, Bool, PointStamped, RerunWebSocketServer, Twist, Vector3
+
+pytestmark = [pytest.mark.viewer, pytest.mark.xdist_group("viewer")]
+
+T = TypeVar("T")
+
+ZERO = Twist.zero()
+
+
+def _twist(linear_x: float = 0.0, angular_z: float = 0.0) -> Twist:
+    return Twist(Vector3(linear_x, 0.0, 0.0), Vector3(0.0, 0.0, angular_z))
+
+
+# What the viewer sends for each key (its defaults: 0.5 m/s, 0.8 rad/s, Shift doubles).
+FORWARD = _twist(linear_x=0.5)
+BACKWARD = _twist(linear_x=-0.5)
+LEFT = _twist(angular_z=0.8)
+RIGHT = _twist(angular_z=-0.8)
+FAST_FORWARD = _twist(linear_x=1.0)
+FORWARD_LEFT = _twist(linear_x=0.5, angular_z=0.8)
+
+# Generous deadlines: rendering is software-only on 2 shared cores.
+ACTION_TIMEOUT = 10.0
+RECONNECT_TIMEOUT = 20.0
+DEADMAN_TIMEOUT = 60.0
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: Callable[[], str], interval: float = 0.005) -> T:
+    """Poll ``predicate`` until truthy; on timeout fail with ``what()`` (evaluated then, with fresh state)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what()}")
+        time.sleep(interval)
+
+
+def start_bridge(port: int = 0, timeout: float = 10.0) -> tuple[RerunWebSocketServer, Recorder]:
+    """A bridge on ``port`` with a recorder subscribed before it accepts anyone.
+
+    Its deadman is longer than any wait here: the viewer sends a twist per
+    redrawn frame, and on a loaded machine frames can be over a second apart,
+    which would make the (correct) deadman on silence fire mid-hold and turn
+    the exact sequences below into a race. The deadman on silence is tested
+    with a fake clock in tests/test_safety.py; the deadman on disconnect,
+    which these tests do check, does not depend on it.
+
+    Re-binding a port that was just closed is retried for a bounded time
+    (a listener being torn down can hold it for a moment).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        server = RerunWebSocketServer(port=port, deadman_timeout=DEADMAN_TIMEOUT)
+        recorder = Recorder(server)
+        try:
+            server.start()
+        except BindError:
+            if port == 0 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+            continue
+        return server, recorder
+
+
+def healthz(server: RerunWebSocketServer) -> dict[str, Any]:
+    """GET /healthz (answered on the bridge's event loop)."""
+    with urllib.request.urlopen(server.http_url("/healthz"), timeout=5) as response:
+        result: dict[str, Any] = json.load(response)
+    return result
+
+
+_SAMPLE = re.compile(r'^(viewer_bridge_frames_total|viewer_bridge_zero_twists_total)\{\w+="(\w+)"\} (\S+)$', re.M)
+FRAME_TYPES = ("twist", "stop", "click")
+
+
+@dataclass
+class Counts:
+    """Frame counters by type and zero-twist counters by cause, from one ``/metrics`` scrape."""
+
+    frames: dict[str, int]
+    zeros: dict[str, int]
+
+
+def scrape(server: RerunWebSocketServer) -> Counts:
+    """GET /metrics: a round trip through the bridge's event loop (see the module docstring)."""
+    with urllib.request.urlopen(server.http_url("/metrics"), timeout=5) as response:
+        text = response.read().decode()
+    counts = Counts(dict.fromkeys(FRAME_TYPES, 0), {})
+    for name, label, value in _SAMPLE.findall(text):
+        (counts.frames if name == "viewer_bridge_frames_total" else counts.zeros)[label] = int(float(value))
+    return counts
+
+
+@dataclass
+class Checkpoint:
+    """What the viewer had logged as sent, and the bridge had counted, at one moment."""
+
+    sent: dict[str, int]
+    counts: Counts
+
+
+class ViewerSession:
+    """The module's display, current bridge and viewer. The bridge may be replaced
+    (reconnect test) and the viewer relaunched (after the kill test)."""
+
+    def __init__(self, display: XvfbDisplay) -> None:
+        self.display = display
+        self.bridge, _ = start_bridge()
+        self.viewer: DimosViewer | None = None
+        self.last_click: tuple[int, int] | None = None
+
+    def ensure_viewer(self) -> DimosViewer:
+        """The running viewer, connected to the current bridge (relaunched if it died)."""
+        if self.viewer is not None and not self.viewer.is_running():
+            self.viewer.stop()
+            self.viewer = None
+        if self.viewer is None:
+            self.viewer = DimosViewer(self.display, self.bridge.websocket_url()).start()
+            self.last_click = None
+        viewer = self.viewer
+        wait_for(
+            lambda: healthz(self.bridge)["clients"] == 1,
+            RECONNECT_TIMEOUT,
+            lambda: f"the viewer to be connected to {self.bridge}{tail(viewer)}",
+            interval=0.05,
+        )
+        return viewer
+
+    def close(self) -> None:
+        try:
+            if self.viewer is not None:
+                self.viewer.stop()
+        finally:
+            self.bridge.stop()
+
+
+def tail(viewer: DimosViewer) -> str:
+    return f"\n--- viewer log tail ---\n{viewer.log_text()[-2000:]}"
+
+
+class Ctx:
+    """One test's view: the viewer, a bridge, and a recorder fresh for this test."""
+
+    def __init__(self, viewer: DimosViewer, bridge: RerunWebSocketServer, recorder: Recorder) -> None:
+        self.viewer = viewer
+        self.bridge = bridge
+        self.rec = recorder
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(stream, message) for stream, message, _ in list(self.rec.items)]
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.viewer.published(), scrape(self.bridge))
+
+    def settle(self, since: Checkpoint, *, stops: int, clicks: int = 0) -> dict[str, Any]:
+        """Wait until the bridge has handled every frame the viewer logged as sent
+        since ``since`` (at least ``stops`` stops and ``clicks`` clicks; clicks
+        are not logged by the viewer). Returns ``/healthz`` from after that."""
+        seen: list[object] = []
+
+        def caught_up() -> bool:
+            # The viewer's log first: the scrape after it has then counted at
+            # least what the log shows, so equality means nothing is in flight.
+            logged = self.viewer.published()
+            frames = scrape(self.bridge).frames
+            sent = {k: logged[k] - since.sent[k] for k in ("twist", "stop")}
+            got = {k: frames[k] - since.counts.frames[k] for k in FRAME_TYPES}
+            seen[:] = [sent, got]
+            return (
+                sent["stop"] >= stops
+                and got["click"] >= clicks
+                and got["twist"] == sent["twist"]
+                and got["stop"] == sent["stop"]
+            )
+
+        wait_for(
+            caught_up,
+            ACTION_TIMEOUT,
+            lambda: (
+                f"the bridge to handle what the viewer sent (viewer logged, bridge counted: {seen}; "
+                f"recorded {self.items()}){tail(self.viewer)}"
+            ),
+            interval=0.02,
+        )
+        return healthz(self.bridge)
+
+    def timeline(self) -> list[tuple[str, Any, float]]:
+        """Everything recorded, with arrival times relative to the first message."""
+        items = list(self.rec.items)
+        t0 = items[0][2] if items else 0.0
+        return [(stream, message, round(t - t0, 3)) for stream, message, t in items]
+
+    def zeros_since(self, since: Checkpoint) -> dict[str, int]:
+        """Zero twists the bridge published since ``since``, by cause (from ``/metrics``)."""
+        before = since.counts.zeros
+        return {k: n - before.get(k, 0) for k, n in scrape(self.bridge).zeros.items() if n != before.get(k, 0)}
+
+    def drive(self, keys: tuple[str, ...], until: Callable[[list[Twist]], bool]) -> list[tuple[str, Any]]:
+        """Engage teleop, hold ``keys`` until ``until(twists so far)``, release, and
+        return everything published once the bridge has settled."""
+        self.viewer.engage_teleop()
+        since = self.checkpoint()
+        self.viewer.key_down(*keys)
+        try:
+            wait_for(
+                lambda: until(self.rec.twists),
+                ACTION_TIMEOUT,
+                lambda: f"twists while holding {'+'.join(keys)} (recorded {self.items()}){tail(self.viewer)}",
+            )
+        finally:
+            self.viewer.key_up(*reversed(keys))
+        health = self.settle(since, stops=1)
+        assert health["driver"] is None, f"still driving after the release: {health}"
+        assert self.zeros_since(since) == {"stop": 1}, f"the zero must come from the viewer's stop: {self.timeline()}"
+        return self.items()
+
+
+def assert_one_drive(items: list[tuple[str, Any]], allowed: set[Twist], required: Twist) -> None:
+    """stop_movement(True) once first, then non-zero twists (each one of ``allowed``,
+    ``required`` among them), then exactly one zero twist, and nothing else."""
+    assert items, "nothing was published"
+    assert items[0] == ("stop_movement", Bool(True)), items
+    assert [stream for stream, _ in items].count("stop_movement") == 1, items
+    rest = items[1:]
+    assert all(stream == "tele_cmd_vel" for stream, _ in rest), items
+    twists = [message for _, message in rest]
+    assert all(type(t) is Twist for t in twists), twists
+    assert len(twists) >= 2, f"expected twists then one zero, got {twists}"
+    assert twists[-1] == ZERO, f"the drive must end with a zero twist: {twists}"
+    moving = twists[:-1]
+    assert ZERO not in moving, f"exactly one zero twist, at the end: {twists}"
+    assert set(moving) <= allowed, f"unexpected twists {set(moving) - allowed} in {twists}"
+    assert required in moving, f"no {required} in {twists}"
+
+
+# --------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[ViewerSession]:
+    require(missing_tools() is None, missing_tools() or "")
+    with XvfbDisplay() as display:
+        viewer_session = ViewerSession(display)
+        try:
+            viewer_session.ensure_viewer()
+            yield viewer_session
+        finally:
+            viewer_session.close()
+
+
+@pytest.fixture
+def ctx(session: ViewerSession) -> Ctx:
+    viewer = session.ensure_viewer()
+    return Ctx(viewer, session.bridge, Recorder(session.bridge))
+
+
+# --------------------------------------------------------------------------
+# Tests
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (("w",), FORWARD),
+        (("s",), BACKWARD),
+        (("a",), LEFT),
+        (("d",), RIGHT),
+        (("shift", "w"), FAST_FORWARD),
+    ],
+    ids=["w", "s", "a", "d", "shift+w"],
+)
+def test_key_publishes_exact_twists_then_one_zero(ctx: Ctx, keys: tuple[str, ...], expected: Twist) -> None:
+    items = ctx.drive(keys, until=lambda twists: len(twists) >= 2)
+    assert_one_drive(items, allowed={expected}, required=expected)
+
+
+def test_w_and_a_combine(ctx: Ctx) -> None:
+    # xdotool presses the keys one after the other: a frame drawn in between
+    # (or between the releases) may carry just one of them.
+    items = ctx.drive(("w", "a"), until=lambda twists: FORWARD_LEFT in twists)
+    assert_one_drive(items, allowed={FORWARD_LEFT, FORWARD, LEFT}, required=FORWARD_LEFT)
+
+
+def test_click_publishes_point_on_the_surface(ctx: Ctx, session: ViewerSession) -> None:
+    # With teleop engaged the click also disengages it, and the viewer may
+    # send a stop first (it did after a drive, not on a fresh viewer); with
+    # nobody driving, such a stop must publish nothing.
+    ctx.viewer.engage_teleop()
+    since = ctx.checkpoint()
+    x, y = ctx.viewer.find_cloud_pixel()
+    if (x, y) == session.last_click:
+        x += 3  # the viewer ignores a click on the point it picked last time
+    before = time.time()
+    ctx.viewer.click_at(x, y)
+    session.last_click = (x, y)
+    health = ctx.settle(since, stops=0, clicks=1)
+    after = time.time()
+    assert health["driver"] is None
+    items = ctx.items()
+    assert [stream for stream, _ in items] == ["clicked_point"], items
+    point = items[0][1]
+    assert type(point) is PointStamped
+    assert point.frame_id == "world"
+    # The view centre hits the grid (z = 0) at the origin; the viewer picks
+    # the drawn sphere's surface, up to the point radius (0.03) above it.
+    assert abs(point.x) < 0.1 and abs(point.y) < 0.1, point
+    assert 0.0 <= point.z <= 0.05, point
+    # ts is the viewer's wall clock at the click, in whole milliseconds.
+    assert before - 1.0 <= point.ts <= after + 1.0, (before, point.ts, after)
+
+
+def test_viewer_reconnects_to_a_bridge_restarted_on_the_same_port(session: ViewerSession) -> None:
+    viewer = session.ensure_viewer()
+    old = session.bridge
+    port = old.bound_port
+    assert port is not None
+    old_recorder = Recorder(old)
+    connections = viewer.connections()
+    old.stop()
+    assert old_recorder.items == [], "stopping a bridge nobody drives must publish nothing"
+
+    session.bridge, recorder = start_bridge(port)
+    new = session.bridge
+    assert new.bound_port == port
+    wait_for(
+        lambda: viewer.connections() > connections and healthz(new)["clients"] == 1,
+        RECONNECT_TIMEOUT,
+        lambda: f"the viewer to reconnect to port {port} by itself{tail(viewer)}",
+        interval=0.05,
+    )
+    assert viewer.is_running()
+    items = Ctx(viewer, new, recorder).drive(("w",), until=lambda twists: len(twists) >= 2)
+    assert_one_drive(items, allowed={FORWARD}, required=FORWARD)
+
+
+def test_viewer_killed_while_driving_gets_one_zero(
+    ctx: Ctx, session: ViewerSession, record_property: Callable[[str, object], None]
+) -> None:
+    ctx.viewer.engage_teleop()
+    since = ctx.checkpoint()
+    ctx.viewer.key_down("w")
+    try:
+        ctx.rec.wait_twists(1, timeout=ACTION_TIMEOUT)
+        killed_at = ctx.viewer.kill()  # SIGKILL: no close frame, no stop
+        zero_at = wait_for(
+            lambda: next((t for s, m, t in list(ctx.rec.items) if s == "tele_cmd_vel" and m == ZERO), None),
+            ACTION_TIMEOUT,
+            lambda: f"a zero twist after killing the viewer (recorded {ctx.items()})",
+        )
+    finally:
+        ctx.viewer.key_up("w")  # the X server still holds it down otherwise
+        ctx.viewer.stop()  # reap; the next test that needs a viewer launches one
+    latency = zero_at - killed_at
+    record_property("disconnect_zero_latency_ms", round(latency * 1000, 1))
+    print(f"zero twist {latency * 1000:.1f} ms after SIGKILL of the viewer")
+
+    health = healthz(ctx.bridge)
+    assert health["clients"] == 0 and health["driver"] is None, health
+    assert ctx.zeros_since(since) == {"disconnect": 1}, "the zero must come from the disconnect"
+    assert_one_drive(ctx.items(), allowed={FORWARD}, required=FORWARD)
