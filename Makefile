@@ -36,8 +36,10 @@ test: $(STAMP) system-deps multicast
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_protocol_fuzz.py -p no:cacheprovider
 
+# Interleaved rounds against DimOS's server and a count-only floor; writes docs/performance.md.
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
+	$(BIN)/python -m bench.run --docs docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
