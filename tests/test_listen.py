@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 
 from tests.transports.bus_support import (
     Driver,
+    LineReader,
     PlainLcm,
     free_port,
     require_lcm,
@@ -62,43 +62,44 @@ def test_text_and_json_lines() -> None:
     }
 
 
-def _listen(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "viewer_bridge", "listen", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO,
-    )
+class Listen:
+    """``viewer-bridge listen ARGS`` as a child process, its output read by threads."""
 
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "viewer_bridge", "listen", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=REPO,
+        )
+        self.stdout = LineReader(self.proc.stdout)
+        self.stderr = LineReader(self.proc.stderr)
 
-def _wait_line(stream: io.TextIOBase | None, marker: str, timeout: float = 20.0) -> str:
-    assert stream is not None
-    deadline = time.monotonic() + timeout
-    seen = []
-    with selectors.DefaultSelector() as sel:
-        sel.register(stream, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                break
-            line = stream.readline()
-            if not line:
-                break
-            seen.append(line)
-            if marker in line:
-                return line
-    raise AssertionError(f"{marker!r} never appeared; got {seen}")
+    def finish(self, timeout: float = 20.0) -> tuple[list[str], list[str]]:
+        """Wait for the exit (killing it after ``timeout``); the rest of stdout and stderr."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        out = list(iter(lambda: self.stdout.get(10), None))
+        err = list(iter(lambda: self.stderr.get(10), None))
+        for reader, stream in ((self.stdout, self.proc.stdout), (self.stderr, self.proc.stderr)):
+            reader.join()
+            assert stream is not None
+            stream.close()
+        return out, err
 
 
 def test_listen_command_decodes_everything_under_a_namespace_from_lcm() -> None:
     require_lcm()
     ns = unique_name("ns")
     url = unique_lcm_url()
-    proc = _listen("--transport", "lcm", "--lcm-url", url, "--namespace", ns, "--json", "--count", "5")
+    listen = Listen("--transport", "lcm", "--lcm-url", url, "--namespace", ns, "--json", "--count", "5")
     try:
-        _wait_line(proc.stderr, "listening on lcm")  # printed once subscribed
+        listen.stderr.until("listening on lcm")  # printed once subscribed
         with (
             PlainLcm(url, "$^") as other,
             running_bridge(transports=["lcm"], lcm_url=url, namespace=ns) as bridge,
@@ -115,13 +116,10 @@ def test_listen_command_decodes_everything_under_a_namespace_from_lcm() -> None:
             viewer.twist(linear_x=0.5, angular_z=0.8)
             viewer.twist(linear_x=0.5, angular_z=0.8)
             viewer.stop()
-            out, err = proc.communicate(timeout=20)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
-    records = [json.loads(line) for line in out.splitlines()]
+        out, err = listen.finish()
+    assert listen.proc.returncode == 0, err
+    records = [json.loads(line) for line in out]
     assert [r["topic"] for r in records] == [
         f"{ns}/nav/goal",
         f"{ns}/stop_movement",
@@ -152,21 +150,18 @@ def test_listen_text_output_and_ctrl_c() -> None:
     require_lcm()
     ns = unique_name("ns")
     url = unique_lcm_url()
-    proc = _listen("--transport", "lcm", "--lcm-url", url, "--namespace", ns)
+    listen = Listen("--transport", "lcm", "--lcm-url", url, "--namespace", ns)
     try:
-        _wait_line(proc.stderr, "listening on lcm")
+        listen.stderr.until("listening on lcm")
         with PlainLcm(url, "$^") as other:
             other.publish(f"/{ns}/stop_movement#std_msgs.Bool", Bool(True).lcm_encode())
-            line = _wait_line(proc.stdout, "STOP_MOVEMENT")
+            line = listen.stdout.until("STOP_MOVEMENT")[-1]
         assert line.split() == ["lcm", f"/{ns}/stop_movement#std_msgs.Bool", "-", "[STOP_MOVEMENT]", "true"]
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
+        listen.proc.send_signal(signal.SIGINT)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0
-    assert f"lcm /{ns}/stop_movement#std_msgs.Bool: 1 messages" in err
+        _, err = listen.finish()
+    assert listen.proc.returncode == 0
+    assert f"  lcm /{ns}/stop_movement#std_msgs.Bool: 1 messages" in err
 
 
 def test_listen_reports_an_unusable_bus(capsys: pytest.CaptureFixture[str]) -> None:

@@ -86,7 +86,7 @@ def test_healthz_answers_under_load(bridge_factory: BridgeFactory) -> None:
     wait_until(lambda: len(rec.points) == sent[0], timeout=20, what="every flooded click")
 
 
-def test_json_logs_name_the_client(tmp_path: object) -> None:
+def test_json_logs_name_the_client() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "viewer_bridge", "serve", "--port", "0", "--log-format", "json"],
         stderr=subprocess.PIPE,

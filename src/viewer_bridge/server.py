@@ -49,7 +49,6 @@ from viewer_bridge.metrics import BridgeStats, make_registry, render_metrics
 from viewer_bridge.mux import MuxNode
 from viewer_bridge.protocol import (
     Click,
-    Heartbeat,
     MessageAssembler,
     ProtocolError,
     Reason,

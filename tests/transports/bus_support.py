@@ -291,3 +291,53 @@ def wait_for_zero(inbox: Collector, name: str, timeout: float = 5.0) -> None:
 
 def thread_names() -> set[str]:
     return {t.name for t in threading.enumerate()}
+
+
+class LineReader:
+    """Lines from a child process's pipe, via a thread, with deadline-bounded reads.
+
+    (select() on a text pipe misses lines already pulled into Python's buffer
+    by an earlier readline(); a reader thread has no such blind spot.)
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self._stream = stream
+        self._thread = threading.Thread(target=self._pump, name="test-line-reader", daemon=True)
+        self._thread.start()
+        self.eof = False
+
+    def _pump(self) -> None:
+        for line in self._stream:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def get(self, timeout: float) -> str | None:
+        """The next line; None at end of stream. Raises TimeoutError if none comes in time."""
+        if self.eof:
+            return None
+        try:
+            line = self.lines.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            raise TimeoutError(f"no line within {timeout} s") from None
+        if line is None:
+            self.eof = True
+        return line
+
+    def until(self, marker: str, timeout: float = 20.0) -> list[str]:
+        """Lines up to and including the first containing ``marker``."""
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        while True:
+            try:
+                line = self.get(deadline - time.monotonic())
+            except TimeoutError:
+                line = None
+            if line is None:
+                raise AssertionError(f"{marker!r} never appeared; got:\n" + "\n".join(seen))
+            seen.append(line)
+            if marker in line:
+                return seen
+
+    def join(self, timeout: float = 10.0) -> None:
+        self._thread.join(timeout)

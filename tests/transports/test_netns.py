@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import selectors
 import shutil
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.transports.bus_support import need
+from tests.transports.bus_support import LineReader, need
 
 pytestmark = pytest.mark.netns
 
@@ -114,20 +113,17 @@ class Peer:
             cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        self._sel = selectors.DefaultSelector()
-        assert self.proc.stdout is not None
-        self._sel.register(self.proc.stdout, selectors.EVENT_READ)
+        self.stdout = LineReader(self.proc.stdout)
+        self.stderr = LineReader(self.proc.stderr)  # drained so the child never blocks on it
 
     def read(self, timeout: float = 20.0) -> dict[str, Any] | None:
         """The next JSON line, or None if none came within ``timeout``."""
-        assert self.proc.stdout is not None
-        if not self._sel.select(timeout=timeout):
+        try:
+            line = self.stdout.get(timeout)
+        except TimeoutError:
             return None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise AssertionError(
-                f"peer exited: {self.proc.wait()} {self.proc.stderr.read() if self.proc.stderr else ''}"
-            )
+        if line is None:
+            raise AssertionError(f"peer exited with {self.proc.wait()}")
         record: dict[str, Any] = json.loads(line)
         return record
 
@@ -143,8 +139,8 @@ class Peer:
         return self.expect()
 
     def close(self) -> None:
+        assert self.proc.stdin is not None
         if self.proc.poll() is None:
-            assert self.proc.stdin is not None
             try:
                 self.proc.stdin.write("quit\n")
                 self.proc.stdin.close()
@@ -155,9 +151,10 @@ class Peer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._sel.close()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
+        for reader in (self.stdout, self.stderr):
+            reader.join()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None and not stream.closed:
                 stream.close()
 
 

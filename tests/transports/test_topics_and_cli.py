@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.transports.bus_support import (
     Driver,
+    LineReader,
     PlainLcm,
     PlainZenoh,
     free_port,
@@ -129,31 +128,12 @@ def _serve(*args: str) -> subprocess.Popen[str]:
     env.pop("LCM_DEFAULT_URL", None)
     return subprocess.Popen(
         [sys.executable, "-m", "viewer_bridge", "serve", "--port", "0", *args],
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
         cwd=REPO,
     )
-
-
-def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 20.0) -> list[str]:
-    """stderr lines until one contains ``marker`` (or the process ends, or the deadline)."""
-    assert proc.stderr is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stderr, selectors.EVENT_READ)
-        while time.monotonic() < deadline:
-            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                break
-            line = proc.stderr.readline()
-            if not line:
-                break
-            lines.append(line.rstrip("\n"))
-            if marker in line:
-                return lines
-    raise AssertionError(f"{marker!r} not seen on stderr; got:\n" + "\n".join(lines))
 
 
 def test_cli_banner_lists_every_stream_on_every_transport() -> None:
@@ -167,9 +147,9 @@ def test_cli_banner_lists_every_stream_on_every_transport() -> None:
         "--zenoh-listen", endpoint, "--no-zenoh-multicast-scouting",
         "--remap", "tele_cmd_vel=cmd_vel", "--namespace", ns, "--mux", "nav_cmd_vel", "--mux-output", "base_cmd_vel",
     )  # fmt: skip
+    stderr = LineReader(proc.stderr)
     try:
-        lines = _read_until(proc, "out: ")
-        text = "\n".join(lines)
+        text = "\n".join(stderr.until("out: "))
         assert (
             f"tele_cmd_vel (geometry_msgs.Twist) -> in-process tele_cmd_vel, lcm /{ns}/cmd_vel#geometry_msgs.Twist, "
             f"zenoh dimos/{ns}/cmd_vel/geometry_msgs.Twist" in text
@@ -184,8 +164,11 @@ def test_cli_banner_lists_every_stream_on_every_transport() -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.communicate(timeout=20)
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+        stderr.join()
+        assert proc.stderr is not None
+        proc.stderr.close()
     assert proc.returncode == 0

@@ -43,7 +43,7 @@ SCENE_SCRIPT = Path(__file__).with_name("rerun_scene.py")
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    require(importlib.util.find_spec("playwright") is not None, "playwright is not installed (pip install -e '.[test]')")
+    require(importlib.util.find_spec("playwright") is not None, "playwright is not installed (pip install '.[test]')")
     path = shutil.which(CHROMIUM)
     require(path is not None, f"{CHROMIUM} is not installed (apt-get install chromium; make test does it)")
     from playwright.sync_api import sync_playwright
@@ -128,8 +128,9 @@ def hold(page: Page, predicate: Callable[[], bool], duration: float, what: str) 
 class RerunScene:
     """A child process serving a small 3D scene over Rerun gRPC on a free port."""
 
-    def __init__(self, process: subprocess.Popen[str], url: str, box_center: tuple[float, float, float],
-                 box_half: float) -> None:
+    def __init__(
+        self, process: subprocess.Popen[str], url: str, box_center: tuple[float, float, float], box_half: float
+    ) -> None:
         self.process = process
         self.url = url
         self.box_center = box_center

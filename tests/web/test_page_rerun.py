@@ -35,8 +35,17 @@ class Viewer:
     page: Page
     frames: SentFrames
     requested: list[str]
-    spot3d: tuple[float, float]
-    spot2d: tuple[float, float]
+
+    def spots(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """Screen points in the 3D view and in the 2D view, as the page is scrolled now."""
+        canvas = self.page.locator("#rerun-canvas")
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        assert box is not None
+        # The scene's blueprint puts the 3D view in the left half and the 2D
+        # view in the right, with the box in the middle of the 3D view.
+        y = box["y"] + box["height"] * 0.5
+        return (box["x"] + box["width"] * 0.25, y), (box["x"] + box["width"] * 0.75, y)
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +61,7 @@ def viewer(browser: Browser, rerun_scene: RerunScene) -> Iterator[Viewer]:
         context.on("request", lambda request: requested.append(request.url))
         page, frames = open_page(context, server.http_url("/"))
         page.wait_for_selector("#view3d[data-state=ready]", timeout=90_000)
-        box = page.locator("#rerun-canvas").bounding_box()
-        assert box is not None
-        # The scene's blueprint puts the 3D view in the left half and the 2D
-        # view in the right; a bit below the middle clears their tab headers.
-        y = box["y"] + box["height"] * 0.52
-        spot3d = (box["x"] + box["width"] * 0.25, y)
-        spot2d = (box["x"] + box["width"] * 0.75, y)
-        yield Viewer(server, recorder, page, frames, requested, spot3d, spot2d)
+        yield Viewer(server, recorder, page, frames, requested)
     finally:
         context.close()
         server.stop()
@@ -84,7 +86,6 @@ def click_until(page: Page, x: float, y: float, done: Callable[[], object], what
         page.mouse.move(x + 1, y)
         next_frames(page)
         page.mouse.click(x + 1, y)
-        print("attempt", what, round(time.monotonic() - deadline + timeout, 2))
         try:
             wait_for(page, done, what, timeout=2.0)
             return
@@ -96,7 +97,8 @@ def click_until(page: Page, x: float, y: float, done: Callable[[], object], what
 def test_click_on_3d_entity_publishes_a_world_point(viewer: Viewer, rerun_scene: RerunScene) -> None:
     page, frames, rec = viewer.page, viewer.frames, viewer.recorder
     before = len(frames.of("click"))
-    click_until(page, *viewer.spot3d, lambda: len(frames.of("click")) > before, "a click message")
+    spot3d, _ = viewer.spots()
+    click_until(page, *spot3d, lambda: len(frames.of("click")) > before, "a click message")
     point = rec.wait_points(1)[-1]
     assert rerun_scene.distance_to_box(point.x, point.y, point.z) < 0.05, point
     assert point.frame_id == viewer.server.config.frame_id
@@ -111,22 +113,24 @@ def test_click_in_2d_view_is_not_sent(viewer: Viewer) -> None:
     page, frames = viewer.page, viewer.frames
     before = len(frames.items)
     notice = page.locator("#notice")
-    click_until(page, *viewer.spot2d, lambda: "2D view" in (notice.text_content() or ""), "the 2D-click notice")
+    _, spot2d = viewer.spots()
+    click_until(page, *spot2d, lambda: "2D view" in (notice.text_content() or ""), "the 2D-click notice")
     # Image coordinates are no place to drive to: nothing was sent for it.
     assert frames.items[before:] == []
 
 
 def test_goals_can_be_turned_off(viewer: Viewer) -> None:
     page, frames = viewer.page, viewer.frames
-    x, y = viewer.spot3d
     page.locator("#click-nav").uncheck()
     try:
+        (x, y), _ = viewer.spots()
         before = len(frames.items)
         goal = page.locator("#goal")
         click_until(page, x + 12, y - 8, lambda: "goals are off" in (goal.text_content() or ""), "the picked note")
         assert frames.items[before:] == []
     finally:
         page.locator("#click-nav").check()
+    (x, y), _ = viewer.spots()
     before = len(frames.of("click"))
     click_until(page, x - 12, y + 8, lambda: len(frames.of("click")) > before, "a click message")
 
