@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from viewer_bridge import __version__
-from viewer_bridge.config import BridgeConfig, ConfigError, load_config, parse_remaps
+from viewer_bridge.config import BridgeConfig, ConfigError, field_docs, load_config, parse_remaps
 from viewer_bridge.echo import as_json_line, as_text_line
 from viewer_bridge.server import AsyncRerunWebSocketServer, BindError, interface_addresses
 from viewer_bridge.transports import TransportError
@@ -94,6 +94,15 @@ def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
     return str, {}
 
 
+def _help(name: str, docs: dict[str, str]) -> str:
+    text = _HELP.get(name) or docs.get(name)
+    if text is None and name.startswith("scale_"):
+        text = f"factor applied to {name[6:]} before clamping (default 1.0)"
+    elif text is None and name.startswith("max_"):
+        text = f"clamp on |{name[4:]}| after scaling (default: none)"
+    return (text or name).replace("%", "%%")
+
+
 def add_serve_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "serve",
@@ -103,6 +112,7 @@ def add_serve_parser(sub: Any) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     hints = typing.get_type_hints(BridgeConfig)
+    docs = field_docs()
     for name in BridgeConfig.__struct_fields__:
         if name in _SPECIAL:
             continue
@@ -110,7 +120,7 @@ def add_serve_parser(sub: Any) -> None:
         if flag_type is not None:
             extra["type"] = flag_type
         parser.add_argument(
-            "--" + name.replace("_", "-"), dest=name, default=None, help=_HELP.get(name, name), **extra
+            "--" + name.replace("_", "-"), dest=name, default=None, help=_help(name, docs), **extra
         )
     parser.add_argument("--transport", dest="transports", action="append", help="lcm or zenoh (repeatable)")
     parser.add_argument(

@@ -188,6 +188,27 @@ def _require(name: str, value: float, ok: Any, what: str) -> None:
 FIELDS: Final = frozenset(BridgeConfig.__struct_fields__)
 
 
+def field_docs() -> dict[str, str]:
+    """Each setting's docstring (the string under its definition above), for ``--help``."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(BridgeConfig)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, following in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
 def from_mapping(values: Mapping[str, Any], source: str) -> BridgeConfig:
     """Build a config from a mapping, with errors that name the key and the source."""
     unknown = sorted(set(values) - FIELDS)
