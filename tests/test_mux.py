@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,6 +21,7 @@ from tests.transports.bus_support import (
     require_lcm,
     require_zenoh,
     running_bridge,
+    threads_end_with_test,
     unique_lcm_url,
     unique_name,
     wait_until,
@@ -31,6 +33,11 @@ NAV = Twist(Vector3(0.3, 0, 0), Vector3(0, 0, 0.1))
 NAV2 = Twist(Vector3(0.2, 0, 0), Vector3(0, 0, -0.1))
 TELE = Twist(Vector3(0.5, 0, 0), Vector3(0, 0, 0.8))
 ZERO = Twist.zero()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    yield from threads_end_with_test()
 
 
 # -- the state machine, fake clock ------------------------------------------

@@ -192,12 +192,13 @@ def field_docs() -> dict[str, str]:
     """Each setting's docstring (the string under its definition above), for ``--help``."""
     import ast
     import inspect
+    import itertools
     import textwrap
 
     tree = ast.parse(textwrap.dedent(inspect.getsource(BridgeConfig)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
-    for node, following in zip(body, body[1:], strict=False):
+    for node, following in itertools.pairwise(body):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)

@@ -234,7 +234,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         return 1
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
-    scope = f"/{config.namespace}/..." if config.namespace else "every topic"
+    namespace = config.namespace.strip("/")
+    scope = f"/{namespace}/..." if namespace else "every topic"
     print(f"viewer-bridge: listening on {', '.join(dict.fromkeys(args.transports))} ({scope})", file=sys.stderr)
     try:
         seen = run_listen(listener, sys.stdout, as_json=args.json, count=args.count, duration=args.duration, stop=stop)

@@ -23,18 +23,12 @@ from typing import Final, Generic, TypeVar
 
 from viewer_bridge.messages import Bool, Message, PointStamped, Twist
 
-__all__ = ["STREAM_TYPES", "Stream", "StreamSpec", "Topic", "TopicMap"]
+__all__ = ["STREAM_TYPES", "Stream", "Topic", "TopicMap"]
 
 log = logging.getLogger("viewer_bridge.streams")
 
 T = TypeVar("T", bound=Message)
 Subscriber = Callable[[T], object]
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    name: str
-    type: type[Message]
 
 
 # The streams the bridge publishes, with DimOS's names and types.

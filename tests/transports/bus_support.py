@@ -289,8 +289,16 @@ def wait_for_zero(inbox: Collector, name: str, timeout: float = 5.0) -> None:
         pass
 
 
-def thread_names() -> set[str]:
-    return {t.name for t in threading.enumerate()}
+def threads_end_with_test() -> Iterator[None]:
+    """Body of an autouse fixture: fail the test if a thread it started outlives it."""
+    before = set(threading.enumerate())
+    yield
+    # Zenoh's callback thread and the bridge thread end shortly after close()/stop() return.
+    wait_until(
+        lambda: not (set(threading.enumerate()) - before),
+        timeout=10.0,
+        what="threads started by the test to end",
+    )
 
 
 class LineReader:

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
 
-from tests.transports.bus_support import wait_until
+from tests.transports.bus_support import threads_end_with_test
 
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
-    before = set(threading.enumerate())
-    yield
-    # Zenoh's callback thread and the bridge thread end shortly after close()/stop() return.
-    wait_until(
-        lambda: not (set(threading.enumerate()) - before),
-        timeout=10.0,
-        what="threads started by the test to end",
-    )
+    yield from threads_end_with_test()
