@@ -31,7 +31,7 @@ lint: $(STAMP)
 test: $(STAMP) system-deps multicast
 	$(BIN)/pip install --quiet -c constraints.txt 'dimos-viewer==0.32.0a3'
 	$(MAKE) lint
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadfile
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_protocol_fuzz.py -p no:cacheprovider
