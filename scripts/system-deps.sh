@@ -21,6 +21,8 @@ PACKAGES=(
     libxkbcommon-x11-0 libxcursor1 libxi6 libxrandr2
     # Other tests: headless browser, terminal-program driving.
     chromium tmux
+    # Network namespaces and the loopback multicast route for LCM.
+    iproute2
 )
 
 # Lists older than this many minutes are refreshed before installing.
