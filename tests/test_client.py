@@ -45,6 +45,15 @@ def fast_backoff() -> Backoff:
     return Backoff(initial=0.02, maximum=0.2, jitter=0.0)
 
 
+async def eventually(predicate: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll ``predicate`` on the event loop until it is true; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        await asyncio.sleep(0.005)
+
+
 @pytest.fixture
 def no_thread_leaks() -> Iterator[None]:
     before = set(threading.enumerate())
@@ -303,9 +312,7 @@ async def test_reconnects_with_backoff_after_the_bridge_restarts(bridge_factory:
     client = AsyncViewerClient(first.websocket_url(), backoff=fast_backoff(), on_state=states.append)
     await client.connect()
     await asyncio.to_thread(first.stop)
-    async with asyncio.timeout(5):
-        while client.state is ConnectionState.CONNECTED:
-            await asyncio.sleep(0.005)
+    await eventually(lambda: client.state is not ConnectionState.CONNECTED)
     with pytest.raises(NotConnected):
         await client.twist(linear_x=1.0)  # never queued for later
     _, rec = await asyncio.to_thread(bridge_factory, port=port)
@@ -327,9 +334,7 @@ async def test_start_keeps_trying_until_the_bridge_is_up(bridge_factory: BridgeF
     port = probe.getsockname()[1]
     client = AsyncViewerClient(f"ws://127.0.0.1:{port}/ws", backoff=fast_backoff())
     client.start()
-    async with asyncio.timeout(5):
-        while client.last_connect_error is None:
-            await asyncio.sleep(0.005)
+    await eventually(lambda: client.last_connect_error is not None)
     assert client.state is not ConnectionState.CONNECTED
     assert "refused" in str(client.last_connect_error)
     probe.close()  # free the port for the bridge
@@ -342,12 +347,12 @@ async def test_start_keeps_trying_until_the_bridge_is_up(bridge_factory: BridgeF
 
 @run_async
 async def test_close_while_waiting_to_reconnect() -> None:
-    client = AsyncViewerClient("ws://127.0.0.1:9/ws", backoff=Backoff(initial=30, maximum=30))
-    client.start()
-    async with asyncio.timeout(5):
-        while client.state is not ConnectionState.DISCONNECTED:
-            await asyncio.sleep(0.005)
-    assert await client.close() is False
+    with socket.socket() as held:  # bound, never listening
+        held.bind(("127.0.0.1", 0))
+        client = AsyncViewerClient(f"ws://127.0.0.1:{held.getsockname()[1]}/ws", backoff=Backoff(30, 30))
+        client.start()
+        await eventually(lambda: client.state is ConnectionState.DISCONNECTED)
+        assert await client.close() is False
     assert client.state is ConnectionState.CLOSED
     with pytest.raises(NotConnected):
         await client.wait_connected(1)
@@ -359,9 +364,7 @@ async def test_without_reconnect_a_lost_connection_is_final(bridge_factory: Brid
     client = AsyncViewerClient(server.websocket_url(), reconnect=False)
     await client.connect()
     await asyncio.to_thread(server.stop)
-    async with asyncio.timeout(5):
-        while client.state is not ConnectionState.CLOSED:
-            await asyncio.sleep(0.005)
+    await eventually(lambda: client.state is ConnectionState.CLOSED)
     assert await client.close() is False
 
 

@@ -132,7 +132,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "send",
         help="send one message (click, twist, stop, heartbeat) and report whether the bridge accepted it",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description="Send one message to a bridge and report whether it was accepted. After sending, the "
+        "connection is closed with the close handshake; the bridge handles frames in order, so its error (if "
+        "any) arrives before its answer to the close: no waiting on a guessed grace period.",
         epilog="Exit status: 0 accepted, 1 refused by the bridge (reason printed), 2 bad arguments, "
         "3 no connection or no answer.",
     )

@@ -17,15 +17,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
-from typing import Any
+import threading
+from typing import Any, Final
 
 from viewer_bridge.client import AsyncViewerClient, ClientError
 from viewer_bridge.client_cli import EXIT_USAGE, add_connection_options, client_options, positive_float
 from viewer_bridge.keymap import KeyTeleop
 
 __all__ = ["register", "run_teleop"]
+
+# After a signal the stop is sent first; if the UI then cannot shut down
+# (a terminal that hung up can wedge it), the process ends anyway after this.
+_SIGNAL_EXIT_GRACE: Final = 3.0
 
 
 def register(subparsers: Any) -> None:
@@ -114,4 +120,7 @@ async def run_teleop(client: AsyncViewerClient, keys: KeyTeleop) -> int:
 
 
 def _on_signal(app: Any, signum: int) -> None:
+    watchdog = threading.Timer(_SIGNAL_EXIT_GRACE, os._exit, (128 + signum,))
+    watchdog.daemon = True
+    watchdog.start()
     app.call_later(app.quit_teleop, 128 + signum)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import IO, Any, Final, cast
 
 from rich.markup import escape
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.drivers.linux_driver import LinuxDriver
 from textual.timer import Timer
 from textual.widgets import Static
 
@@ -39,6 +40,49 @@ _STATE_STYLE: Final = {
 }
 
 
+class _TolerantOutput:
+    """The terminal as a file whose writes never raise.
+
+    When the terminal hangs up (the SSH session dropped) a write fails with
+    EIO. Textual writes from a thread through a bounded queue; that thread
+    dies on the error, the queue fills, and the next write blocks the event
+    loop for good, so the stop on SIGHUP could never be sent. Writes to a
+    terminal that is gone are dropped instead.
+    """
+
+    def __init__(self, file: IO[str]) -> None:
+        self._file = file
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self._file.write(text)
+            except OSError:
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._file.flush()
+            except OSError:
+                self.broken = True
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def isatty(self) -> bool:
+        return True
+
+
+class _HangupSafeDriver(LinuxDriver):
+    def __init__(self, app: Any, **options: Any) -> None:
+        super().__init__(app, **options)
+        if self._file is not None:
+            self._file = cast(Any, _TolerantOutput(self._file))
+
+
 class TeleopApp(App[int]):
     """Drive from the terminal. ``exit`` code: 0 on quit, 128+signal when a signal ended it."""
 
@@ -50,14 +94,17 @@ class TeleopApp(App[int]):
     """
     ENABLE_COMMAND_PALETTE = False
     # Priority bindings run before any widget sees the key. Ctrl-C arrives as
-    # a key (the terminal is in raw mode), not as SIGINT.
+    # a key (the terminal is in raw mode), not as SIGINT. Textual's own
+    # Ctrl-Q also runs the "quit" action, which is overridden below.
     BINDINGS = [
-        Binding("ctrl+c", "quit_teleop", "quit", priority=True),
-        Binding("escape", "quit_teleop", "quit", priority=True),
+        Binding("ctrl+c", "quit", "quit", priority=True),
+        Binding("escape", "quit", "quit", priority=True),
     ]
 
     def __init__(self, client: AsyncViewerClient, keys: KeyTeleop, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
+        if self.driver_class is LinuxDriver:
+            self.driver_class = _HangupSafeDriver
         self.client = client
         self.keys = keys
         self.clock = clock
@@ -100,7 +147,8 @@ class TeleopApp(App[int]):
         # to another window): stop now rather than after the key timeout.
         await self.perform(self.keys.halt(StopWhy.FOCUS_LOST))
 
-    async def action_quit_teleop(self) -> None:
+    async def action_quit(self) -> None:
+        """Every way to quit goes through here, so the stop is never skipped."""
         await self.quit_teleop(0)
 
     async def quit_teleop(self, code: int) -> None:
