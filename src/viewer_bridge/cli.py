@@ -1,4 +1,4 @@
-"""The ``viewer-bridge`` command line: ``serve`` (and the client commands registered beside it).
+"""The ``viewer-bridge`` command line: ``serve``, plus ``send``, ``teleop`` and ``listen`` from their modules.
 
 Every :class:`~viewer_bridge.config.BridgeConfig` setting is a ``serve`` flag
 (``max_linear_x`` -> ``--max-linear-x``); lists are repeatable flags. Flags
@@ -18,7 +18,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any, Final
 
-from viewer_bridge import __version__
+from viewer_bridge import __version__, client_cli, listen, teleop
 from viewer_bridge.config import BridgeConfig, ConfigError, field_docs, load_config, parse_remaps
 from viewer_bridge.echo import as_json_line, as_text_line
 from viewer_bridge.server import AsyncRerunWebSocketServer, BindError, interface_addresses
@@ -217,23 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"viewer-bridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve_parser(sub)
-    for register in _extra_commands():
-        register(sub)
+    # Client commands live beside what they drive; each adds its own subcommand.
+    client_cli.register(sub)
+    teleop.register(sub)
+    listen.register(sub)
     return parser
-
-
-def _extra_commands() -> list[typing.Callable[[Any], None]]:
-    """Client commands live in their own modules and register themselves here."""
-    commands: list[typing.Callable[[Any], None]] = []
-    for module_name in ("viewer_bridge.client_cli", "viewer_bridge.teleop", "viewer_bridge.listen"):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        commands.append(module.register)
-    return commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
