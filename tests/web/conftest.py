@@ -1,6 +1,6 @@
 """Fixtures for the browser page: headless Debian Chromium via Playwright, and a real Rerun gRPC server.
 
-Chromium is Debian's ``/usr/bin/chromium`` (Playwright's own browser builds
+Chromium is Debian's ``/usr/bin/chromium`` (or ``$TEST_CHROMIUM``; Playwright's own builds
 are never downloaded). Each test module gets one browser; each test a fresh
 context and page. All browser tests share one xdist worker so that at most
 one Chromium runs per test session.
@@ -14,6 +14,7 @@ import select
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,8 @@ from tests.conftest import require
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, WebSocket
 
-CHROMIUM = os.environ.get("VIEWER_BRIDGE_CHROMIUM", "/usr/bin/chromium")
+# Not VIEWER_BRIDGE_*: the bridge refuses unknown settings in its environment.
+CHROMIUM = os.environ.get("TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     # Tests run as root, where Chromium's sandbox cannot start.
     "--no-sandbox",
@@ -148,33 +150,36 @@ def rerun_scene() -> Iterator[RerunScene]:
         importlib.util.find_spec("rerun") is not None,
         "rerun-sdk is not installed (pip install -e '.[web3d]'; make test does it)",
     )
-    process = subprocess.Popen(
-        [sys.executable, str(SCENE_SCRIPT)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], 60)
-        line = process.stdout.readline().strip() if ready else ""
-        if not line.startswith("rerun+http://"):
-            process.kill()
-            _, err = process.communicate(timeout=10)
-            raise AssertionError(f"the Rerun scene process did not start: {line!r} {err[-2000:]}")
-        url, center, half = line.split(" ")
-        cx, cy, cz = (float(v) for v in center.split(","))
-        yield RerunScene(process, url, (cx, cy, cz), float(half))
-    finally:
-        # Closing stdin tells the child to exit; kill it if it does not.
-        if process.stdin is not None:
-            process.stdin.close()
+    # stderr goes to a file: a pipe nobody reads could fill and stall the child.
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            [sys.executable, str(SCENE_SCRIPT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+            assert process.stdout is not None
+            ready, _, _ = select.select([process.stdout], [], [], 60)
+            line = process.stdout.readline().strip() if ready else ""
+            if not line.startswith("rerun+http://"):
+                process.kill()
+                process.wait(timeout=10)
+                errors.seek(0)
+                tail = errors.read()[-2000:].decode("utf-8", "replace")
+                raise AssertionError(f"the Rerun scene process did not start: {line!r} {tail}")
+            url, center, half = line.split(" ")
+            cx, cy, cz = (float(v) for v in center.split(","))
+            yield RerunScene(process, url, (cx, cy, cz), float(half))
+        finally:
+            # Closing stdin tells the child to exit; kill it if it does not.
+            if process.stdin is not None:
+                process.stdin.close()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+            if process.stdout is not None:
+                process.stdout.close()

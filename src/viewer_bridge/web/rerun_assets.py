@@ -10,7 +10,9 @@ Where the files live depends on how the wheel was built. Some wheels ship
 them as ``rerun/web_viewer.zip``; the PyPI wheels embed them in the
 ``rerun_bindings`` extension module, with no Python call that returns them.
 For that case a short-lived child process starts the SDK's own web-viewer
-server on a random port, downloads the two files over loopback and exits.
+server on a random port, downloads the two files over loopback and exits
+(~0.3 s; the SDK binds that server on all interfaces, so for that moment the
+viewer's public files are reachable from the network too).
 Either way the files are read once per process and kept in memory (one copy
 shared by every bridge in the process, ~43 MB for the Wasm plus a gzip copy
 of ~15 MB made in the background for clients that accept it).

@@ -9,6 +9,8 @@
   const config = readConfig();
   const params = new URLSearchParams(location.search);
   const token = params.get("token");
+  // ?debug logs the Rerun viewer's events to the console (to see why a click sent no goal).
+  const debug = params.has("debug");
 
   // The same keys and speeds as dimos-viewer's keyboard teleop (ROS axes:
   // +y is left, +z rotation is counter-clockwise, i.e. a left turn).
@@ -298,9 +300,14 @@
     renderDriver();
   }
 
+  const padButtons = [...document.querySelectorAll(".pad button")];
+
   function showCommand(cmd) {
     for (const axis of Object.keys(ui.out)) ui.out[axis].textContent = cmd[axis].toFixed(2);
     document.body.classList.toggle("moving", !isZero(cmd));
+    // Keys light up their on-screen buttons too, so what is held is visible.
+    const down = new Set([...heldKeys, ...heldButtons.values()]);
+    for (const button of padButtons) button.classList.toggle("held", down.has(button.dataset.key));
   }
 
   // Let go of every input; send the one `stop` if a drive was on.
@@ -308,7 +315,6 @@
     for (const code of heldKeys) suppressedKeys.add(code);
     heldKeys.clear();
     heldButtons.clear();
-    for (const button of document.querySelectorAll(".pad button.held")) button.classList.remove("held");
     shift = false;
     resetStick();
     if (!sendStop) {
@@ -345,7 +351,7 @@
       if (isTyping(event.target)) return;
       if (event.code === "Space" || event.code === "Escape") {
         event.preventDefault();
-        event.stopPropagation();
+        event.stopImmediatePropagation();
         if (!event.repeat) emergencyStop();
         return;
       }
@@ -355,7 +361,7 @@
         return;
       }
       event.preventDefault();
-      event.stopPropagation();
+      event.stopImmediatePropagation();
       // Browser shortcuts (Ctrl+W, Ctrl+D, ...) are not drive commands.
       if (event.ctrlKey || event.metaKey || event.altKey) return;
       if (suppressedKeys.has(event.code)) {
@@ -376,7 +382,7 @@
       if (event.code in KEYS) {
         if (!isTyping(event.target)) {
           event.preventDefault();
-          event.stopPropagation();
+          event.stopImmediatePropagation();
         }
         heldKeys.delete(event.code);
       }
@@ -410,13 +416,11 @@
       event.preventDefault();
       button.setPointerCapture(event.pointerId);
       heldButtons.set(event.pointerId, code);
-      button.classList.add("held");
       pump();
     });
     const release = (event) => {
       if (!heldButtons.has(event.pointerId)) return;
       heldButtons.delete(event.pointerId);
-      if (![...heldButtons.values()].includes(code)) button.classList.remove("held");
       pump();
     };
     button.addEventListener("pointerup", release);
@@ -445,7 +449,8 @@
     }
     const live = length >= DEAD_ZONE;
     stick = { x: live ? dx : 0, y: live ? dy : 0 };
-    ui.knob.style.transform = `translate(${dx * 50}%, ${-dy * 50}%)`;
+    // Percentages of the knob (40% of the pad): 75% puts its centre 0.6 radii out, its edge on the rim.
+    ui.knob.style.transform = `translate(${dx * 75}%, ${-dy * 75}%)`;
     ui.joystick.classList.add("held");
     pump();
   }
@@ -478,13 +483,15 @@
   // --------------------------------------------------------------- notices
 
   let noticeTimer = null;
-  function notify(text, kind) {
+  function notify(text, kind, ms = 4000) {
     ui.notice.textContent = text;
+    ui.notice.title = text;
     ui.notice.dataset.kind = kind;
     clearTimeout(noticeTimer);
     noticeTimer = setTimeout(() => {
       ui.notice.textContent = "";
-    }, 4000);
+      ui.notice.title = "";
+    }, ms);
   }
 
   // ------------------------------------------------ Rerun 3D view (optional)
@@ -501,6 +508,7 @@
         return;
       }
     }
+    if (debug) console.info("viewer-bridge: Rerun viewer event", event);
     if (!event || event.type !== "selection_change") return;
     for (const item of event.items || []) {
       const goal = worldPoint(item);
@@ -542,8 +550,10 @@
     lastClickKey = key;
     const sent = send({ type: "click", ...goal, timestamp_ms: Date.now() });
     const where = formatPoint(goal);
-    if (sent) showGoal(`Goal sent: ${where} on ${goal.entity_path}`, "true");
-    else showGoal(`Not connected: goal ${where} not sent`, "false");
+    const text = sent ? `Goal sent: ${where} on ${goal.entity_path}` : `Not connected: goal ${where} not sent`;
+    showGoal(text, String(sent));
+    // Also up top, where a phone user looking at the map sees it.
+    notify(text, sent ? "ok" : "error");
   }
 
   function loadScript(src) {
@@ -560,20 +570,29 @@
   // robot's network that only fails slowly and fills the console, so its
   // requests may go to this page's origin and the Rerun server, nowhere else.
   function confineFetch() {
-    const allowed = new Set([location.origin]);
+    let grpcOrigin = null;
     try {
-      const grpc = config.rerunUrl.replace(/^rerun\+/, "").replace(/^rerun:/, "https:");
-      allowed.add(new URL(grpc).origin);
+      grpcOrigin = new URL(config.rerunUrl.replace(/^rerun\+/, "").replace(/^rerun:/, "https:")).origin;
     } catch {
       // An unparsable URL: the viewer will report it.
     }
     const realFetch = window.fetch.bind(window);
     window.fetch = (input, init) => {
       const url = new URL(input instanceof Request ? input.url : String(input), location.href);
-      if (!allowed.has(url.origin)) {
+      if (url.origin === location.origin) return realFetch(input, init);
+      if (url.origin !== grpcOrigin) {
         return Promise.reject(new TypeError(`viewer-bridge: no requests to ${url.origin} from this page`));
       }
-      return realFetch(input, init);
+      // A refused cross-origin request looks like a network error; say what usually causes it.
+      return realFetch(input, init).catch((err) => {
+        notify(
+          `Cannot reach the Rerun server at ${grpcOrigin}: is it running, and does its ` +
+            `cors_allow_origin include ${location.origin}?`,
+          "error",
+          30000,
+        );
+        throw err;
+      });
     };
   }
 
@@ -608,11 +627,10 @@
         enable_history: false,
         on_viewer_event: onViewerEvent,
         panel_state_overrides: narrow
-          ? { top: "Collapsed", blueprint: "Hidden", selection: "Hidden", time: "Collapsed" }
+          ? { top: "Collapsed", blueprint: "Hidden", selection: "Hidden", time: "Hidden" }
           : { blueprint: "Collapsed", selection: "Collapsed", time: "Collapsed" },
       });
       await handle.start(ui.canvas);
-      window.viewerBridgeRerun = handle;
       status("");
       setInterval(() => {
         if (handle.has_panicked()) status(`The 3D viewer crashed: ${handle.panic_message() || "unknown error"}`);
