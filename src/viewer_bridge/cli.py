@@ -67,8 +67,20 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time, so a replaced stderr never breaks logging."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
 def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
@@ -76,8 +88,9 @@ def setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # picows logs every handshake failure at INFO; the bridge reports those itself.
-    logging.getLogger("viewer_bridge.picows").setLevel(max(logging.WARNING, root.level))
+    # picows logs every connection and handshake failure at INFO; the bridge
+    # reports those itself, naming the client.
+    logging.getLogger("picows").setLevel(max(logging.WARNING, root.level))
 
 
 def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
