@@ -39,7 +39,7 @@ fuzz: $(STAMP)
 # Interleaved rounds against DimOS's server and a count-only floor; writes docs/performance.md.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
-	$(BIN)/python -m bench.run --docs docs
+	$(BIN)/python -m bench.run --docs docs --targets dimos,floor,bridge,bridge-lcm --variant 'bridge-lcm:bridge:transports=["lcm"]'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

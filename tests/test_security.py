@@ -198,3 +198,55 @@ def test_a_flooding_client_does_not_stop_anothers_stop(bridge_factory: BridgeFac
     assert twists == [Twist(Vector3(0.5, 0, 0), Vector3()), Twist.zero()]
     assert [p.x for p in rec.points if p.x != -1] == list(range(20))
     print(f"stop latency beside a flooding client: {latency * 1000:.2f} ms")
+
+
+def test_insecure_wide_bind_starts_with_a_warning(
+    bridge_factory: BridgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="viewer_bridge")
+    server, rec = bridge_factory(host="0.0.0.0", insecure=True)
+    assert any("without a token" in r.getMessage() for r in caplog.records)
+    with connect(f"ws://127.0.0.1:{server.bound_port}/ws", open_timeout=5) as ws:
+        ws.send('{"type":"click","x":1,"y":2,"z":3}')
+        rec.wait_points(1)
+
+
+def test_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from viewer_bridge.config import load_config
+
+    monkeypatch.setenv("VIEWER_BRIDGE_TOKEN", TOKEN)
+    config = load_config(overrides={"port": 0, "host": "0.0.0.0"})
+    assert config.resolved_token() == TOKEN
+    # The server refuses a wide bind without a token, so this one starting
+    # (and refusing a tokenless client) shows the variable was used.
+    from viewer_bridge import RerunWebSocketServer
+
+    with RerunWebSocketServer(config) as server:
+        with pytest.raises(InvalidStatus) as caught:
+            connect(f"ws://127.0.0.1:{server.bound_port}/ws", open_timeout=5)
+        assert caught.value.response.status_code == 401
+        with connect(f"ws://127.0.0.1:{server.bound_port}/ws?token={TOKEN}", open_timeout=5):
+            pass
+
+
+def test_a_flood_does_not_stop_the_deadman(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory(deadman_timeout=0.3)
+    stop_flood = threading.Event()
+
+    def flood() -> None:
+        with client(server) as ws:
+            while not stop_flood.is_set():
+                ws.send('{"type":"click","x":-1,"y":-1,"z":-1}')
+
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    try:
+        wait_until(lambda: server.server.stats.rejects["rate_limited"] > 1000, timeout=10)
+        with client(server) as driver:
+            driver.send(twist(linear_x=0.5))
+            # The driver now falls silent; the deadman must fire despite the flood.
+            wait_until(lambda: server.server.safety.stops.get("deadman", 0) == 1, timeout=10, what="deadman")
+    finally:
+        stop_flood.set()
+        flooder.join(timeout=10)
+    assert rec.twists[:2] == [Twist(Vector3(0.5, 0, 0), Vector3()), Twist.zero()]

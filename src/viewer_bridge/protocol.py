@@ -247,6 +247,11 @@ class MessageAssembler:
         self._open = False
         self._binary = False
 
+    @property
+    def in_message(self) -> bool:
+        """True between a message's first and last fragment."""
+        return self._open
+
     def feed(self, opcode: int, fin: bool, payload: bytes) -> bytes | None:
         """``opcode`` is 0 (continuation), 1 (text) or 2 (binary)."""
         if opcode == 0:

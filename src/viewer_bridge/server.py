@@ -157,6 +157,10 @@ class _Session(WSListener):
             else:
                 self.server._reject(self, exc.reason, exc.detail, exc.field)
             return
+        finally:
+            # Between fragmented messages, text frames take the fast path again.
+            if self.assembler is not None and not self.assembler.in_message:
+                self.assembler = None
         if message is not None:
             self.handle(self, message)
 

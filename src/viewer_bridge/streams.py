@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Final, Generic, TypeVar
 
 from viewer_bridge.messages import Bool, Message, PointStamped, Twist
@@ -119,12 +120,12 @@ class Topic:
     def type_name(self) -> str:
         return self.type.lcm_name
 
-    @property
+    @cached_property  # read for every message a bus transport publishes
     def lcm_channel(self) -> str:
         """The DimOS LCM channel, ``/NAME#TYPE``."""
         return f"/{self.name}#{self.type_name}"
 
-    @property
+    @cached_property
     def zenoh_key(self) -> str:
         """The DimOS Zenoh key expression, ``dimos/NAME/TYPE``."""
         return f"dimos/{self.name}/{self.type_name}"
