@@ -351,9 +351,10 @@ class AsyncRerunWebSocketServer:
                 # buffer per connection would dominate idle memory (it grows on
                 # demand for larger messages and bursts).
                 read_buffer_init_size=4096,
-                # picows's companion transport layer (a dependency of picows):
-                # it cuts the per-read cost of asyncio's selector transports.
-                use_aiofastnet=True,
+                # asyncio's own transports: picows's optional aiofastnet layer
+                # measured no faster here per message and took ~5 KB more
+                # memory per idle connection (see docs/performance.md).
+                use_aiofastnet=False,
                 reuse_address=True,
             )
         except OSError as exc:
