@@ -13,8 +13,13 @@ multicast route is an error with the fix in it rather than a silent robot:
    where every publish "succeeds" and nothing is ever delivered. Other
    providers (``memq://``, ``file://`` logs) are not expected to loop back.
 
-Receiving runs one thread, started on the first subscription, that waits on
-LCM's file descriptor and a wake-up pipe, so ``close()`` ends it at once.
+Publishing and receiving use separate LCM handles. A handle that has ever
+subscribed stays joined to the multicast group, and the kernel then loops
+every message it publishes back into its own socket: that cost four times
+the publish itself. So the publishing handle never subscribes; the probe and
+any subscriptions use a receiving handle, made only when needed. Receiving
+runs one thread, started on the first subscription, that waits on LCM's file
+descriptor and a wake-up pipe, so ``close()`` ends it at once.
 """
 
 from __future__ import annotations
@@ -103,7 +108,8 @@ class LcmTransport(Transport):
 
     def __init__(self, url: str | None = None) -> None:
         self.url = resolve_url(url)
-        self._lcm: Any = None
+        self._lcm: Any = None  # publishes; never subscribes
+        self._rx: Any = None  # receives; made on the first subscription
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._wake_r = -1
@@ -129,12 +135,13 @@ class LcmTransport(Transport):
                 f"LCM could not start with {self.url!r} ({exc}). Check the URL (udpm://GROUP:PORT?ttl=N). {ROUTE_FIX}"
             ) from None
         if urlsplit(self.url).scheme == "udpm":
-            self._probe(handle)
+            self._probe(handle, lcm.LCM(self.url))
         self._lcm = handle
         self._closed = False
         log.info("LCM transport up on %s", self.url)
 
-    def _probe(self, handle: Any) -> None:
+    def _probe(self, handle: Any, receiver: Any) -> None:
+        """Publish on ``handle`` until ``receiver`` hears it (``receiver`` is dropped after)."""
         channel = f"/viewer_bridge/probe/{uuid.uuid4().hex}"
         token = os.urandom(8)
         came_back = False
@@ -143,7 +150,7 @@ class LcmTransport(Transport):
             nonlocal came_back
             came_back = came_back or data == token
 
-        subscription = handle.subscribe(channel, on_probe)
+        subscription = receiver.subscribe(channel, on_probe)
         try:
             deadline = time.monotonic() + _PROBE_TIMEOUT
             next_send = 0.0
@@ -163,11 +170,11 @@ class LcmTransport(Transport):
                     next_send = now + _PROBE_RESEND
                 wait = max(0.0, min(deadline, next_send) - now)
                 try:
-                    handle.handle_timeout(max(1, round(wait * 1000)))
+                    receiver.handle_timeout(max(1, round(wait * 1000)))
                 except OSError as exc:
                     raise TransportError(f"LCM cannot receive on {self.url}: {exc}. {ROUTE_FIX}") from None
         finally:
-            handle.unsubscribe(subscription)
+            receiver.unsubscribe(subscription)
 
     def close(self) -> None:
         with self._lock:
@@ -183,8 +190,9 @@ class LcmTransport(Transport):
             if fd >= 0:
                 os.close(fd)
         self._wake_r = self._wake_w = -1
-        # The C handle (sockets, LCM's own receive thread) goes with the last reference.
+        # The C handles (sockets, LCM's own receive thread) go with the last reference.
         self._lcm = None
+        self._rx = None
 
     # -- publishing ---------------------------------------------------------
 
@@ -235,9 +243,14 @@ class LcmTransport(Transport):
         return self._subscribe(pattern, on_message)
 
     def _subscribe(self, pattern: str, handler: Callable[[str, bytes], None]) -> Callable[[], None]:
-        handle = self._lcm
-        if handle is None:
+        if self._lcm is None:
             raise TransportError("the LCM transport is not started")
+        with self._lock:
+            if self._rx is None:
+                import lcm
+
+                self._rx = lcm.LCM(self.url)
+            handle = self._rx
 
         def guarded(channel: str, data: bytes) -> None:
             # An exception escaping into LCM's C dispatch would end the receive loop.
@@ -252,7 +265,7 @@ class LcmTransport(Transport):
 
         def unsubscribe() -> None:
             nonlocal done
-            if done or self._lcm is not handle:
+            if done or self._rx is not handle:
                 return
             done = True
             handle.unsubscribe(subscription)
@@ -265,7 +278,7 @@ class LcmTransport(Transport):
                 return
             self._wake_r, self._wake_w = os.pipe()
             self._thread = threading.Thread(
-                target=self._receive, args=(self._lcm, self._wake_r), name="viewer-bridge-lcm", daemon=True
+                target=self._receive, args=(self._rx, self._wake_r), name="viewer-bridge-lcm", daemon=True
             )
             self._thread.start()
 
