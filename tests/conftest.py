@@ -35,16 +35,28 @@ def require_binary(name: str) -> str:
     return path
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.002, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 5.0,
+    interval: float = 0.002,
+    what: str | Callable[[], str] = "",
+    pause: Callable[[float], object] = time.sleep,
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy (and return it), or fail after ``timeout`` seconds.
+
+    ``what`` names the condition in the failure (a callable is evaluated then,
+    with fresh state); ``pause`` waits between polls (a browser test passes one
+    that keeps Playwright's events flowing).
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)
+            described = what() if callable(what) else (what or predicate)
+            raise AssertionError(f"timed out after {timeout}s waiting for {described}")
+        pause(interval)
 
 
 class Recorder:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
-from tests.conftest import Recorder, require
+from tests.conftest import Recorder, require, wait_until
 from viewer_harness import DimosViewer, XvfbDisplay, missing_tools
 
 from viewer_bridge import BindError, Bool, PointStamped, RerunWebSocketServer, Twist, Vector3
@@ -68,14 +68,8 @@ DEADMAN_TIMEOUT = 60.0
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: Callable[[], str], interval: float = 0.005) -> T:
     """Poll ``predicate`` until truthy; on timeout fail with ``what()`` (evaluated then, with fresh state)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what()}")
-        time.sleep(interval)
+    result: T = wait_until(predicate, timeout, interval, what)
+    return result
 
 
 def start_bridge(port: int = 0, timeout: float = 10.0) -> tuple[RerunWebSocketServer, Recorder]:

@@ -24,10 +24,12 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from tests.conftest import wait_until
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -249,16 +251,6 @@ class Driver:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until true or the deadline passes (for state with no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        pause.wait(0.01)
 
 
 def warm_up_zenoh(driver: Driver, inbox: Collector, key: str, timeout: float = 10.0) -> None:

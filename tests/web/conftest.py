@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import require, wait_until
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, WebSocket
@@ -108,14 +108,7 @@ _POLL_MS = 10
 
 def wait_for(page: Page, predicate: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
     """Poll ``predicate`` until it is truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        page.wait_for_timeout(_POLL_MS)
+    return wait_until(predicate, timeout, _POLL_MS / 1000, what, pause=lambda s: page.wait_for_timeout(s * 1000))
 
 
 def hold(page: Page, predicate: Callable[[], bool], duration: float, what: str) -> None:
