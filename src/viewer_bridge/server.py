@@ -123,7 +123,10 @@ class _Session(WSListener):
             else:
                 self._too_big(frame.payload_size)
         elif self.closing:
-            pass  # after our close frame, the rest of the peer's input is moot
+            # After our close frame the peer's input is moot; its close frame
+            # completes the handshake.
+            if msg_type is WSMsgType.CLOSE:
+                transport.disconnect()
         elif msg_type is WSMsgType.CLOSE:
             transport.send_close(WSCloseCode.OK)
             transport.disconnect()
@@ -175,13 +178,19 @@ class _Session(WSListener):
         return True
 
     def close(self, code: WSCloseCode, reason: str = "") -> None:
+        """Start the closing handshake; the TCP connection ends when the peer answers, or after a grace period.
+
+        Dropping TCP at once while the peer's data is still unread makes the
+        kernel send a reset, which can destroy our close frame before the peer
+        reads it (RFC 6455 section 7.1.1 has the server wait for the answer).
+        """
         self.closing = True
         transport = self.transport
         if transport is None:
             return
         if not transport.is_close_frame_sent:
             transport.send_close(code, reason.encode("utf-8")[:120])
-        transport.disconnect()
+        asyncio.get_running_loop().call_later(_CLOSE_GRACE, transport.disconnect)
 
     def status(self, driver: object) -> dict[str, Any]:
         return {
@@ -390,7 +399,12 @@ class AsyncRerunWebSocketServer:
             session.close(WSCloseCode.GOING_AWAY, "server shutting down")
         waits = [s.transport.wait_disconnected() for s in sessions if s.transport is not None]
         if waits:
-            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=_CLOSE_GRACE)
+            _, pending = await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=_CLOSE_GRACE)
+            for task in pending:
+                task.cancel()
+        for session in sessions:
+            if session.transport is not None:
+                session.transport.disconnect(graceful=False)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
