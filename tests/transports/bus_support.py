@@ -27,20 +27,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from tests.conftest import wait_until
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from tests.conftest import require, wait_until
 
 
 def need(ok: bool, reason: str) -> None:
     """Skip when ``ok`` is false, except in CI, where a missing capability is a failure."""
-    if ok:
-        return
-    if IN_CI:
-        pytest.fail(f"CI=true and a required capability is missing: {reason}")
-    pytest.skip(reason)
+    require(ok, reason)
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
