@@ -59,6 +59,28 @@ def wait_until(
         pause(interval)
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_bridge_threads(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test must leave no bridge, transport or client thread of its own running behind it.
+
+    Threads that existed before it (a module-scoped bridge shared by several
+    tests) are that fixture's to stop, and so is a bridge a test marked
+    ``hands_over_bridge`` starts for the tests after it.
+    """
+    before = set(threading.enumerate())
+    yield
+    if request.node.get_closest_marker("hands_over_bridge"):
+        return
+
+    def leftovers() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("viewer-bridge") and t not in before]
+
+    try:
+        wait_until(lambda: not leftovers(), timeout=5.0, interval=0.01)
+    except AssertionError:
+        pytest.fail(f"threads left running after the test: {leftovers()}")
+
+
 class Recorder:
     """Collects every message published on a bridge's streams, in order, with arrival times."""
 

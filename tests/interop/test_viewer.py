@@ -349,6 +349,7 @@ def test_click_publishes_point_on_the_surface(ctx: Ctx, session: ViewerSession) 
     assert before - 1.0 <= point.ts <= after + 1.0, (before, point.ts, after)
 
 
+@pytest.mark.hands_over_bridge  # the new bridge becomes the module session's, stopped at its end
 def test_viewer_reconnects_to_a_bridge_restarted_on_the_same_port(session: ViewerSession) -> None:
     viewer = session.ensure_viewer()
     old = session.bridge
