@@ -52,6 +52,11 @@ def test_page_and_its_files(bridge_factory: Factory) -> None:
     status, headers, body = get(server.http_url("/"))
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert headers["Cache-Control"] == "no-store"
+    # No other site may frame the page (clickjacking), and the token in its URL never leaks as a Referer.
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["X-Content-Type-Options"] == "nosniff"
     assert page_config(body) == {"wsPath": "/ws", "rerunUrl": None, "rerunAssets": None, "rerunProblem": None}
     for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
         status, headers, _ = get(server.http_url(f"/{name}"))

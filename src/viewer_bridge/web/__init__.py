@@ -39,6 +39,14 @@ _TYPES: Final = {
 _NO_STORE: Final = "no-store"
 _IMMUTABLE: Final = "public, max-age=31536000, immutable"
 _RERUN_PREFIX: Final = "/rerun/"
+# The page drives a robot: no other site may frame it (clickjacking a STOP or
+# a drive), and its URL may carry the token, which must not leak as a Referer.
+_PAGE_HEADERS: Final = {
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 class StaticFiles:
@@ -84,7 +92,7 @@ class StaticFiles:
         if found is None:
             return None
         body, content_type = found
-        return body, {"Content-Type": content_type, "Cache-Control": _NO_STORE}
+        return body, {"Content-Type": content_type, "Cache-Control": _NO_STORE, **_PAGE_HEADERS}
 
     def _rerun_file(self, path: str, headers: Mapping[str, str]) -> tuple[bytes, dict[str, str]] | None:
         prefix = self.rerun_prefix
