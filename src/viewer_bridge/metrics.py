@@ -37,7 +37,7 @@ class BridgeStats:
         self.connections_total = 0
         self.connections_open = 0
         self.http_refused: Counter[int] = Counter()  # by HTTP status
-        self.frames: Counter[str] = Counter()  # by message type
+        self.frames: dict[str, int] = dict.fromkeys(("click", "twist", "stop", "heartbeat"), 0)  # by type
         self.rejects: Counter[str] = Counter()  # by reason
         # In-process publishes by stream (bus transports count their own).
         self.published: dict[str, int] = dict.fromkeys(("clicked_point", "tele_cmd_vel", "stop_movement"), 0)
