@@ -85,18 +85,23 @@ def start_bridge(port: int = 0, timeout: float = 10.0) -> tuple[RerunWebSocketSe
     Re-binding a port that was just closed is retried for a bounded time
     (a listener being torn down can hold it for a moment).
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        server = RerunWebSocketServer(port=port, deadman_timeout=DEADMAN_TIMEOUT)
-        recorder = Recorder(server)
+    server = RerunWebSocketServer(port=port, deadman_timeout=DEADMAN_TIMEOUT)
+    recorder = Recorder(server)
+
+    def started() -> bool:
         try:
             server.start()
         except BindError:
-            if port == 0 or time.monotonic() > deadline:
+            if port == 0:
                 raise
-            time.sleep(0.05)
-            continue
-        return server, recorder
+            return False
+        return True
+
+    try:
+        wait_until(started, timeout, 0.05, f"port {port} to be free again")
+    except AssertionError:
+        server.start()  # raises the BindError that names the address
+    return server, recorder
 
 
 def healthz(server: RerunWebSocketServer) -> dict[str, Any]:

@@ -70,6 +70,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self, TypeVar
 
+from tests.conftest import wait_until as poll_until
+
 __all__ = [
     "CLOUD_RGB",
     "DimosViewer",
@@ -112,15 +114,12 @@ def wait_until(
     Raises :class:`HarnessError` naming ``what`` once ``timeout`` seconds have
     passed (``on_timeout`` may add diagnostics to the message).
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            extra = on_timeout() if on_timeout else ""
-            raise HarnessError(f"timed out after {timeout:.1f}s waiting for {what}{extra}")
-        time.sleep(interval)
+    try:
+        result: T = poll_until(condition, timeout, interval, what)
+    except AssertionError:
+        extra = on_timeout() if on_timeout else ""
+        raise HarnessError(f"timed out after {timeout:.1f}s waiting for {what}{extra}") from None
+    return result
 
 
 def find_viewer_binary() -> str | None:
