@@ -35,6 +35,10 @@ log = logging.getLogger("viewer_bridge.transports")
 TRANSPORT_NAMES: Final = ("lcm", "zenoh")
 
 
+# A failure that keeps happening is logged at most this often.
+_LOG_INTERVAL: Final = 5.0
+
+
 class TransportError(RuntimeError):
     """A transport could not start; the message says how to fix it."""
 
@@ -60,6 +64,26 @@ class Transport(ABC):
         """How ``topic`` is named on this bus, for the start banner."""
         return topic.name
 
+    # Received payloads that do not decode are counted, and logged at most once
+    # per topic per interval: a misbehaving publisher must not flood the log.
+    decode_errors: int = 0
+    _decode_logged: dict[str, float] | None = None
+
+    def _decode_failed(self, where: str, exc: Exception) -> None:
+        self.decode_errors += 1
+        if self._decode_logged is None:
+            self._decode_logged = {}
+        now = time.monotonic()
+        if now - self._decode_logged.get(where, -_LOG_INTERVAL) >= _LOG_INTERVAL:
+            self._decode_logged[where] = now
+            log.warning(
+                "%s message on %s does not decode as its declared type (%s); dropped (%d so far)",
+                self.name,
+                where,
+                exc,
+                self.decode_errors,
+            )
+
     def subscribe(self, topic: Topic, callback: Callable[[Message], object]) -> Callable[[], None]:
         """Call ``callback(message)`` for every message received on ``topic``; returns an unsubscribe.
 
@@ -79,7 +103,6 @@ class Transport(ABC):
         raise NotImplementedError(f"the {self.name} transport cannot receive")
 
 
-_LOG_INTERVAL: Final = 5.0
 
 
 class TransportSink:

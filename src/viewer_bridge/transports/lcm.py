@@ -63,8 +63,6 @@ ROUTE_FIX: Final = (
 # well under a millisecond; the margin is for a loaded machine.
 _PROBE_TIMEOUT: Final = 2.0
 _PROBE_RESEND: Final = 0.2
-# Undecodable payloads are logged at most this often per channel.
-_LOG_INTERVAL: Final = 5.0
 
 
 def resolve_url(url: str | None) -> str:
@@ -115,8 +113,6 @@ class LcmTransport(Transport):
         self._wake_r = -1
         self._wake_w = -1
         self._closed = False
-        self.decode_errors = 0
-        self._last_log: dict[str, float] = {}
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -294,18 +290,6 @@ class LcmTransport(Transport):
             except OSError as exc:  # pragma: no cover - LCM's internal pipe failing
                 log.error("LCM receive failed: %s", exc)
                 return
-
-    def _decode_failed(self, channel: str, exc: Exception) -> None:
-        self.decode_errors += 1
-        now = time.monotonic()
-        if now - self._last_log.get(channel, -_LOG_INTERVAL) >= _LOG_INTERVAL:
-            self._last_log[channel] = now
-            log.warning(
-                "LCM message on %s does not decode as its declared type (%s); dropped (%d so far)",
-                channel,
-                exc,
-                self.decode_errors,
-            )
 
     def __repr__(self) -> str:
         return f"LcmTransport(url={self.url!r})"

@@ -36,7 +36,6 @@ KEY_PREFIX: Final = "dimos"
 # How long start() waits for a peer given with connect= before warning that it
 # is not there (Zenoh keeps retrying in the background either way).
 _CONNECT_GRACE: Final = 1.0
-_LOG_INTERVAL: Final = 5.0
 
 
 class ZenohTransport(Transport):
@@ -67,8 +66,6 @@ class ZenohTransport(Transport):
         self._publishers: dict[str, Any] = {}
         self._subscribers: list[Any] = []
         self._lock = threading.Lock()
-        self.decode_errors = 0
-        self._last_log: dict[str, float] = {}
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -261,18 +258,6 @@ class ZenohTransport(Transport):
                 pass
 
         return unsubscribe
-
-    def _decode_failed(self, key: str, exc: Exception) -> None:
-        self.decode_errors += 1
-        now = time.monotonic()
-        if now - self._last_log.get(key, -_LOG_INTERVAL) >= _LOG_INTERVAL:
-            self._last_log[key] = now
-            log.warning(
-                "Zenoh sample on %s does not decode as its declared type (%s); dropped (%d so far)",
-                key,
-                exc,
-                self.decode_errors,
-            )
 
     def __repr__(self) -> str:
         return f"ZenohTransport(mode={self.mode!r}, connect={self.connect!r}, listen={self.listen!r})"
