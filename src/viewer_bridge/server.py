@@ -140,7 +140,7 @@ class _Session(WSListener):
         elif msg_type is WSMsgType.TEXT and frame.fin and self.assembler is None:
             # picows flags an oversized frame but still delivers it, so the
             # limit is enforced here too.
-            self._too_big(frame.payload_size)
+            self._too_big(self._size_detail(frame.payload_size))
         elif msg_type is WSMsgType.CLOSE:
             transport.send_close(WSCloseCode.OK)
             transport.disconnect()
@@ -154,14 +154,16 @@ class _Session(WSListener):
 
     # ---------------------------------------------------------------------
 
-    def _too_big(self, size: int) -> None:
-        detail = f"message of {size} bytes exceeds the {self.max_size}-byte limit"
+    def _size_detail(self, size: int) -> str:
+        return f"message of {size} bytes exceeds the {self.max_size}-byte limit"
+
+    def _too_big(self, detail: str) -> None:
         self.server._count_reject(self, Reason.MESSAGE_TOO_BIG, detail)
         self.close(WSCloseCode.MESSAGE_TOO_BIG, detail)
 
     def _fragment(self, frame: WSFrame) -> None:
         if frame.payload_size > self.max_size:
-            self._too_big(frame.payload_size)
+            self._too_big(self._size_detail(frame.payload_size))
             return
         if self.assembler is None:
             self.assembler = MessageAssembler(self.server.config.max_message_size)
@@ -169,8 +171,7 @@ class _Session(WSListener):
             message = self.assembler.feed(frame.msg_type.value, frame.fin, frame.get_payload_as_bytes())
         except ProtocolError as exc:
             if exc.reason == Reason.MESSAGE_TOO_BIG:
-                self.server._count_reject(self, exc.reason, exc.detail)
-                self.close(WSCloseCode.MESSAGE_TOO_BIG, exc.detail)
+                self._too_big(exc.detail)
             else:
                 self.server._reject(self, exc.reason, exc.detail, exc.field)
             return
