@@ -34,7 +34,7 @@ test: $(STAMP) system-deps multicast
 	$(BIN)/pytest -n 2 --dist loadfile
 
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_protocol_fuzz.py -p no:cacheprovider
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/core/test_protocol_fuzz.py -p no:cacheprovider
 
 # Interleaved rounds against DimOS's server and a count-only floor; writes docs/performance.md.
 bench: $(STAMP)

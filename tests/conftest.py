@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import threading
@@ -14,7 +15,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from viewer_bridge import RerunWebSocketServer
-from viewer_bridge.messages import Bool, PointStamped, Twist
+from viewer_bridge.core.messages import Bool, PointStamped, Twist
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -57,6 +58,29 @@ def wait_until(
             described = what() if callable(what) else (what or predicate)
             raise AssertionError(f"timed out after {timeout}s waiting for {described}")
         pause(interval)
+
+
+@pytest.fixture(autouse=True)
+def isolated_global_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No logging handler, level or ``VIEWER_BRIDGE_*`` variable set by one test survives into the next.
+
+    ``viewer-bridge serve`` run in-process installs a root handler on stderr;
+    left behind, it would write the next test's bridge logs into output that
+    test captures, and the suite's result would depend on its order.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    loggers = {name: (lg.level, list(lg.handlers)) for name, lg in logging.root.manager.loggerDict.items()
+               if isinstance(lg, logging.Logger)}
+    for key in [k for k in os.environ if k.startswith("VIEWER_BRIDGE_")]:
+        monkeypatch.delenv(key)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, (lg_level, lg_handlers) in loggers.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(lg_level)
+        logger.handlers[:] = lg_handlers
 
 
 @pytest.fixture(autouse=True)

@@ -10,14 +10,12 @@ A drop-in for DimOS's ``RerunWebSocketServer``::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from viewer_bridge.bus.streams import Stream
 from viewer_bridge.config import BridgeConfig, ConfigError, load_config
-from viewer_bridge.messages import Bool, PointStamped, Twist, Vector3
-from viewer_bridge.protocol import ProtocolError
-from viewer_bridge.server import AsyncRerunWebSocketServer, BindError
-from viewer_bridge.streams import Stream
-from viewer_bridge.threaded import RerunWebSocketServer
+from viewer_bridge.core.messages import Bool, PointStamped, Twist, Vector3
+from viewer_bridge.core.protocol import ProtocolError
+from viewer_bridge.server import AsyncRerunWebSocketServer, BindError, RerunWebSocketServer
+from viewer_bridge.version import __version__
 
 __all__ = [
     "AsyncRerunWebSocketServer",

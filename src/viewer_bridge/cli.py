@@ -18,15 +18,17 @@ import typing
 from collections.abc import Sequence
 from typing import Any, Final
 
-from viewer_bridge import __version__, client_cli, listen, teleop
+from viewer_bridge.bus import listen
+from viewer_bridge.bus.echo import as_json_line, as_text_line
+from viewer_bridge.bus.transports import TransportError
+from viewer_bridge.clients import send, teleop
 from viewer_bridge.config import BridgeConfig, ConfigError, field_docs, load_config, parse_remaps
-from viewer_bridge.echo import as_json_line, as_text_line
-from viewer_bridge.server import AsyncRerunWebSocketServer, BindError, interface_addresses
-from viewer_bridge.transports import TransportError
+from viewer_bridge.server.pump import AsyncRerunWebSocketServer, BindError, interface_addresses
+from viewer_bridge.version import __version__
 
 __all__ = ["main"]
 
-log = logging.getLogger("viewer_bridge.cli")
+log = logging.getLogger(__name__)
 
 # Settings that get a hand-written flag (repeatable or renamed) instead of a generated one.
 _SPECIAL: Final = {"transports", "allowed_origins", "zenoh_connect", "zenoh_listen", "remap", "log_level"}
@@ -231,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve_parser(sub)
     # Client commands live beside what they drive; each adds its own subcommand.
-    client_cli.register(sub)
+    send.register(sub)
     teleop.register(sub)
     listen.register(sub)
     return parser

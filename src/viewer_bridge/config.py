@@ -17,9 +17,13 @@ from typing import Any, Final, Literal, Union
 
 import msgspec
 
+from viewer_bridge.core.topics import TopicMap, mux_topics
+
 __all__ = ["BridgeConfig", "ConfigError", "load_config"]
 
 ENV_PREFIX: Final = "VIEWER_BRIDGE_"
+# The bus transports a bridge can publish on (see viewer_bridge.bus.transports).
+TRANSPORT_NAMES: Final = ("lcm", "zenoh")
 LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -130,9 +134,6 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
         _require("mux_cooldown", self.mux_cooldown, lambda v: v >= 0, ">= 0")
         # Topic clashes (a remap onto another stream's topic, a mux loop) are found here,
         # so they are errors at start that name the setting, not surprises on the bus.
-        from viewer_bridge.mux import mux_topics
-        from viewer_bridge.streams import TopicMap
-
         try:
             topic_map = TopicMap(self.remap, self.namespace)
             if self.mux is not None:
@@ -148,8 +149,6 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             raise ConfigError(f"max_message_size must be >= 256 bytes, got {self.max_message_size}")
         if self.max_connections < 1:
             raise ConfigError(f"max_connections must be >= 1, got {self.max_connections}")
-        from viewer_bridge.transports import TRANSPORT_NAMES
-
         for name in self.transports:
             if name not in TRANSPORT_NAMES:
                 raise ConfigError(f"unknown transport {name!r}; choose from: {', '.join(TRANSPORT_NAMES)}")

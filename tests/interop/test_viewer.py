@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
-from tests.conftest import Recorder, require, wait_until
-from viewer_harness import DimosViewer, XvfbDisplay, missing_tools
 
+from tests.conftest import Recorder, require, wait_until
+from tests.interop.viewer_harness import DimosViewer, XvfbDisplay, missing_tools
 from viewer_bridge import BindError, Bool, PointStamped, RerunWebSocketServer, Twist, Vector3
 
 # The group keeps this module on one worker under ``--dist loadgroup``, so one
@@ -79,7 +79,7 @@ def start_bridge(port: int = 0, timeout: float = 10.0) -> tuple[RerunWebSocketSe
     redrawn frame, and on a loaded machine frames can be over a second apart,
     which would make the (correct) deadman on silence fire mid-hold and turn
     the exact sequences below into a race. The deadman on silence is tested
-    with a fake clock in tests/test_safety.py; the deadman on disconnect,
+    with a fake clock in tests/core/test_safety.py; the deadman on disconnect,
     which these tests do check, does not depend on it.
 
     Re-binding a port that was just closed is retried for a bounded time

@@ -1,0 +1,249 @@
+"""``viewer-bridge listen``: print every bridge-typed message on the bus, decoded, with its topic and rate.
+
+What people reach for lcm-spy for, on LCM or Zenoh, without a GUI: each
+Twist, PointStamped and Bool seen on any topic (under ``--namespace`` if
+given) becomes one line on stdout, text or ``--json`` lines. Messages arrive
+on the transports' receive threads and are printed from the main thread in
+arrival order through one queue, so lines never interleave.
+
+The bus settings (``--lcm-url``, ``--zenoh-*``) and ``--config``/``VIEWER_BRIDGE_*``
+are read like ``serve`` reads them, so the listener sees the bus the bridge
+publishes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TextIO
+
+from viewer_bridge.bus.echo import as_record, as_text_line
+from viewer_bridge.bus.transports import TRANSPORT_NAMES, Transport, TransportError, create_transport
+from viewer_bridge.config import BridgeConfig, ConfigError, load_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from viewer_bridge.core.messages import Message
+    from viewer_bridge.core.topics import Topic
+
+__all__ = ["BusListener", "RateMeter", "register", "run_listen"]
+
+# The rate shown is over the arrivals of the last this-many seconds: long
+# enough to smooth the viewer's per-frame jitter, short enough to show a
+# stream stopping within a couple of seconds.
+RATE_WINDOW: Final = 2.0
+
+
+class RateMeter:
+    """Messages per second over a sliding window of arrival times (``clock`` seconds)."""
+
+    __slots__ = ("_times", "count", "window")
+
+    def __init__(self, window: float = RATE_WINDOW) -> None:
+        self.window = window
+        self._times: collections.deque[float] = collections.deque()
+        self.count = 0
+
+    def tick(self, now: float) -> float | None:
+        """Record an arrival at ``now``; returns the rate, or None until there are two arrivals."""
+        self.count += 1
+        times = self._times
+        times.append(now)
+        while times and now - times[0] > self.window:
+            times.popleft()
+        if len(times) < 2 or times[-1] <= times[0]:
+            return None
+        return (len(times) - 1) / (times[-1] - times[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    transport: str
+    where: str  # the channel or key as seen on the bus
+    topic: Topic
+    message: Message
+    at: float  # time.monotonic() when it arrived
+
+
+class BusListener:
+    """Subscribes to every bridge-typed message on some transports and queues what arrives.
+
+    ``start()`` starts the transports (raising TransportError with a fix-it
+    hint) and subscribes; ``get(timeout)`` returns the next :class:`Received`
+    or None; ``close()`` unsubscribes and closes the transports.
+    """
+
+    def __init__(self, transports: Iterable[Transport], namespace: str = "") -> None:
+        self.transports = list(transports)
+        self.namespace = namespace
+        self._queue: queue.Queue[Received] = queue.Queue()
+        self._undo: list[Callable[[], None]] = []
+        self._started: list[Transport] = []
+
+    def start(self) -> None:
+        try:
+            for transport in self.transports:
+                transport.start()
+                self._started.append(transport)
+                self._undo.append(transport.subscribe_all(self._receiver(transport), self.namespace))
+        except BaseException:
+            self.close()
+            raise
+
+    def _receiver(self, transport: Transport) -> Callable[[Topic, Message], None]:
+        put = self._queue.put
+
+        def receive(topic: Topic, message: Message) -> None:
+            put(Received(transport.name, transport.describe(topic), topic, message, time.monotonic()))
+
+        return receive
+
+    def get(self, timeout: float | None) -> Received | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        undo, self._undo = self._undo, []
+        for unsubscribe in undo:
+            unsubscribe()
+        started, self._started = self._started, []
+        for transport in started:
+            transport.close()
+
+    def __enter__(self) -> BusListener:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def format_line(item: Received, rate: float | None, as_json: bool) -> str:
+    if as_json:
+        record: dict[str, Any] = {
+            "transport": item.transport,
+            "topic": item.topic.name,
+            "channel": item.where,
+            "rate_hz": None if rate is None else round(rate, 2),
+        }
+        record.update(as_record(item.topic.name, item.message))
+        record.pop("stream", None)
+        return json.dumps(record, separators=(",", ":"))
+    shown = "    -   " if rate is None else f"{rate:6.1f}Hz"
+    return f"{item.transport:5} {item.where}  {shown}  {as_text_line(item.topic.name, item.message)}"
+
+
+def run_listen(
+    listener: BusListener,
+    out: TextIO,
+    *,
+    as_json: bool = False,
+    count: int | None = None,
+    duration: float | None = None,
+    stop: threading.Event | None = None,
+) -> dict[str, int]:
+    """Print messages until ``count`` were printed, ``duration`` s passed, or ``stop`` is set.
+
+    Returns how many messages were seen per channel/key.
+    """
+    meters: dict[tuple[str, str], RateMeter] = {}
+    deadline = None if duration is None else time.monotonic() + duration
+    printed = 0
+    stop = stop or threading.Event()
+    while not stop.is_set() and (count is None or printed < count):
+        # Wake at least every 0.2 s to notice ``stop`` (a signal handler sets it).
+        wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+        if wait <= 0:
+            break
+        item = listener.get(wait)
+        if item is None:
+            continue
+        meter = meters.setdefault((item.transport, item.where), RateMeter())
+        out.write(format_line(item, meter.tick(item.at), as_json) + "\n")
+        out.flush()
+        printed += 1
+    return {f"{transport} {where}": meter.count for (transport, where), meter in meters.items()}
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``listen`` subcommand."""
+    parser = subparsers.add_parser(
+        "listen",
+        help="print every bridge-typed message on the bus (like lcm-spy)",
+        description=(
+            "Subscribe to every Twist, PointStamped and Bool on the LCM or Zenoh bus and print each, "
+            "decoded, with its topic and rate."
+        ),
+    )
+    parser.add_argument(
+        "--transport",
+        dest="transports",
+        action="append",
+        choices=TRANSPORT_NAMES,
+        required=True,
+        help="bus to listen on: lcm or zenoh (repeatable)",
+    )
+    parser.add_argument("--namespace", help="only topics under this namespace, e.g. robot1")
+    parser.add_argument("--json", action="store_true", help="JSON lines instead of text")
+    parser.add_argument("--count", type=int, help="exit after this many messages")
+    parser.add_argument("--duration", type=float, help="exit after this many seconds")
+    parser.add_argument("--config", metavar="FILE", help="TOML file of settings (for the bus settings)")
+    parser.add_argument("--lcm-url", help="LCM URL (default $LCM_DEFAULT_URL, else DimOS's default)")
+    parser.add_argument("--zenoh-mode", choices=("peer", "client"))
+    parser.add_argument("--zenoh-connect", action="append", help="Zenoh endpoint to connect to (repeatable)")
+    parser.add_argument("--zenoh-listen", action="append", help="Zenoh endpoint to listen on (repeatable)")
+    parser.add_argument(
+        "--zenoh-multicast-scouting",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="find Zenoh peers by UDP multicast (default on)",
+    )
+    parser.set_defaults(func=cmd_listen)
+
+
+def _config(args: argparse.Namespace) -> BridgeConfig:
+    overrides: dict[str, Any] = {}
+    for name in ("lcm_url", "zenoh_mode", "zenoh_connect", "zenoh_listen", "zenoh_multicast_scouting", "namespace"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return load_config(args.config, overrides=overrides)
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    try:
+        config = _config(args)
+    except ConfigError as exc:
+        print(f"viewer-bridge: {exc}", file=sys.stderr)
+        return 2
+    try:
+        transports = [create_transport(name, config) for name in dict.fromkeys(args.transports)]
+        listener = BusListener(transports, config.namespace)
+        listener.start()
+    except TransportError as exc:
+        print(f"viewer-bridge: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+    namespace = config.namespace.strip("/")
+    scope = f"/{namespace}/..." if namespace else "every topic"
+    print(f"viewer-bridge: listening on {', '.join(dict.fromkeys(args.transports))} ({scope})", file=sys.stderr)
+    try:
+        seen = run_listen(listener, sys.stdout, as_json=args.json, count=args.count, duration=args.duration, stop=stop)
+    finally:
+        listener.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if not args.json:
+        for where, n in sorted(seen.items()):
+            print(f"  {where}: {n} messages", file=sys.stderr)
+    return 0

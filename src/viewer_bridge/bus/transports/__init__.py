@@ -1,0 +1,155 @@
+"""Transports carry published messages off the process: the interface they share and how they are made.
+
+The in-process transport is the :class:`~viewer_bridge.bus.streams.Stream`
+subscribers themselves; bus transports (LCM, Zenoh) implement
+:class:`Transport` and are attached to every stream by the server.
+
+A transport's ``publish`` runs on the server's event loop for every message,
+in order. It must not block for long and must not raise: a failure mid-run is
+logged and counted by :class:`TransportSink`, and the WebSocket side carries on.
+
+The receive side is optional (the bridge itself only publishes; the cmd_vel
+mux and ``viewer-bridge listen`` read): ``subscribe`` for one topic and
+``subscribe_all`` for every bridge-typed message. Both call back on the
+transport's own receive thread, so a caller that owns an event loop hops
+onto it (``loop.call_soon_threadsafe``) rather than touching its state there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from viewer_bridge.config import TRANSPORT_NAMES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from viewer_bridge.config import BridgeConfig
+    from viewer_bridge.core.messages import Message
+    from viewer_bridge.core.topics import Topic
+
+__all__ = ["TRANSPORT_NAMES", "Transport", "TransportError", "TransportSink", "create_transport"]
+
+log = logging.getLogger(__name__)
+
+
+
+# A failure that keeps happening is logged at most this often.
+_LOG_INTERVAL: Final = 5.0
+
+
+class TransportError(RuntimeError):
+    """A transport could not start; the message says how to fix it."""
+
+
+class Transport(ABC):
+    """Publishes messages onto one bus."""
+
+    name: str = "transport"
+
+    @abstractmethod
+    def start(self) -> None:
+        """Connect to the bus. Raises :class:`TransportError` with a fix-it hint on failure."""
+
+    @abstractmethod
+    def publish(self, topic: Topic, message: Message) -> None:
+        """Send one message on ``topic``. May raise; the sink catches and counts it."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the bus. Idempotent."""
+
+    def describe(self, topic: Topic) -> str:
+        """How ``topic`` is named on this bus, for the start banner."""
+        return topic.name
+
+    # Received payloads that do not decode are counted, and logged at most once
+    # per topic per interval: a misbehaving publisher must not flood the log.
+    decode_errors: int = 0
+    _decode_logged: dict[str, float] | None = None
+
+    def _decode_failed(self, where: str, exc: Exception) -> None:
+        self.decode_errors += 1
+        if self._decode_logged is None:
+            self._decode_logged = {}
+        now = time.monotonic()
+        if now - self._decode_logged.get(where, -_LOG_INTERVAL) >= _LOG_INTERVAL:
+            self._decode_logged[where] = now
+            log.warning(
+                "%s message on %s does not decode as its declared type (%s); dropped (%d so far)",
+                self.name,
+                where,
+                exc,
+                self.decode_errors,
+            )
+
+    def subscribe(self, topic: Topic, callback: Callable[[Message], object]) -> Callable[[], None]:
+        """Call ``callback(message)`` for every message received on ``topic``; returns an unsubscribe.
+
+        Runs ``callback`` on the transport's receive thread. Payloads that do
+        not decode as ``topic.type`` are logged and counted, never delivered.
+        """
+        raise NotImplementedError(f"the {self.name} transport cannot receive")
+
+    def subscribe_all(
+        self, callback: Callable[[Topic, Message], object], namespace: str = ""
+    ) -> Callable[[], None]:
+        """Call ``callback(topic, message)`` for every bridge-typed message under ``namespace``.
+
+        ``topic.stream`` and ``topic.name`` are both the name found on the bus.
+        Returns an unsubscribe. Used by ``viewer-bridge listen``.
+        """
+        raise NotImplementedError(f"the {self.name} transport cannot receive")
+
+
+
+
+class TransportSink:
+    """Binds one transport to one topic as a stream subscriber, counting failures."""
+
+    __slots__ = ("_last_log", "failures", "published", "topic", "transport")
+
+    def __init__(self, transport: Transport, topic: Topic) -> None:
+        self.transport = transport
+        self.topic = topic
+        self.published = 0
+        self.failures = 0
+        self._last_log = -float("inf")
+
+    def __call__(self, message: Message) -> None:
+        try:
+            self.transport.publish(self.topic, message)
+        except Exception as exc:
+            self.failures += 1
+            now = time.monotonic()
+            if now - self._last_log >= _LOG_INTERVAL:
+                self._last_log = now
+                log.error(
+                    "%s transport failed to publish on %s: %s (%d failures so far)",
+                    self.transport.name,
+                    self.transport.describe(self.topic),
+                    exc,
+                    self.failures,
+                )
+        else:
+            self.published += 1
+
+
+def create_transport(name: str, config: BridgeConfig) -> Transport:
+    """Make the transport called ``name`` from the bridge configuration."""
+    if name == "lcm":
+        from viewer_bridge.bus.transports.lcm import LcmTransport
+
+        return LcmTransport(url=config.lcm_url)
+    if name == "zenoh":
+        from viewer_bridge.bus.transports.zenoh import ZenohTransport
+
+        return ZenohTransport(
+            mode=config.zenoh_mode,
+            connect=list(config.zenoh_connect),
+            listen=list(config.zenoh_listen),
+            multicast_scouting=config.zenoh_multicast_scouting,
+        )
+    raise TransportError(f"unknown transport {name!r}; choose from: {', '.join(TRANSPORT_NAMES)}")

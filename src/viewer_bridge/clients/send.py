@@ -1,0 +1,265 @@
+"""``viewer-bridge send``: send one message to a bridge and report whether it was accepted.
+
+    viewer-bridge send click 1 2 0 --entity-path /world/map
+    viewer-bridge send twist --linear-x 0.5 --duration 2
+    viewer-bridge send stop --url ws://robot:3030/ws --token-file ~/.robot-token
+
+The bridge answers only bad messages, so ``send`` closes the connection with
+the close handshake after sending: the bridge handles a connection's frames
+in order, so its error frame, if any, arrives before its answer to the close.
+No grace period is guessed. Exit status: 0 accepted, 1 refused by the bridge
+(its reason is printed), 2 bad arguments, 3 no connection or no answer.
+
+The connection options here (``--url``, ``--token``, ``--token-file``,
+``--cafile``, ``--no-verify``) are shared with ``viewer-bridge teleop``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+from viewer_bridge.clients.client import DEFAULT_URL, AsyncViewerClient, ClientError, ConnectError, ServerError
+
+__all__ = ["EXIT_NO_ANSWER", "EXIT_REJECTED", "add_connection_options", "client_options", "register"]
+
+EXIT_REJECTED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_NO_ANSWER: Final = 3
+
+# The env variables read for defaults: the viewer's own URL variable, and the
+# token variable the bridge itself reads, so one export serves both ends.
+URL_ENV: Final = "DIMOS_VIEWER_WS_URL"
+TOKEN_ENV: Final = "VIEWER_BRIDGE_TOKEN"
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def add_connection_options(parser: argparse.ArgumentParser, suppress_defaults: bool = False) -> None:
+    """``--url``, ``--token``, ``--token-file``, ``--cafile``, ``--no-verify``, ``--timeout``.
+
+    With ``suppress_defaults`` an absent option leaves no attribute, so the
+    same options can be given both before and after a sub-command.
+    """
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress_defaults else value
+
+    group = parser.add_argument_group("connection")
+    group.add_argument(
+        "--url",
+        default=default(None),
+        help=f"the bridge's WebSocket URL (default ${URL_ENV} or {DEFAULT_URL}); wss:// for TLS",
+    )
+    group.add_argument(
+        "--token", default=default(None), help=f"the bridge's token (default ${TOKEN_ENV}; prefer --token-file)"
+    )
+    group.add_argument("--token-file", default=default(None), metavar="FILE", help="file whose first line is the token")
+    group.add_argument(
+        "--cafile",
+        default=default(None),
+        metavar="PEM",
+        help="CA certificate(s) to trust for wss:// (e.g. self-signed)",
+    )
+    group.add_argument(
+        "--no-verify",
+        action="store_true",
+        default=default(False),
+        help="wss:// without checking the certificate (unsafe: anyone on the path can drive)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=default(5.0),
+        metavar="S",
+        help="seconds to wait for the connection and for the bridge's answer (default 5)",
+    )
+
+
+def client_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for :class:`AsyncViewerClient` from the connection options and environment.
+
+    Raises :class:`ClientError` for an unreadable token file.
+    """
+    url = getattr(args, "url", None) or os.environ.get(URL_ENV) or DEFAULT_URL
+    token = getattr(args, "token", None)
+    token_file = getattr(args, "token_file", None)
+    if token is None and token_file:
+        try:
+            text = Path(token_file).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ClientError(f"cannot read token file {token_file!r}: {exc.strerror}") from None
+        lines = text.strip().splitlines()
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise ClientError(f"token file {token_file!r} is empty")
+    if token is None:
+        token = os.environ.get(TOKEN_ENV) or None
+    timeout = getattr(args, "timeout", 5.0)
+    options: dict[str, Any] = {
+        "token": token,
+        "open_timeout": timeout,
+        "close_timeout": timeout,
+    }
+    if url.startswith("wss:"):
+        options["cafile"] = getattr(args, "cafile", None)
+        options["verify"] = not getattr(args, "no_verify", False)
+    return {"url": url, **options}
+
+
+def register(subparsers: Any) -> None:
+    """Add ``send`` to the ``viewer-bridge`` command line."""
+    parser = subparsers.add_parser(
+        "send",
+        help="send one message (click, twist, stop, heartbeat) and report whether the bridge accepted it",
+        description="Send one message to a bridge and report whether it was accepted. After sending, the "
+        "connection is closed with the close handshake; the bridge handles frames in order, so its error (if "
+        "any) arrives before its answer to the close: no waiting on a guessed grace period.",
+        epilog="Exit status: 0 accepted, 1 refused by the bridge (reason printed), 2 bad arguments, "
+        "3 no connection or no answer.",
+    )
+    add_connection_options(parser)
+    parser.add_argument("-q", "--quiet", action="store_true", default=False, help="print nothing on success")
+    kinds = parser.add_subparsers(dest="kind", required=True, metavar="MESSAGE")
+    # Each message parser takes the connection options too (so they may follow
+    # the message, as people type them); they override the ones given before.
+    common = argparse.ArgumentParser(add_help=False)
+    add_connection_options(common, suppress_defaults=True)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    click = kinds.add_parser("click", parents=[common], help="a click on a world point (published as clicked_point)")
+    click.add_argument("x", type=finite_float)
+    click.add_argument("y", type=finite_float)
+    click.add_argument("z", type=finite_float)
+    click.add_argument("--entity-path", default="", help="the clicked entity, e.g. /world/map")
+    click.add_argument("--timestamp-ms", type=int, default=None, help="epoch milliseconds (default now)")
+
+    twist = kinds.add_parser(
+        "twist",
+        parents=[common],
+        help="a velocity command (published on tele_cmd_vel)",
+        description="Send a twist. Without --duration the bridge publishes it and then, when this command "
+        "disconnects, a zero twist (its deadman stops a driver that leaves): a short pulse. With "
+        "--duration the twist is re-sent at --rate for that long, then a stop is sent.",
+    )
+    for axis in ("linear_x", "linear_y", "linear_z", "angular_x", "angular_y", "angular_z"):
+        unit = "m/s" if axis.startswith("linear") else "rad/s"
+        twist.add_argument("--" + axis.replace("_", "-"), type=finite_float, default=0.0, metavar=unit)
+    twist.add_argument("--duration", type=positive_float, default=None, metavar="S", help="drive for S seconds")
+    twist.add_argument("--rate", type=positive_float, default=10.0, metavar="HZ", help="re-send rate (default 10)")
+
+    kinds.add_parser("stop", parents=[common], help="stop whoever is driving (a zero twist)")
+    heartbeat = kinds.add_parser("heartbeat", parents=[common], help="liveness only; publishes nothing")
+    heartbeat.add_argument("--timestamp-ms", type=int, default=None, help="epoch milliseconds (default now)")
+    parser.set_defaults(func=cmd_send)
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    try:
+        options = client_options(args)
+    except ClientError as exc:
+        print(f"viewer-bridge send: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return asyncio.run(_send(args, options))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _send(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    try:
+        client = AsyncViewerClient(reconnect=False, **options)
+    except ValueError as exc:
+        print(f"viewer-bridge send: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        await client.connect()
+    except ConnectError as exc:
+        print(f"viewer-bridge send: {exc}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    what = args.kind
+    try:
+        try:
+            what = await _send_message(client, args)
+        finally:
+            # Cancellation-safe: whatever happened, a --duration drive ends
+            # with the connection closing, which the bridge's deadman answers
+            # with a zero twist even if the explicit stop never left.
+            async with asyncio.timeout(args.timeout + 1.0):
+                confirmed = await client.close()
+    except ServerError as exc:
+        more = f" (and {len(exc.more)} more)" if exc.more else ""
+        field = f" [field {exc.field}]" if exc.field else ""
+        print(f"viewer-bridge send: rejected: {exc.reason}: {exc.detail}{field}{more}", file=sys.stderr)
+        return EXIT_REJECTED
+    except (ClientError, TimeoutError) as exc:
+        print(f"viewer-bridge send: {exc or 'timed out'}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    if not confirmed:
+        print(
+            f"viewer-bridge send: the connection ended before the bridge confirmed the {args.kind}; "
+            "it may or may not have been handled",
+            file=sys.stderr,
+        )
+        return EXIT_NO_ANSWER
+    if not args.quiet:
+        print(f"viewer-bridge send: {what}: accepted", file=sys.stderr)
+    return 0
+
+
+async def _send_message(client: AsyncViewerClient, args: argparse.Namespace) -> str:
+    """Send what ``args`` asks for; returns a short description of it."""
+    kind = args.kind
+    if kind == "click":
+        await client.click(args.x, args.y, args.z, args.entity_path, args.timestamp_ms)
+        return f"click ({args.x:g}, {args.y:g}, {args.z:g})"
+    if kind == "stop":
+        await client.stop()
+        return "stop"
+    if kind == "heartbeat":
+        await client.heartbeat(args.timestamp_ms)
+        return "heartbeat"
+    axes = {
+        name: getattr(args, name)
+        for name in ("linear_x", "linear_y", "linear_z", "angular_x", "angular_y", "angular_z")
+    }
+    shown = " ".join(f"{name}={value:g}" for name, value in axes.items() if value) or "zero"
+    if args.duration is None:
+        await client.twist(**axes)
+        return f"twist {shown}"
+    loop = asyncio.get_running_loop()
+    end = loop.time() + args.duration
+    period = 1.0 / args.rate
+    sends = 0
+    try:
+        while True:
+            await client.twist(**axes)
+            sends += 1
+            remaining = end - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(period, remaining))
+    finally:
+        if client.connected:
+            await client.stop()
+    return f"twist {shown} for {args.duration:g} s ({sends} sends) then stop"

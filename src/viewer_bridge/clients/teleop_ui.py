@@ -1,0 +1,237 @@
+"""The full-screen terminal teleop: a thin Textual shell around :class:`~viewer_bridge.clients.keys.KeyTeleop`.
+
+Keys go to the key state machine, its actions go to an
+:class:`~viewer_bridge.clients.client.AsyncViewerClient`, and the screen shows the
+command in force, the connection state and the bridge's last error. All the
+driving rules (timeouts, resends, speed) live in :mod:`viewer_bridge.clients.keys`;
+this module only moves events and draws.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import IO, Any, Final, cast
+
+from rich.markup import escape
+from textual import events
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.drivers.linux_driver import LinuxDriver
+from textual.timer import Timer
+from textual.widgets import Static
+
+from viewer_bridge.clients.client import AsyncViewerClient, ClientError, ConnectionState, ServerError, redact_url
+from viewer_bridge.clients.keys import Action, KeyTeleop, SendStop, SendTwist, StopWhy
+
+__all__ = ["TeleopApp"]
+
+HELP: Final = (
+    "[b]W[/b]/[b]S[/b] forward/back   [b]Q[/b]/[b]E[/b] left/right   [b]A[/b]/[b]D[/b] turn   "
+    "[b]Shift[/b] x2   [b]+[/b]/[b]-[/b] speed\n"
+    "[b]Space[/b] STOP   [b]Esc[/b] or [b]Ctrl-C[/b] quit (sends stop)"
+)
+_STATE_STYLE: Final = {
+    ConnectionState.IDLE: "dim",
+    ConnectionState.CONNECTING: "yellow",
+    ConnectionState.CONNECTED: "green",
+    ConnectionState.DISCONNECTED: "red",
+    ConnectionState.CLOSED: "red",
+}
+
+
+class _TolerantOutput:
+    """The terminal as a file whose writes never raise.
+
+    When the terminal hangs up (the SSH session dropped) a write fails with
+    EIO. Textual writes from a thread through a bounded queue; that thread
+    dies on the error, the queue fills, and the next write blocks the event
+    loop for good, so the stop on SIGHUP could never be sent. Writes to a
+    terminal that is gone are dropped instead.
+    """
+
+    def __init__(self, file: IO[str]) -> None:
+        self._file = file
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self._file.write(text)
+            except OSError:
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._file.flush()
+            except OSError:
+                self.broken = True
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def isatty(self) -> bool:
+        return True
+
+
+class _HangupSafeDriver(LinuxDriver):
+    def __init__(self, app: Any, **options: Any) -> None:
+        super().__init__(app, **options)
+        if self._file is not None:
+            self._file = cast(Any, _TolerantOutput(self._file))
+
+
+class TeleopApp(App[int]):
+    """Drive from the terminal. ``exit`` code: 0 on quit, 128+signal when a signal ended it."""
+
+    CSS = """
+    Screen { padding: 0 1; }
+    #title { text-style: bold; }
+    #connection, #command, #keys, #error { height: auto; margin-top: 1; }
+    #help { dock: bottom; height: auto; color: $text-muted; }
+    """
+    ENABLE_COMMAND_PALETTE = False
+    # Priority bindings run before any widget sees the key. Ctrl-C arrives as
+    # a key (the terminal is in raw mode), not as SIGINT. Textual's own
+    # Ctrl-Q also runs the "quit" action, which is overridden below.
+    BINDINGS = [
+        Binding("ctrl+c", "quit", "quit", priority=True),
+        Binding("escape", "quit", "quit", priority=True),
+    ]
+
+    def __init__(self, client: AsyncViewerClient, keys: KeyTeleop, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        if self.driver_class is LinuxDriver:
+            self.driver_class = _HangupSafeDriver
+        self.client = client
+        self.keys = keys
+        self.clock = clock
+        self.twists_sent = 0
+        self.stops_sent = 0
+        self.last_action: Action | None = None
+        self.note = ""
+        self.last_error: ServerError | None = None
+        self.last_error_at = ""
+        self._timer: Timer | None = None
+        self._quitting = False
+        self._drawn = False  # widgets exist (callbacks may come before)
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"viewer-bridge teleop  {escape(redact_url(self.client.url))}", id="title")
+        yield Static(id="connection")
+        yield Static(id="command")
+        yield Static(id="keys")
+        yield Static(id="error")
+        yield Static(HELP, id="help")
+
+    def on_mount(self) -> None:
+        self._drawn = True
+        self.redraw()
+
+    def on_unmount(self) -> None:
+        self._drawn = False
+
+    # -- inputs -----------------------------------------------------------
+
+    async def on_key(self, event: events.Key) -> None:
+        char = event.character
+        if char is None or not char.isprintable():
+            return
+        event.stop()
+        await self.perform(self.keys.key(char, self.clock()))
+
+    async def on_app_blur(self, event: events.AppBlur) -> None:
+        # The terminal stops sending our keys' repeats (and a release would go
+        # to another window): stop now rather than after the key timeout.
+        await self.perform(self.keys.halt(StopWhy.FOCUS_LOST))
+
+    async def action_quit(self) -> None:
+        """Every way to quit goes through here, so the stop is never skipped."""
+        await self.quit_teleop(0)
+
+    async def quit_teleop(self, code: int) -> None:
+        if self._quitting:
+            return
+        self._quitting = True
+        await self.perform(self.keys.halt(StopWhy.QUIT))
+        self.exit(code)
+
+    async def _on_timer(self) -> None:
+        self._timer = None
+        await self.perform(self.keys.tick(self.clock()))
+
+    # Client callbacks: they run on this app's event loop.
+
+    def server_error(self, error: ServerError) -> None:
+        self.last_error = error
+        self.last_error_at = time.strftime("%H:%M:%S")
+        self.redraw()
+
+    def connection_state(self, state: ConnectionState) -> None:
+        self.redraw()
+
+    # -- outputs ------------------------------------------------------------
+
+    async def perform(self, action: Action | None) -> None:
+        """Send what the key machine asked for, then re-arm the timer and redraw."""
+        if action is not None:
+            try:
+                if isinstance(action, SendTwist):
+                    twist = action.twist
+                    await self.client.twist(linear_x=twist.linear.x, linear_y=twist.linear.y, angular_z=twist.angular.z)
+                    self.twists_sent += 1
+                else:
+                    await self.client.stop()
+                    self.stops_sent += 1
+                self.note = ""
+            except ClientError as exc:
+                self.note = f"not sent: {exc}"
+            self.last_action = action
+        self._arm()
+        self.redraw()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        deadline = self.keys.next_deadline()
+        if deadline is not None and not self._quitting:
+            self._timer = self.set_timer(max(0.0, deadline - self.clock()), self._on_timer)
+
+    def redraw(self) -> None:
+        if not self._drawn:
+            return
+        state = self.client.state
+        connection = f"[{_STATE_STYLE[state]}]{state.value}[/]"
+        if state is not ConnectionState.CONNECTED and self.client.last_connect_error is not None:
+            connection += f"  [dim]{escape(str(self.client.last_connect_error))}[/]"
+        self.query_one("#connection", Static).update(f"Connection  {connection}")
+        self.query_one("#command", Static).update(self._command_text())
+        held = self.keys.held or "-"
+        self.query_one("#keys", Static).update(
+            f"Keys held   {escape(held)}    Speed {self.keys.speed * 100:.0f}%    "
+            f"Sent {self.twists_sent} twists, {self.stops_sent} stops"
+        )
+        if self.last_error is not None:
+            error = self.last_error
+            text = f"[red]Bridge error[/] {self.last_error_at}  [b]{escape(error.reason)}[/]: {escape(error.detail)}"
+        else:
+            text = "Bridge error  [dim]none[/]"
+        self.query_one("#error", Static).update(text)
+
+    def _command_text(self) -> str:
+        sent = self.keys.sent
+        if sent is not None:
+            text = (
+                f"Sending     [b green]twist[/]  linear_x {sent.linear.x:+.2f}  linear_y {sent.linear.y:+.2f}  "
+                f"angular_z {sent.angular.z:+.2f}"
+            )
+        elif isinstance(self.last_action, SendStop):
+            text = f"Sending     [b red]stop[/] ({escape(self.last_action.why)}); idle"
+        else:
+            text = "Sending     [dim]nothing; idle[/]"
+        if self.note:
+            text += f"\n            [yellow]{escape(self.note)}[/]"
+        return text

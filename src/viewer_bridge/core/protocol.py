@@ -1,0 +1,291 @@
+"""The viewer protocol, sans I/O: one WebSocket message in, one typed event or a precise error out.
+
+Nothing here touches a socket or reads a clock, so every input can be tested
+and fuzzed directly. The wire format is the one dimos-viewer speaks (see
+PROTOCOL.md): a text frame holding one JSON object whose ``type`` is
+``click``, ``twist``, ``stop`` or ``heartbeat``.
+
+Decoding is done in one typed step by ``msgspec``; its JSON parser already
+refuses ``NaN``/``Infinity`` literals and out-of-range numbers, so every float
+in an event it returns is finite. When the fast path fails, the same input is
+re-read with the standard library only to explain *why* (that path runs once
+per bad frame, never for good ones).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Final, Union
+
+import msgspec
+
+from viewer_bridge.core.messages import Twist, Vector3
+
+__all__ = [
+    "Click",
+    "Event",
+    "Heartbeat",
+    "MessageAssembler",
+    "ProtocolError",
+    "Reason",
+    "Stop",
+    "TwistCommand",
+    "encode_error",
+    "parse_message",
+]
+
+# LCM's std_msgs/Time holds seconds in an int32: a timestamp past 2038 would
+# wrap on the bus, so it is refused here rather than published wrong.
+MAX_TIMESTAMP_MS: Final = (2**31 - 1) * 1000
+
+
+class Reason:
+    """Stable, machine-readable rejection reasons sent to clients and used as metric labels."""
+
+    BINARY_FRAME: Final = "binary_frame"
+    INVALID_UTF8: Final = "invalid_utf8"
+    INVALID_JSON: Final = "invalid_json"
+    NOT_AN_OBJECT: Final = "not_an_object"
+    MISSING_TYPE: Final = "missing_type"
+    UNKNOWN_TYPE: Final = "unknown_type"
+    INVALID_FIELD: Final = "invalid_field"
+    NON_FINITE: Final = "non_finite"
+    MESSAGE_TOO_BIG: Final = "message_too_big"
+    CLICK_NOT_3D: Final = "click_not_3d"
+    NOT_DRIVER: Final = "not_driver"
+    RATE_LIMITED: Final = "rate_limited"
+
+
+class ProtocolError(Exception):
+    """A message that cannot be accepted, with a stable ``reason`` and a human ``detail``.
+
+    ``field`` names the offending field when one is to blame.
+    """
+
+    def __init__(self, reason: str, detail: str, field: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.field = field
+
+    def to_frame(self) -> bytes:
+        return encode_error(self.reason, self.detail, self.field)
+
+
+def encode_error(reason: str, detail: str, field: str | None = None) -> bytes:
+    """The JSON error frame sent back to a client: ``{"type":"error","reason":...}``."""
+    body: dict[str, str] = {"type": "error", "reason": reason, "detail": detail}
+    if field is not None:
+        body["field"] = field
+    return msgspec.json.encode(body)
+
+
+class Click(msgspec.Struct, tag_field="type", tag="click", frozen=True, gc=False):
+    """A click on an entity. ``z`` is ``None`` for a click in a 2D view (not a world point)."""
+
+    x: float
+    y: float
+    z: Union[float, None] = None
+    entity_path: str = ""
+    timestamp_ms: Union[float, None] = None
+
+    def is_world_point(self) -> bool:
+        return self.z is not None
+
+
+class TwistCommand(msgspec.Struct, tag_field="type", tag="twist", frozen=True, gc=False):
+    """A velocity command; a missing component is 0, as in DimOS."""
+
+    linear_x: float = 0.0
+    linear_y: float = 0.0
+    linear_z: float = 0.0
+    angular_x: float = 0.0
+    angular_y: float = 0.0
+    angular_z: float = 0.0
+
+    def to_twist(self) -> Twist:
+        return Twist(
+            Vector3(self.linear_x, self.linear_y, self.linear_z),
+            Vector3(self.angular_x, self.angular_y, self.angular_z),
+        )
+
+
+class Stop(msgspec.Struct, tag_field="type", tag="stop", frozen=True, gc=False):
+    """Stop now: a zero velocity."""
+
+
+class Heartbeat(msgspec.Struct, tag_field="type", tag="heartbeat", frozen=True, gc=False):
+    """Liveness only; publishes nothing."""
+
+    timestamp_ms: Union[float, None] = None
+
+
+Event = Union[Click, TwistCommand, Stop, Heartbeat]
+
+_KNOWN_TYPES: Final = ("click", "twist", "stop", "heartbeat")
+_decoder: Final = msgspec.json.Decoder(Event)
+
+
+def parse_message(data: bytes | str) -> Event:
+    """Decode one complete text message into an event.
+
+    Raises :class:`ProtocolError` for anything else; never any other exception.
+    """
+    try:
+        event: Event = _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise _explain(data) from None
+    if type(event) is Click or type(event) is Heartbeat:
+        ts = event.timestamp_ms
+        if ts is not None and not 0 <= ts <= MAX_TIMESTAMP_MS:
+            raise ProtocolError(
+                Reason.INVALID_FIELD,
+                f"timestamp_ms must be epoch milliseconds in [0, {MAX_TIMESTAMP_MS}], got {ts!r}",
+                "timestamp_ms",
+            )
+    return event
+
+
+def _shorten(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _explain(data: bytes | str) -> ProtocolError:
+    """Work out precisely why ``data`` was refused by the fast decoder."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return ProtocolError(Reason.INVALID_UTF8, f"text frame is not valid UTF-8 (byte {exc.start})")
+    else:
+        text = data
+    constants: list[str] = []
+
+    def note_constant(name: str) -> float:
+        constants.append(name)
+        return math.nan
+
+    try:
+        obj = json.loads(text, parse_constant=note_constant)
+    except (ValueError, RecursionError) as exc:
+        pos = getattr(exc, "pos", None)
+        where = f" at character {pos}" if pos is not None else ""
+        return ProtocolError(Reason.INVALID_JSON, f"not valid JSON{where}: {_shorten(text)}")
+    if not isinstance(obj, dict):
+        return ProtocolError(
+            Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}: {_shorten(obj)}"
+        )
+    if "type" not in obj:
+        return ProtocolError(Reason.MISSING_TYPE, "message has no 'type' field", "type")
+    kind = obj["type"]
+    if kind not in _KNOWN_TYPES:
+        return ProtocolError(
+            Reason.UNKNOWN_TYPE,
+            f"unknown message type {_shorten(kind)}; expected one of {', '.join(_KNOWN_TYPES)}",
+            "type",
+        )
+    if constants:
+        for key, value in obj.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                return ProtocolError(
+                    Reason.NON_FINITE, f"field {key!r} is {constants[0]}; numbers must be finite", key
+                )
+        return ProtocolError(Reason.NON_FINITE, f"message contains {constants[0]}; numbers must be finite")
+    # The object is well-formed JSON of a known type, so a field is at fault;
+    # msgspec's own message names it.
+    try:
+        _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        field = _field_from_path(message)
+        if field is not None and field in obj:
+            value = obj[field]
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return ProtocolError(
+                    Reason.NON_FINITE if "out of range" in message else Reason.INVALID_FIELD,
+                    f"field {field!r}: number {_shorten(value)} is out of range",
+                    field,
+                )
+            expected = message.split(" - at ")[0].split(", got ")[0].replace("`", "")
+            expected = expected[0].lower() + expected[1:]
+            return ProtocolError(Reason.INVALID_FIELD, f"field {field!r}: {expected}, got {_shorten(value)}", field)
+        return ProtocolError(Reason.INVALID_FIELD, message, field)
+    except msgspec.DecodeError as exc:
+        # Valid for the stdlib but not for msgspec (e.g. lone surrogates).
+        return ProtocolError(Reason.INVALID_JSON, str(exc))
+    return ProtocolError(Reason.INVALID_JSON, "message could not be decoded")
+
+
+def _field_from_path(message: str) -> str | None:
+    marker = "at `$."
+    start = message.find(marker)
+    if start < 0:
+        if "missing required field `" in message:
+            return message.split("`")[1]
+        return None
+    rest = message[start + len(marker) :]
+    return rest.split("`", 1)[0].split("[", 1)[0].split(".", 1)[0]
+
+
+class MessageAssembler:
+    """Joins fragmented WebSocket messages (RFC 6455 section 5.4) and bounds their size.
+
+    ``feed`` takes one data frame and returns the whole message once its last
+    fragment arrives, else ``None``. Binary messages are refused since the
+    protocol is text-only; the error is raised after the last fragment so the
+    stream stays in step.
+    """
+
+    __slots__ = ("_binary", "_chunks", "_max_size", "_open", "_size")
+
+    def __init__(self, max_size: int) -> None:
+        self._max_size = max_size
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._open = False
+        self._binary = False
+
+    @property
+    def in_message(self) -> bool:
+        """True between a message's first and last fragment."""
+        return self._open
+
+    def feed(self, opcode: int, fin: bool, payload: bytes) -> bytes | None:
+        """``opcode`` is 0 (continuation), 1 (text) or 2 (binary)."""
+        if opcode == 0:
+            if not self._open:
+                raise ProtocolError(Reason.INVALID_JSON, "continuation frame without a message to continue")
+        else:
+            if self._open:
+                self._reset()
+                raise ProtocolError(Reason.INVALID_JSON, "new message started before the previous one ended")
+            self._open = True
+            self._binary = opcode == 2
+        if fin and not self._chunks:
+            # The common case: a whole message in one frame, no copy.
+            binary = self._binary
+            self._reset()
+            if binary:
+                raise ProtocolError(Reason.BINARY_FRAME, "binary frames are not part of the protocol; send JSON text")
+            return payload
+        self._size += len(payload)
+        if self._size > self._max_size:
+            self._reset()
+            raise ProtocolError(Reason.MESSAGE_TOO_BIG, f"message exceeds {self._max_size} bytes")
+        self._chunks.append(payload)
+        if not fin:
+            return None
+        binary = self._binary
+        message = b"".join(self._chunks)
+        self._reset()
+        if binary:
+            raise ProtocolError(Reason.BINARY_FRAME, "binary frames are not part of the protocol; send JSON text")
+        return message
+
+    def _reset(self) -> None:
+        self._chunks = []
+        self._size = 0
+        self._open = False
+        self._binary = False

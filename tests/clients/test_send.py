@@ -1,0 +1,185 @@
+"""``viewer-bridge send`` against a real bridge: what gets published, exit codes and the bridge's reasons."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.conftest import Recorder
+from viewer_bridge import RerunWebSocketServer
+from viewer_bridge.cli import main
+from viewer_bridge.clients.client import ViewerClient
+from viewer_bridge.core.messages import Twist, Vector3
+
+BridgeFactory = Callable[..., tuple[RerunWebSocketServer, Recorder]]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DIMOS_VIEWER_WS_URL", raising=False)
+    monkeypatch.delenv("VIEWER_BRIDGE_TOKEN", raising=False)
+
+
+def stops(server: RerunWebSocketServer, cause: str) -> int:
+    """Zero twists the bridge published for ``cause`` ("stop" = an explicit stop, "disconnect", "deadman")."""
+    return server.server.safety.stops.get(cause, 0)
+
+
+def send(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(["send", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_click_is_published_and_reported(
+    bridge: tuple[RerunWebSocketServer, Recorder], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, rec = bridge
+    before = time.time()
+    code, err = send(capsys, "click", "1", "-2.5", "0", "--entity-path", "/world/map", "--url", server.websocket_url())
+    assert code == 0, err
+    assert "click (1, -2.5, 0): accepted" in err
+    (point,) = rec.points
+    assert (point.x, point.y, point.z, point.frame_id) == (1.0, -2.5, 0.0, "world")
+    assert before - 0.002 <= point.ts <= time.time()
+
+
+def test_connection_options_may_come_before_the_message(
+    bridge: tuple[RerunWebSocketServer, Recorder], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, rec = bridge
+    code, err = send(capsys, "--url", server.websocket_url(), "-q", "click", "3", "4", "5", "--timestamp-ms", "1000")
+    assert (code, err) == (0, "")
+    assert [(p.x, p.ts) for p in rec.points] == [(3.0, 1.0)]
+
+
+def test_a_twist_alone_is_a_pulse_ended_by_the_bridges_disconnect_stop(
+    bridge: tuple[RerunWebSocketServer, Recorder], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, rec = bridge
+    code, err = send(capsys, "twist", "--linear-x", "0.5", "--angular-z", "-0.3", "--url", server.websocket_url())
+    assert code == 0, err
+    rec.wait_twists(2)
+    assert rec.twists == [Twist(Vector3(0.5, 0, 0), Vector3(0, 0, -0.3)), Twist.zero()]
+    assert stops(server, "disconnect") == 1
+
+
+def test_twist_for_a_duration_is_resent_then_stopped(
+    bridge: tuple[RerunWebSocketServer, Recorder], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, rec = bridge
+    started = time.monotonic()
+    code, err = send(
+        capsys, "twist", "--linear-y", "0.2", "--duration", "0.5", "--rate", "20", "--url", server.websocket_url()
+    )
+    assert code == 0, err
+    assert time.monotonic() - started >= 0.5
+    *moving, last = rec.wait_twists(2)
+    assert last == Twist.zero()
+    assert 8 <= len(moving) <= 12  # 20 Hz for 0.5 s, both ends included
+    assert all(t == Twist(Vector3(0, 0.2, 0), Vector3()) for t in moving)
+    assert stops(server, "stop") == 1  # the explicit stop, not the deadman
+
+
+def test_stop_and_heartbeat(bridge: tuple[RerunWebSocketServer, Recorder], capsys: pytest.CaptureFixture[str]) -> None:
+    server, rec = bridge
+    with ViewerClient(server.websocket_url()) as driver:
+        driver.twist(linear_x=1.0)
+        driver.sync()
+        assert send(capsys, "stop", "--url", server.websocket_url())[0] == 0
+        assert send(capsys, "heartbeat", "--url", server.websocket_url())[0] == 0
+    assert rec.twists == [Twist(Vector3(1.0, 0, 0), Vector3()), Twist.zero()]
+
+
+def test_a_refusal_exits_1_with_the_bridges_reason(
+    bridge: tuple[RerunWebSocketServer, Recorder], capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, _ = bridge
+    url = server.websocket_url()
+    with ViewerClient(url) as driver:
+        driver.twist(linear_x=1.0)
+        driver.sync()
+        code, err = send(capsys, "twist", "--linear-x", "-1", "--url", url)
+        assert code == 1
+        assert err.startswith("viewer-bridge send: rejected: not_driver: another client is driving")
+    code, err = send(capsys, "heartbeat", "--timestamp-ms", "99999999999999", "--url", url)
+    assert code == 1
+    assert "rejected: invalid_field:" in err and "[field timestamp_ms]" in err
+
+
+def test_the_real_command_exits_non_zero_with_the_reason(bridge: tuple[RerunWebSocketServer, Recorder]) -> None:
+    server, _ = bridge
+    with ViewerClient(server.websocket_url()) as driver:
+        driver.twist(angular_z=0.5)
+        driver.sync()
+        result = subprocess.run(
+            [sys.executable, "-m", "viewer_bridge", "send", "twist", "--linear-x", "0.5"],
+            env={**os.environ, "DIMOS_VIEWER_WS_URL": server.websocket_url()},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert "rejected: not_driver" in result.stderr
+
+
+def test_no_bridge_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as held:  # bound, never listening
+        held.bind(("127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{held.getsockname()[1]}/ws"
+        code, err = send(capsys, "stop", "--url", url)
+    assert code == 3
+    assert "cannot connect to" in err and "refused" in err
+
+
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["send", "click", "1", "nan", "0"])
+    assert caught.value.code == 2
+    assert "must be finite" in capsys.readouterr().err
+    code, err = send(capsys, "stop", "--url", "http://example.invalid/")
+    assert code == 2 and "not a WebSocket URL" in err
+    code, err = send(capsys, "stop", "--token-file", "/nonexistent/token")
+    assert code == 2 and "cannot read token file" in err
+
+
+def test_token_by_flag_file_or_environment(
+    bridge_factory: BridgeFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    server, rec = bridge_factory(token="s3cret")
+    url = server.websocket_url()
+    code, err = send(capsys, "click", "1", "1", "1", "--url", url)
+    assert code == 3 and "HTTP 401: missing or wrong token" in err
+    assert send(capsys, "click", "1", "1", "1", "--url", url, "--token", "s3cret")[0] == 0
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    assert send(capsys, "click", "2", "2", "2", "--url", url, "--token-file", str(token_file))[0] == 0
+    monkeypatch.setenv("VIEWER_BRIDGE_TOKEN", "s3cret")
+    monkeypatch.setenv("DIMOS_VIEWER_WS_URL", url)
+    assert send(capsys, "click", "3", "3", "3")[0] == 0
+    assert [p.x for p in rec.points] == [1.0, 2.0, 3.0]
+
+
+def test_wss_with_a_ca_file(bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server, rec = bridge_factory(tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"))
+    url = server.websocket_url()
+    code, err = send(capsys, "stop", "--url", url)
+    assert code == 3 and "CERTIFICATE_VERIFY_FAILED" in err
+    assert send(capsys, "click", "1", "2", "3", "--url", url, "--cafile", str(tmp_path / "ca.pem"))[0] == 0
+    assert send(capsys, "click", "4", "5", "6", "--url", url, "--no-verify")[0] == 0
+    assert [p.x for p in rec.points] == [1.0, 4.0]

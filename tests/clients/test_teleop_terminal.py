@@ -1,0 +1,301 @@
+"""``viewer-bridge teleop`` driven in a real terminal (tmux) against a live bridge.
+
+Keys are typed with ``tmux send-keys``, the screen is read with
+``capture-pane``, and the assertions are on what the bridge published. A
+held key is imitated the way a terminal reports one: a first press, a gap
+like the OS key-repeat delay, then repeats. The pacing waits on the
+teleop's own 10 Hz re-sends arriving at the bridge, not on sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Recorder, require_binary, wait_until
+from viewer_bridge import RerunWebSocketServer
+from viewer_bridge.clients.client import ViewerClient
+from viewer_bridge.core.messages import Twist, Vector3
+
+BridgeFactory = Callable[..., tuple[RerunWebSocketServer, Recorder]]
+
+# What a terminal sends when it loses focus (xterm focus reporting, CSI O).
+FOCUS_OUT = b"\x1b[O"
+
+
+def stops(server: RerunWebSocketServer, cause: str) -> int:
+    """Zero twists the bridge published for ``cause`` ("stop" = an explicit stop, "disconnect", "deadman")."""
+    return server.server.safety.stops.get(cause, 0)
+
+
+def drive(linear_x: float = 0.0, linear_y: float = 0.0, angular_z: float = 0.0) -> Twist:
+    return Twist(Vector3(linear_x, linear_y, 0.0), Vector3(0.0, 0.0, angular_z))
+
+
+class Terminal:
+    """A private tmux server (its own socket, so parallel runs never meet) running one command in a pane."""
+
+    def __init__(self, tmux: str, tmp_path: Path, command: list[str]) -> None:
+        self.tmux = tmux
+        self.socket = f"vb-teleop-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        config = tmp_path / "tmux.conf"
+        # remain-on-exit keeps the pane (and its exit status) after the program ends.
+        config.write_text("set -g remain-on-exit on\nset -g focus-events on\n")
+        env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+        self._run("-f", str(config), "new-session", "-d", "-x", "100", "-y", "30", shlex.join(command), env=env)
+        self.pid = int(self._run("display-message", "-p", "#{pane_pid}").strip())
+
+    def _run(self, *args: str, env: dict[str, str] | None = None) -> str:
+        result = subprocess.run(
+            [self.tmux, "-L", self.socket, *args], capture_output=True, text=True, timeout=10, env=env, check=False
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"tmux {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def keys(self, *keys: str) -> None:
+        self._run("send-keys", *keys)
+
+    def raw(self, data: bytes) -> None:
+        self._run("send-keys", "-H", *(f"{byte:02x}" for byte in data))
+
+    def screen(self) -> str:
+        return self._run("capture-pane", "-p")
+
+    def wait_screen(self, text: str, timeout: float = 20.0) -> str:
+        screen = ""
+
+        def shown() -> bool:
+            nonlocal screen
+            screen = self.screen()
+            return text in screen
+
+        try:
+            wait_until(shown, timeout, interval=0.02, what=f"{text!r} on the screen")
+        except AssertionError:
+            raise AssertionError(f"{text!r} never appeared; the screen:\n{screen}") from None
+        return screen
+
+    def exit_status(self) -> int | None:
+        """The program's exit status (negative: killed by that signal), or None while it runs."""
+        line = self._run("display-message", "-p", "#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}")
+        dead, status, signal = line.strip().split(":")
+        if dead == "1" and status:
+            return int(status)
+        if dead == "1" and signal:
+            return -int(signal)
+        # tmux 3.3 at times closes a pane's terminal and then leaves the
+        # process unreaped (a zombie, status never shown): read it from /proc.
+        return _zombie_status(self.pid)
+
+    def wait_exit(self, timeout: float = 10.0) -> int:
+        try:
+            wait_until(lambda: self.exit_status() is not None, timeout, interval=0.02, what="the teleop to exit")
+        except AssertionError:
+            raise AssertionError(f"the teleop did not exit; the screen:\n{self.screen()}") from None
+        status = self.exit_status()
+        assert status is not None
+        return status
+
+    def close(self) -> None:
+        """End tmux (the pane gets SIGHUP) and wait for the program in it to be gone."""
+        subprocess.run([self.tmux, "-L", self.socket, "kill-server"], capture_output=True, timeout=10, check=False)
+        wait_until(lambda: not _alive(self.pid), 10.0, interval=0.02, what=f"pid {self.pid} to exit")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its new parent) counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _zombie_status(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] != "Z":
+        return None
+    raw = int(fields[49])  # field 52, exit_code, in waitpid's encoding (proc(5))
+    return (raw >> 8) & 0xFF if raw & 0x7F == 0 else -(raw & 0x7F)
+
+
+TeleopFactory = Callable[..., Terminal]
+
+
+@pytest.fixture
+def teleop(tmp_path: Path) -> Iterator[TeleopFactory]:
+    """Start ``viewer-bridge teleop --url URL ...`` in a fresh terminal; closed at the end of the test."""
+    tmux = require_binary("tmux")
+    terminals: list[Terminal] = []
+
+    def start(url: str, *options: str) -> Terminal:
+        command = [sys.executable, "-m", "viewer_bridge", "teleop", "--url", url, *options]
+        folder = tmp_path / f"term{len(terminals)}"
+        folder.mkdir()
+        terminal = Terminal(tmux, folder, command)
+        terminals.append(terminal)
+        return terminal
+
+    yield start
+    for terminal in terminals:
+        terminal.close()
+
+
+def test_a_tap_drives_then_one_stop_follows_the_key_timeout(
+    bridge: tuple[RerunWebSocketServer, Recorder], teleop: TeleopFactory
+) -> None:
+    server, rec = bridge
+    term = teleop(server.websocket_url())
+    term.wait_screen("connected")
+    term.keys("w")
+    wait_until(lambda: Twist.zero() in rec.twists, 10, what="the stop after the key timeout")
+    *moving, last = rec.twists
+    assert last == Twist.zero()
+    assert moving and all(t == drive(0.5) for t in moving)
+    times = [at for stream, _, at in rec.items if stream == "tele_cmd_vel"]
+    # Driven for the first-press timeout (0.8 s), re-sent at 10 Hz meanwhile.
+    assert 0.7 <= times[-1] - times[0] <= 1.6
+    assert 4 <= len(moving) <= 10  # exact counts are the keymap unit tests' job
+    assert stops(server, "stop") == 1
+    screen = term.wait_screen("stop (key released)")
+    assert "Sent" in screen
+    term.keys("Escape")
+    assert term.wait_exit() == 0
+    assert rec.twists[-1] == Twist.zero() and len(rec.twists) == len(moving) + 1  # idle quit sends nothing
+
+
+def test_a_held_key_drives_without_flapping_then_stops_once(
+    bridge: tuple[RerunWebSocketServer, Recorder], teleop: TeleopFactory
+) -> None:
+    server, rec = bridge
+    # Timeouts four times the defaults: the test paces key repeats through
+    # tmux, which a loaded machine can delay past 0.5 s; the exact default
+    # boundaries are tested with a fake clock in tests/clients/test_keys.py.
+    term = teleop(server.websocket_url(), "--key-timeout", "2.0", "--first-timeout", "3.2")
+    term.wait_screen("connected")
+    term.keys("w")
+    # The OS repeat delay: ~0.5 s with no repeat (the teleop's 10 Hz re-sends show time passing).
+    rec.wait_twists(6)
+    for _ in range(10):  # auto-repeats, each after one more re-send (~0.1 s apart)
+        count = len(rec.twists)
+        term.keys("w")
+        rec.wait_twists(count + 1)
+    last_key = rec.items[-1][2]
+    wait_until(lambda: Twist.zero() in rec.twists, 10, what="the stop after release")
+    *moving, last = rec.twists
+    assert last == Twist.zero()
+    assert all(t == drive(0.5) for t in moving), "a zero while the key was held: stop/start flapping"
+    stopped_at = rec.items[-1][2]
+    assert stopped_at - last_key >= 1.8  # the 2 s key timeout after the last repeat (minus a re-send)
+    assert stops(server, "stop") == 1 and stops(server, "deadman") == 0
+
+
+def test_shift_combining_speed_and_space(bridge: tuple[RerunWebSocketServer, Recorder], teleop: TeleopFactory) -> None:
+    server, rec = bridge
+    # Long key timeouts, so only Space can have stopped it.
+    term = teleop(server.websocket_url(), "--key-timeout", "20", "--first-timeout", "20")
+    term.wait_screen("connected")
+    term.keys("W")
+    wait_until(lambda: drive(1.0) in rec.twists, what="shift doubling")
+    term.keys("a")
+    wait_until(lambda: drive(1.0, angular_z=0.8) in rec.twists, what="W+A combined")
+    term.wait_screen("linear_x +1.00  linear_y +0.00  angular_z +0.80")
+    term.keys("Space")
+    wait_until(lambda: rec.twists[-1] == Twist.zero(), what="the stop on Space")
+    assert stops(server, "stop") == 1
+    term.wait_screen("stop (space)")
+    term.keys("+", "e")
+    wait_until(lambda: drive(linear_y=-0.55) in rec.twists, what="speed 110%")
+    term.wait_screen("Speed 110%")
+    term.keys("Space")
+    wait_until(lambda: stops(server, "stop") == 2, what="the second stop")
+    assert set(rec.twists) == {drive(1.0), drive(1.0, angular_z=0.8), drive(linear_y=-0.55), Twist.zero()}
+
+
+@pytest.mark.parametrize("quit_key", ["C-c", "Escape", "C-q"])
+def test_quitting_while_driving_sends_stop(
+    bridge: tuple[RerunWebSocketServer, Recorder], teleop: TeleopFactory, quit_key: str
+) -> None:
+    server, rec = bridge
+    term = teleop(server.websocket_url(), "--first-timeout", "20")
+    term.wait_screen("connected")
+    term.keys("d")
+    rec.wait_twists(1)
+    term.keys(quit_key)
+    assert term.wait_exit() == 0
+    wait_until(lambda: rec.twists[-1] == Twist.zero(), what="the stop on quit")
+    assert stops(server, "stop") == 1  # sent by the teleop, not the bridge's disconnect deadman
+    assert stops(server, "disconnect") == 0
+    assert set(rec.twists) == {drive(angular_z=-0.8), Twist.zero()}
+
+
+def test_losing_focus_sends_stop_and_keeps_running(
+    bridge: tuple[RerunWebSocketServer, Recorder], teleop: TeleopFactory
+) -> None:
+    server, rec = bridge
+    term = teleop(server.websocket_url(), "--first-timeout", "20")
+    term.wait_screen("connected")
+    term.keys("q")
+    rec.wait_twists(1)
+    term.raw(FOCUS_OUT)
+    wait_until(lambda: rec.twists[-1] == Twist.zero(), what="the stop on focus loss")
+    assert stops(server, "stop") == 1
+    term.wait_screen("stop (focus lost)")
+    assert term.exit_status() is None
+    term.keys("s")  # focus back (or not): keys drive again
+    wait_until(lambda: drive(-0.5) in rec.twists, what="driving again")
+
+
+def test_the_terminal_going_away_sends_stop(
+    bridge: tuple[RerunWebSocketServer, Recorder], teleop: TeleopFactory
+) -> None:
+    server, rec = bridge
+    term = teleop(server.websocket_url(), "--first-timeout", "20")
+    term.wait_screen("connected")
+    term.keys("w")
+    rec.wait_twists(1)
+    term.close()  # like an SSH session dropping: SIGHUP
+    wait_until(lambda: rec.twists[-1] == Twist.zero(), what="the stop on SIGHUP")
+    assert stops(server, "stop") == 1 and stops(server, "disconnect") == 0
+
+
+def test_shows_the_bridges_errors(bridge: tuple[RerunWebSocketServer, Recorder], teleop: TeleopFactory) -> None:
+    server, rec = bridge
+    term = teleop(server.websocket_url())
+    term.wait_screen("Bridge error  none")
+    with ViewerClient(server.websocket_url()) as other:
+        other.twist(linear_x=0.1)
+        other.sync()
+        term.keys("w")
+        term.wait_screen("not_driver: another client is driving")
+        other.stop()
+    assert rec.twists == [drive(0.1), Twist.zero()]
+
+
+def test_shows_the_connection_state_while_no_bridge_answers(teleop: TeleopFactory) -> None:
+    with socket.socket() as held:  # bound, never listening
+        held.bind(("127.0.0.1", 0))
+        term = teleop(f"ws://127.0.0.1:{held.getsockname()[1]}/ws?token=hunter2")
+        screen = term.wait_screen("Connection refused")
+        assert "hunter2" not in screen and "token=***" in screen
+        term.keys("w")
+        term.wait_screen("not sent: not connected")
+        term.keys("C-c")
+        assert term.wait_exit() == 0

@@ -1,0 +1,123 @@
+"""Property tests of the pure parser and assembler (``make fuzz`` runs them with 100k+ examples each).
+
+Profiles: ``default`` keeps ``make test`` quick; ``fuzz`` (HYPOTHESIS_PROFILE=fuzz) is the long run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from viewer_bridge.core.protocol import (
+    Click,
+    Heartbeat,
+    MessageAssembler,
+    ProtocolError,
+    Stop,
+    TwistCommand,
+    parse_message,
+)
+
+settings.register_profile("default", max_examples=1500, deadline=None)
+settings.register_profile(
+    "fuzz", max_examples=120_000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+AXES = ("linear_x", "linear_y", "linear_z", "angular_x", "angular_y", "angular_z")
+finite = st.floats(allow_nan=False, allow_infinity=False)
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+field_names = st.sampled_from(["type", "x", "y", "z", "entity_path", "timestamp_ms", *AXES]) | st.text(max_size=8)
+message_like = st.dictionaries(field_names, json_values, max_size=8) | st.fixed_dictionaries(
+    {"type": st.sampled_from(["click", "twist", "stop", "heartbeat", "other", ""])},
+    optional={name: json_values for name in ("x", "y", "z", "timestamp_ms", *AXES)},
+)
+
+
+def assert_sound(event: Any) -> None:
+    """Whatever the parser accepts holds only finite numbers of the right types."""
+    if isinstance(event, TwistCommand):
+        assert all(isinstance(getattr(event, a), float) and math.isfinite(getattr(event, a)) for a in AXES)
+    elif isinstance(event, Click):
+        for value in (event.x, event.y) + (() if event.z is None else (event.z,)):
+            assert isinstance(value, float) and math.isfinite(value)
+        assert isinstance(event.entity_path, str)
+        assert event.timestamp_ms is None or (math.isfinite(event.timestamp_ms) and event.timestamp_ms >= 0)
+    elif isinstance(event, Heartbeat):
+        assert event.timestamp_ms is None or math.isfinite(event.timestamp_ms)
+    else:
+        assert isinstance(event, Stop)
+
+
+def parse_or_reject(data: bytes | str) -> Any:
+    try:
+        event = parse_message(data)
+    except ProtocolError as exc:
+        assert exc.reason and exc.detail
+        json.loads(exc.to_frame())  # the error frame is always valid JSON
+        return None
+    assert_sound(event)
+    return event
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_yield_an_event_or_a_protocol_error(data: bytes) -> None:
+    parse_or_reject(data)
+
+
+@given(st.text(max_size=300))
+def test_any_text_yields_an_event_or_a_protocol_error(text: str) -> None:
+    parse_or_reject(text)
+
+
+@given(message_like)
+def test_any_json_object_yields_an_event_or_a_protocol_error(obj: dict[str, Any]) -> None:
+    # allow_nan: Python's encoder writes NaN/Infinity literals, as a buggy client would.
+    parse_or_reject(json.dumps(obj))
+
+
+@given(st.fixed_dictionaries({a: finite for a in AXES}))
+def test_valid_twists_round_trip(axes: dict[str, float]) -> None:
+    event = parse_message(json.dumps({"type": "twist", **axes}))
+    assert isinstance(event, TwistCommand)
+    for name, value in axes.items():
+        assert getattr(event, name) == value
+    twist = event.to_twist()
+    assert (*twist.linear, *twist.angular) == tuple(axes[a] for a in AXES)
+
+
+@given(finite, finite, finite | st.none(), st.text(max_size=40), st.integers(1, 2**31 * 1000 - 1000) | st.none())
+def test_valid_clicks_round_trip(x: float, y: float, z: float | None, path: str, ts: int | None) -> None:
+    body: dict[str, Any] = {"type": "click", "x": x, "y": y, "z": z, "entity_path": path}
+    if ts is not None:
+        body["timestamp_ms"] = ts
+    event = parse_message(json.dumps(body).encode())
+    assert event == Click(x, y, z, path, ts)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([0, 1, 2]), st.booleans(), st.binary(max_size=40)),
+        max_size=30,
+    )
+)
+def test_assembler_never_exceeds_its_bound_or_raises_other_errors(frames: list[tuple[int, bool, bytes]]) -> None:
+    assembler = MessageAssembler(max_size=64)
+    for opcode, fin, payload in frames:
+        try:
+            message = assembler.feed(opcode, fin, payload)
+        except ProtocolError:
+            continue
+        if message is not None:
+            assert fin
+            assert len(message) <= max(64, len(payload))
