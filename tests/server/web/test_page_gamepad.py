@@ -170,7 +170,7 @@ def test_turbo_scales_with_the_speed_slider(bridge_factory: Factory, context: Br
     pad.connect()
     drive_forward(page, pad, rec)
     pad.set(buttons={RB: True}, axes={RIGHT_X: -1.0})
-    wait_for(page, lambda: frames.of("twist") and axes(frames.of("twist")[-1]) == (1.0, 0, 1.6), what="turbo, twice the speed")
+    wait_for(page, lambda: axes(frames.of("twist")[-1]) == (1.0, 0, 1.6), what="turbo, twice the speed")
     assert page.locator("#pad-turbo").get_attribute("data-held") == "true"
     # The Speed slider scales the pad as it does every input.
     page.locator("#speed").fill("0.5")
