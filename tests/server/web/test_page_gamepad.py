@@ -65,6 +65,11 @@ def axes(frame: dict[str, float]) -> tuple[float, float, float]:
     return frame["linear_x"], frame["linear_y"], frame["angular_z"]
 
 
+def last_axes(frames: SentFrames) -> tuple[float, float, float] | None:
+    twists = frames.of("twist")
+    return axes(twists[-1]) if twists else None
+
+
 def page_ms(page: Page) -> float:
     result: float = page.evaluate("performance.now()")
     return result
@@ -170,13 +175,13 @@ def test_turbo_scales_with_the_speed_slider(bridge_factory: Factory, context: Br
     pad.connect()
     drive_forward(page, pad, rec)
     pad.set(buttons={RB: True}, axes={RIGHT_X: -1.0})
-    wait_for(page, lambda: axes(frames.of("twist")[-1]) == (1.0, 0, 1.6), what="turbo, twice the speed")
+    wait_for(page, lambda: last_axes(frames) == (1.0, 0, 1.6), what="turbo, twice the speed")
     assert page.locator("#pad-turbo").get_attribute("data-held") == "true"
     # The Speed slider scales the pad as it does every input.
     page.locator("#speed").fill("0.5")
-    wait_for(page, lambda: axes(frames.of("twist")[-1]) == (0.5, 0, 0.8), what="turbo at half speed")
+    wait_for(page, lambda: last_axes(frames) == (0.5, 0, 0.8), what="turbo at half speed")
     pad.set(buttons={RB: False})
-    wait_for(page, lambda: axes(frames.of("twist")[-1]) == (0.25, 0, 0.4), what="no turbo at half speed")
+    wait_for(page, lambda: last_axes(frames) == (0.25, 0, 0.4), what="no turbo at half speed")
     published = {(t.linear.x, t.angular.z) for t in rec.twists}
     assert {(0.5, 0.0), (1.0, 1.6), (0.5, 0.8), (0.25, 0.4)} <= published, published
     pad.set(buttons={LB: False})
