@@ -112,6 +112,7 @@ class BridgeSnapshot:
     command: Twist | None
     clients: int
     paused_clients: int
+    flood_closes: int
     zeros: dict[str, int]
     clamped: int
     lease_changes: int
@@ -595,6 +596,7 @@ class AsyncRerunWebSocketServer:
             command=safety.command,
             clients=len(self._sessions),
             paused_clients=stats.paused,
+            flood_closes=stats.flood_closes,
             zeros=Counter(safety.zeros),
             clamped=safety.clamped,
             lease_changes=safety.lease_changes,
