@@ -40,6 +40,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+import msgspec
+
 from viewer_bridge.core.messages import Bool, Message, Twist, Vector3
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,8 +137,7 @@ def _finite(twist: Twist) -> bool:
     return total - total == 0.0 or twist.is_finite()
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True, gc=False):
     """What one input led to.
 
     ``publish`` lists ``(stream, message)`` pairs to publish, in order.
