@@ -48,6 +48,7 @@ class MuxNode:
         nav_topic: Topic,
         output_topic: Topic,
         cooldown: float = 1.0,
+        announce: bool = True,
     ) -> None:
         self.state = CmdVelMux(cooldown)
         self.nav_topic = nav_topic
@@ -60,6 +61,8 @@ class MuxNode:
         self.rejected = 0
         self._teleop = teleop
         self._stop_movement = stop_movement
+        # False when the config's stop_movement is "off": takeovers are not announced either.
+        self._announce = announce
         self._loop: asyncio.AbstractEventLoop | None = None
         self._undo: list[Callable[[], None]] = []
         self._running = False
@@ -76,7 +79,9 @@ class MuxNode:
         if config.mux is None:
             raise ValueError("the mux is not configured (set mux to the navigation topic)")
         nav_topic, out_topic = mux_topics(topics, config.mux, config.mux_output)
-        return cls(teleop, stop_movement, nav_topic, out_topic, config.mux_cooldown)
+        return cls(
+            teleop, stop_movement, nav_topic, out_topic, config.mux_cooldown, config.stop_movement == "publish"
+        )
 
     @property
     def streams(self) -> dict[str, Stream[Twist]]:
@@ -198,7 +203,7 @@ class MuxNode:
             log.info("teleop took over %s", self.output_topic.name)
         if outcome.resumed:
             log.info("navigation has %s again", self.output_topic.name)
-        if outcome.stop_movement and not announced:
+        if outcome.stop_movement and self._announce and not announced:
             self._own_publish = True
             try:
                 self._stop_movement.publish(_STOP_MOVEMENT)

@@ -113,6 +113,10 @@ class SafetyController:
     refresh; ``republish_hz`` (0 = off) re-sends the current command at that
     rate while it is valid, for bases whose own watchdog is shorter than the
     gaps between the viewer's key repeats.
+
+    ``stop_movement=False`` never emits ``stop_movement`` (a DimOS 0.0.15
+    stack's MovementManager announces it); ``idle_stop=True`` makes a stop
+    while nobody drives emit one zero too, as DimOS 0.0.15 does.
     """
 
     def __init__(
@@ -123,6 +127,8 @@ class SafetyController:
         republish_hz: float = 0.0,
         limits: Limits | None = None,
         on_event: EventSink | None = None,
+        stop_movement: bool = True,
+        idle_stop: bool = False,
     ) -> None:
         if not (math.isfinite(deadman_timeout) and deadman_timeout > 0):
             raise ValueError(f"deadman_timeout must be a finite number > 0, got {deadman_timeout!r}")
@@ -130,6 +136,8 @@ class SafetyController:
             raise ValueError(f"republish_hz must be a finite number >= 0, got {republish_hz!r}")
         self._emit = emit
         self._on_event = on_event
+        self._stop_movement = stop_movement
+        self._idle_stop = idle_stop
         self.deadman_timeout = deadman_timeout
         self.republish_period = 1.0 / republish_hz if republish_hz > 0 else 0.0
         self.limits = limits or Limits()
@@ -172,7 +180,8 @@ class SafetyController:
             self.lease_changes += 1
             if self._on_event is not None:
                 self._on_event("lease", client)
-            self._emit("stop_movement", _STOP_MOVEMENT)
+            if self._stop_movement:
+                self._emit("stop_movement", _STOP_MOVEMENT)
         self.command = twist
         self.last_command_at = now
         if self.republish_period:
@@ -184,6 +193,9 @@ class SafetyController:
         """An explicit ``stop`` from any client: honoured at once."""
         if self.driver is not None:
             self._halt(StopCause.STOP)
+        elif self._idle_stop:
+            self.stops[StopCause.STOP] = self.stops.get(StopCause.STOP, 0) + 1
+            self._emit("tele_cmd_vel", _ZERO)
 
     def disconnect(self, client: ClientId, now: float) -> None:
         """``client``'s connection ended, however it ended."""

@@ -250,6 +250,8 @@ class AsyncRerunWebSocketServer:
             on_event=self._safety_event,
             deadman_timeout=config.deadman_timeout,
             republish_hz=config.republish_hz,
+            stop_movement=config.stop_movement == "publish",
+            idle_stop=config.idle_stop == "publish",
             limits=Limits(
                 scale=(
                     config.scale_linear_x,
@@ -293,6 +295,7 @@ class AsyncRerunWebSocketServer:
         # (path, request headers) -> (body, response headers); see viewer_bridge.server.web.StaticFiles.respond
         self._static: Callable[[str, Any], tuple[bytes, dict[str, str]] | None] | None = None
         self.bound_port: int | None = None
+        self._entity_frames = config.click_frame == "entity_path"
 
     # -- lifecycle --------------------------------------------------------
 
@@ -599,7 +602,8 @@ class AsyncRerunWebSocketServer:
                 )
                 return
             ts = event.timestamp_ms / 1000.0 if event.timestamp_ms else self.wall_clock()
-            self._emit("clicked_point", PointStamped(event.x, event.y, event.z, ts, self.config.frame_id))
+            frame_id = event.entity_path if self._entity_frames and event.entity_path else self.config.frame_id
+            self._emit("clicked_point", PointStamped(event.x, event.y, event.z, ts, frame_id))
             stats.observe_latency(clock() - now)
         else:
             stats.frames["heartbeat"] += 1
