@@ -25,15 +25,23 @@ import typing
 from typing import Any, Final
 
 import msgspec
-from dimos.core.core import rpc
-from dimos.core.module import Module, ModuleConfig
-from dimos.core.stream import Out
-from dimos.msgs.geometry_msgs.PointStamped import PointStamped
-from dimos.msgs.geometry_msgs.Twist import Twist
-from dimos.msgs.geometry_msgs.Vector3 import Vector3
-from dimos.visualization.rerun.constants import RERUN_WEBSOCKET_PORT
-from dimos.visualization.rerun.spec import RerunWebSocketServerSpec
-from pydantic import Field, create_model
+
+try:
+    from dimos.core.core import rpc
+    from dimos.core.module import Module, ModuleConfig
+    from dimos.core.stream import Out
+    from dimos.msgs.geometry_msgs.PointStamped import PointStamped
+    from dimos.msgs.geometry_msgs.Twist import Twist
+    from dimos.msgs.geometry_msgs.Vector3 import Vector3
+    from dimos.visualization.rerun.constants import RERUN_WEBSOCKET_PORT
+    from dimos.visualization.rerun.spec import RerunWebSocketServerSpec
+    from pydantic import Field, create_model
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(
+        f"viewer_bridge.dimos is the DimOS module and needs DimOS ({exc}); "
+        "install it with: pip install 'viewer-bridge[dimos]'",
+        name=exc.name,
+    ) from exc
 
 from viewer_bridge.config import BridgeConfig, field_docs, from_mapping
 from viewer_bridge.core import messages
