@@ -216,3 +216,35 @@ def test_bad_limits_are_refused() -> None:
         Limits(clamp=(None, -1.0, None, None, None, None))
     with pytest.raises(ValueError, match="linear_x"):
         Limits(scale=(math.nan, 1, 1, 1, 1, 1))
+
+
+# -- the DimOS 0.0.15 compatibility profile (config stop_movement / idle_stop) ---------------------------
+
+
+def test_stop_movement_off_never_announces_a_drive() -> None:
+    h = Harness(stop_movement=False)
+    h.s.twist("a", FWD, 0.0)
+    h.s.stop("a", 0.1)
+    h.s.twist("b", TURN, 0.2)
+    assert h.take() == [("tele_cmd_vel", FWD), ("tele_cmd_vel", ZERO), ("tele_cmd_vel", TURN)]
+    # The lease still works as before.
+    assert h.s.driver == "b" and h.s.twist("a", FWD, 0.3) == "not_driver"
+
+
+def test_idle_stop_publishes_one_zero_per_stop_while_nobody_drives() -> None:
+    h = Harness(idle_stop=True)
+    h.s.stop("a", 0.0)
+    assert h.take() == [("tele_cmd_vel", ZERO)]
+    assert h.s.driver is None and h.s.next_deadline() is None
+    # While someone drives, a stop is the usual one zero that ends the drive, not two.
+    h.s.twist("a", FWD, 0.1)
+    h.take()
+    h.s.stop("b", 0.2)
+    assert h.take() == [("tele_cmd_vel", ZERO)]
+    assert h.s.stops == {StopCause.STOP: 2}
+
+
+def test_without_idle_stop_a_stop_while_nobody_drives_publishes_nothing() -> None:
+    h = Harness()
+    h.s.stop("a", 0.0)
+    assert h.take() == [] and h.s.stops == {}
