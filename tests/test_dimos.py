@@ -139,8 +139,9 @@ class Subprocess:
 def blueprint(dimos_python: Path, dimos_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
     started: list[Subprocess] = []
 
-    def start(module: str) -> Subprocess:
-        process = Subprocess(dimos_python, [str(SIDE / "blueprint_driver.py"), module], dimos_env, tmp_path)
+    def start(module: str, *how: str) -> Subprocess:
+        args = [str(SIDE / "blueprint_driver.py"), module, *how]
+        process = Subprocess(dimos_python, args, dimos_env, tmp_path)
         started.append(process)
         return process
 
@@ -184,13 +185,18 @@ def _points(messages: list[dict[str, Any]]) -> list[tuple[float, float, float, f
     return out
 
 
-@pytest.mark.parametrize("module", [OURS, THEIRS])
+@pytest.mark.parametrize(
+    ("module", "how"),
+    [(OURS, ""), (THEIRS, ""), (OURS, "over-dimos")],
+    ids=["viewer-bridge", "dimos-module", "viewer-bridge-added-over-a-dimos-stack"],
+)
 def test_a_blueprint_carries_the_viewer_to_another_worker_over_dimos_transport(
-    blueprint: Any, module: str
+    blueprint: Any, module: str, how: str
 ) -> None:
     """autoconnect(server, recorder) with tele_cmd_vel remapped: the recorder, in its own worker, gets exactly
-    what the viewer sent. Run with DimOS's own module too: the swap is symmetric."""
-    process = blueprint(module)
+    what the viewer sent. Run with DimOS's own module too (the swap is symmetric), and with ours autoconnected
+    over a stack written for DimOS's (it replaces DimOS's, and the stack's remapping applies to it)."""
+    process = blueprint(module, *([how] if how else []))
     ready = process.answer()
     assert ready["event"] == "ready", ready
     assert ready["server"] == f"{module}.RerunWebSocketServer"
@@ -429,3 +435,53 @@ def test_viewer_bridge_dimos_names_the_extra_when_dimos_is_missing() -> None:
                          timeout=60)
     assert run.returncode != 0
     assert "viewer-bridge[dimos]" in run.stderr, run.stderr[-2000:]
+
+
+def test_the_module_lifecycle_and_its_errors(dimos_python: Path, dimos_env: dict[str, str], tmp_path: Path) -> None:
+    """Start, URL, stop, no restart (as DimOS's module); a taken port and bad settings fail with their name."""
+    script = """
+import json, socket
+from viewer_bridge.dimos import RerunWebSocketServer
+
+def error(call):
+    try:
+        call()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+out = {}
+module = RerunWebSocketServer(port=0)
+out["bound_port_before_start"] = error(lambda: module.bound_port)
+module.start()
+out["url"] = module.websocket_url()
+out["bound_port"] = module.bound_port
+module.start()  # already started: nothing happens
+module.stop()
+module.stop()  # idempotent
+out["restart"] = error(module.start)
+with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    busy = RerunWebSocketServer(port=port)
+    out["port_taken"] = error(busy.start)
+    busy.stop()
+out["bad_limit"] = error(lambda: RerunWebSocketServer(max_linear_x=-1.0))
+out["bad_choice"] = error(lambda: RerunWebSocketServer(stop_movement="never"))
+out["unknown"] = error(lambda: RerunWebSocketServer(speed=1))
+out["frame"] = RerunWebSocketServer(frame_id="map").bridge_config.frame_id
+print(json.dumps(out))
+"""
+    run = subprocess.run([str(dimos_python), "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                         env=dimos_env, timeout=ANSWER_TIMEOUT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.splitlines()[-1])
+    assert out["bound_port_before_start"] == "RuntimeError: RerunWebSocketServer is not listening; call start() first"
+    assert out["url"] == f"ws://127.0.0.1:{out['bound_port']}/ws"
+    assert out["restart"].startswith("RuntimeError: this RerunWebSocketServer was stopped")
+    assert out["port_taken"].startswith("BindError: ") and "127.0.0.1:" in out["port_taken"], out["port_taken"]
+    assert out["bad_limit"].startswith("ConfigError: ") and "max_linear_x" in out["bad_limit"], out["bad_limit"]
+    assert "stop_movement" in out["bad_choice"], out["bad_choice"]
+    assert "speed" in out["unknown"], out["unknown"]
+    assert out["frame"] == "map"

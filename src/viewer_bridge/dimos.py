@@ -111,8 +111,12 @@ class RerunWebSocketServer(Module):  # type: ignore[misc]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # Built now, so a bad setting fails the deploy with a message naming it.
-        self.bridge_config = self._bridge_config()
+        try:
+            # Built now, so a bad setting fails the deploy with a message naming it.
+            self.bridge_config = self._bridge_config()
+        except BaseException:
+            self._close_module()  # the loop thread and RPC service the base class opened
+            raise
         self._lifecycle = threading.Lock()
         self._bound = threading.Event()
         self._bridge = self._make_bridge()

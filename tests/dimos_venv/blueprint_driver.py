@@ -1,10 +1,12 @@
 """Build a blueprint with DimOS's coordinator, then serve commands on stdin with JSON lines on stdout.
 
     python blueprint_driver.py viewer_bridge.dimos   (or dimos.visualization.rerun.websocket_server)
+    python blueprint_driver.py viewer_bridge.dimos over-dimos
 
 The blueprint is ``autoconnect(<that module>.RerunWebSocketServer.blueprint(port=0),
 Recorder.blueprint())`` with ``tele_cmd_vel`` remapped to the recorder's
-``twist_command``. Once every module has started it prints
+``twist_command``; with ``over-dimos`` that blueprint is written with DimOS's
+own server and ours is autoconnected on top, replacing it. Once every module has started it prints
 ``{"event": "ready", "url": ..., "url_from_spec": ...}``: the server's
 ``websocket_url()`` over DimOS RPC, from here and from the recorder's worker.
 Then, per line on stdin: ``received`` prints what the recorder has received;
@@ -37,11 +39,19 @@ def main() -> None:
     from recorder import Recorder
 
     server_class = importlib.import_module(sys.argv[1]).RerunWebSocketServer
-    blueprint = (
-        autoconnect(server_class.blueprint(port=0), Recorder.blueprint())
-        .remappings([(server_class, "tele_cmd_vel", "twist_command")])
-        .global_config(n_workers=2)
-    )
+    if sys.argv[2:] == ["over-dimos"]:
+        # A stack written for DimOS's server (remapping keyed by DimOS's class), with ours added on top.
+        from dimos.visualization.rerun.websocket_server import RerunWebSocketServer as DimosServer
+
+        stack = autoconnect(DimosServer.blueprint(port=0), Recorder.blueprint()).remappings(
+            [(DimosServer, "tele_cmd_vel", "twist_command")]
+        )
+        blueprint = autoconnect(stack, server_class.blueprint(port=0))
+    else:
+        blueprint = autoconnect(server_class.blueprint(port=0), Recorder.blueprint()).remappings(
+            [(server_class, "tele_cmd_vel", "twist_command")]
+        )
+    blueprint = blueprint.global_config(n_workers=2)
     coordinator = ModuleCoordinator.build(blueprint)
     try:
         server = coordinator.get_instance(server_class)
