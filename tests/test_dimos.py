@@ -222,6 +222,10 @@ def test_a_blueprint_carries_the_viewer_to_another_worker_over_dimos_transport(
         if ours:
             error = json.loads(ws.recv(timeout=10))
             assert error["type"] == "error" and error["reason"] == "invalid_json", error
+            # MovementManager's goal limits, applied by the bridge: refused with a reason, never published.
+            ws.send(_click(600.0, 0.0, 0.0, 5500))
+            error = json.loads(ws.recv(timeout=10))
+            assert error["reason"] == "goal_out_of_range", error
         ws.send(_click(4.0, 5.0, 6.0, 6000))
         # Fences: the last message on each stream. Everything before them has arrived once they have.
         ws.send(_twist(0.25, 0.0))
@@ -411,7 +415,8 @@ def shape(cls):
 module_fields = typing.get_type_hints(ours.RerunWebSocketServer)["config"].model_fields
 print(json.dumps({"theirs": shape(theirs.RerunWebSocketServer), "ours": shape(ours.RerunWebSocketServer),
                   "missing": sorted(set(BridgeConfig.__struct_fields__) - set(module_fields)),
-                  "profile": {n: module_fields[n].default for n in ("stop_movement", "idle_stop", "click_frame")},
+                  "profile": {n: module_fields[n].default for n in ("stop_movement", "idle_stop", "click_frame",
+                                                                     "max_goal_distance", "max_goal_height")},
                   "spec": ours.RerunWebSocketServerSpec.__module__}))
 """
     run = subprocess.run([str(dimos_python), "-c", script], capture_output=True, text=True, cwd=tmp_path,
@@ -425,7 +430,10 @@ print(json.dumps({"theirs": shape(theirs.RerunWebSocketServer), "ours": shape(ou
     }
     assert (found["ours"]["host"], found["ours"]["port"]) == ("127.0.0.1", 3030)
     assert found["missing"] == []
-    assert found["profile"] == {"stop_movement": "off", "idle_stop": "publish", "click_frame": "frame_id"}
+    assert found["profile"] == {
+        "stop_movement": "off", "idle_stop": "publish", "click_frame": "frame_id",
+        "max_goal_distance": 500.0, "max_goal_height": 50.0,
+    }
     assert found["spec"] == "dimos.visualization.rerun.spec"
 
 

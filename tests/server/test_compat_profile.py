@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import Recorder, client, twist, wait_until
+from tests.conftest import Recorder, client, recv_json, twist, wait_until
 from viewer_bridge import ConfigError, PointStamped, RerunWebSocketServer, Twist, Vector3, load_config
 
 Factory = Callable[..., tuple[RerunWebSocketServer, Recorder]]
@@ -92,3 +92,30 @@ def test_bad_profile_values_are_refused_by_name(monkeypatch: pytest.MonkeyPatch)
         RerunWebSocketServer(click_frame="entity")
     monkeypatch.setenv("VIEWER_BRIDGE_IDLE_STOP", "publish")
     assert load_config().idle_stop == "publish"
+
+
+def test_goal_limits_refuse_far_clicks_with_a_reason_over_a_socket(bridge_factory: Factory) -> None:
+    server, rec = bridge_factory(max_goal_distance=500.0, max_goal_height=50.0)
+    with client(server) as ws:
+        ws.send(_click(600.0, "/world/map"))
+        far = recv_json(ws)
+        ws.send(json.dumps({"type": "click", "x": 1.0, "y": 2.0, "z": -75.0, "timestamp_ms": 1000}))
+        deep = recv_json(ws)
+        ws.send(_click(499.0, "/world/map"))  # inside: published, and the connection is fine
+        rec.wait_points(1)
+    assert far == {
+        "type": "error",
+        "reason": "goal_out_of_range",
+        "detail": "click at (600, 0, 0) is 600.0 m from the origin of 'world' horizontally, "
+        "beyond max_goal_distance = 500 m; it was not published",
+    }
+    assert deep["reason"] == "goal_out_of_range" and deep["field"] == "z" and "75.0 m below" in deep["detail"]
+    assert [p.x for p in rec.points] == [499.0]
+    assert server.server.stats.rejects["goal_out_of_range"] == 2
+
+
+def test_goal_limits_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="max_goal_distance must be a finite number > 0, got -1"):
+        RerunWebSocketServer(max_goal_distance=-1)
+    with pytest.raises(ConfigError, match="max_goal_height"):
+        RerunWebSocketServer(max_goal_height=float("nan"))

@@ -46,6 +46,7 @@ from viewer_bridge.bus.streams import Stream
 from viewer_bridge.bus.transports import Transport, TransportSink, create_transport
 from viewer_bridge.config import BridgeConfig, ConfigError, from_mapping
 from viewer_bridge.core.auth import check_origin, check_token, redact_target, split_target
+from viewer_bridge.core.goals import goal_out_of_range
 from viewer_bridge.core.messages import Bool, Message, PointStamped, Twist
 from viewer_bridge.core.protocol import (
     Click,
@@ -296,6 +297,7 @@ class AsyncRerunWebSocketServer:
         self._static: Callable[[str, Any], tuple[bytes, dict[str, str]] | None] | None = None
         self.bound_port: int | None = None
         self._entity_frames = config.click_frame == "entity_path"
+        self._goal_limits = config.max_goal_distance is not None or config.max_goal_height is not None
 
     # -- lifecycle --------------------------------------------------------
 
@@ -601,8 +603,15 @@ class AsyncRerunWebSocketServer:
                     "z",
                 )
                 return
-            ts = event.timestamp_ms / 1000.0 if event.timestamp_ms else self.wall_clock()
             frame_id = event.entity_path if self._entity_frames and event.entity_path else self.config.frame_id
+            if self._goal_limits:
+                refused = goal_out_of_range(
+                    event.x, event.y, event.z, frame_id, self.config.max_goal_distance, self.config.max_goal_height
+                )
+                if refused is not None:
+                    self._reject(session, Reason.GOAL_OUT_OF_RANGE, refused[1], refused[0])
+                    return
+            ts = event.timestamp_ms / 1000.0 if event.timestamp_ms else self.wall_clock()
             self._emit("clicked_point", PointStamped(event.x, event.y, event.z, ts, frame_id))
             stats.observe_latency(clock() - now)
         else:
