@@ -126,6 +126,12 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     """Messages per second per client (sustained)."""
     rate_burst: float = 400.0
     """Token-bucket depth; covers the viewer's 256-message reconnect flush."""
+    frame_budget: float = 2000.0
+    """Frames per second a client may make the bridge look at (every frame counts, big and malformed
+    ones more; the budget holds two seconds' worth). A client over it is not read until it has paid
+    off the debt, so a flood cannot hold up anyone else; ten times what a person driving sends."""
+    flood_close_after: float = 5.0
+    """Seconds a client may stay over its frame budget before it is closed with 1008."""
     ping_interval: float = 30.0
     """Seconds of silence before the server pings a client."""
     ping_timeout: float = 30.0
@@ -147,7 +153,8 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             raise ConfigError(f"path must start with '/', got {self.path!r}")
         if not self.frame_id:
             raise ConfigError("frame_id must not be empty")
-        for name in ("deadman_timeout", "ping_interval", "ping_timeout", "rate_limit"):
+        for name in ("deadman_timeout", "ping_interval", "ping_timeout", "rate_limit", "frame_budget",
+                     "flood_close_after"):
             _require(name, getattr(self, name), lambda v: v > 0, "> 0")
         _require("rate_burst", self.rate_burst, lambda v: v >= 1, ">= 1")
         _require("republish_hz", self.republish_hz, lambda v: v >= 0, ">= 0")

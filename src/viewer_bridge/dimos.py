@@ -129,7 +129,7 @@ class RerunWebSocketServer(Module):  # type: ignore[misc]
 
     def _make_bridge(self) -> ThreadedServer:
         bridge = ThreadedServer(self.bridge_config)
-        # Subscribers run on the bridge's thread, in the order the bridge decided.
+        # Subscribers run on the bridge's subscriber thread, in the order the bridge decided.
         bridge.tele_cmd_vel.subscribe(lambda twist: self.tele_cmd_vel.publish(_to_dimos_twist(twist)))
         bridge.clicked_point.subscribe(lambda point: self.clicked_point.publish(_to_dimos_point(point)))
         return bridge
