@@ -43,7 +43,8 @@ except ModuleNotFoundError as exc:
         name=exc.name,
     ) from exc
 
-from viewer_bridge.config import BridgeConfig, field_docs, from_mapping
+from viewer_bridge import config as bridge_config
+from viewer_bridge.config import BridgeConfig, ConfigError
 from viewer_bridge.core import messages
 from viewer_bridge.server.threaded import RerunWebSocketServer as ThreadedServer
 
@@ -68,10 +69,24 @@ _OWN_FIELDS: Final = frozenset({"host", "port", "frame_id"})
 _BIND_WAIT: Final = 10.0
 
 
+def _descriptions() -> dict[str, str]:
+    """Each setting's help text: from ``msgspec.Meta(description=...)``, or the docstring under it."""
+    field_docs = getattr(bridge_config, "field_docs", None)
+    docs: dict[str, str] = dict(field_docs()) if callable(field_docs) else {}
+    info = msgspec.inspect.type_info(BridgeConfig)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for field in info.fields:
+        if isinstance(field.type, msgspec.inspect.Metadata) and field.type.extra_json_schema:
+            description = field.type.extra_json_schema.get("description")
+            if isinstance(description, str):
+                docs[field.name] = description
+    return docs
+
+
 def _bridge_fields() -> dict[str, Any]:
-    """Every BridgeConfig setting as a pydantic field, with its type, default and docstring."""
+    """Every BridgeConfig setting as a pydantic field, with its type, default and help text."""
     hints = typing.get_type_hints(BridgeConfig)
-    docs = field_docs()
+    docs = _descriptions()
     fields: dict[str, Any] = {}
     for info in msgspec.structs.fields(BridgeConfig):
         if info.name in _OWN_FIELDS:
@@ -144,7 +159,10 @@ class RerunWebSocketServer(Module):  # type: ignore[misc]
         values = {name: getattr(settings, name) for name in BridgeConfig.__struct_fields__ if name != "frame_id"}
         if settings.frame_id is not None:
             values["frame_id"] = settings.frame_id
-        return from_mapping(values, source=f"{type(self).__name__} config")
+        try:
+            return msgspec.convert(values, BridgeConfig)
+        except (msgspec.ValidationError, ConfigError) as exc:
+            raise ConfigError(f"{type(self).__name__} config: {exc}") from None
 
     @property
     def host(self) -> str:
