@@ -66,8 +66,9 @@ from viewer_bridge.bus.streams import Stream
 from viewer_bridge.bus.transports import Transport, create_transport
 from viewer_bridge.config import BridgeConfig, ConfigError, from_mapping
 from viewer_bridge.core.connection import Close, CloseCode, Connection, ConnectionLimits, Pong, Refusal
+from viewer_bridge.core.goals import goal_out_of_range
 from viewer_bridge.core.messages import Bool, Message, PointStamped, Twist
-from viewer_bridge.core.protocol import Click, Heartbeat, Stop, TwistCommand
+from viewer_bridge.core.protocol import Click, Heartbeat, Reason, Stop, TwistCommand
 from viewer_bridge.core.safety import TELE_CMD_VEL, Decision, Limits, Refused, SafetyController
 from viewer_bridge.core.topics import STREAM_TYPES, Topic, TopicMap
 from viewer_bridge.server.front import FrontDoor
@@ -294,7 +295,13 @@ class AsyncRerunWebSocketServer:
             deadman_timeout=config.deadman_timeout,
             republish_hz=config.republish_hz,
             limits=Limits.from_config(config),
+            announce_drive=config.stop_movement == "publish",
+            idle_stop=config.idle_stop == "publish",
         )
+        # The DimOS 0.0.15 compatibility profile (docs/dimos.md).
+        self._announce = config.stop_movement == "publish"
+        self._entity_frames = config.click_frame == "entity_path"
+        self._goal_limits = config.max_goal_distance is not None or config.max_goal_height is not None
         self.stats = BridgeStats()
         self.registry = make_registry(self)
         self.wall_clock: Callable[[], float] = time.time
@@ -722,8 +729,16 @@ class AsyncRerunWebSocketServer:
             stats.frames["click"] += 1
             click: Click = result  # type: ignore[assignment]
             assert click.z is not None  # the connection refuses 2D clicks
+            frame_id = click.entity_path if self._entity_frames and click.entity_path else self.config.frame_id
+            if self._goal_limits:
+                refused = goal_out_of_range(
+                    click.x, click.y, click.z, frame_id, self.config.max_goal_distance, self.config.max_goal_height
+                )
+                if refused is not None:
+                    self._refused(session, Refusal(Reason.GOAL_OUT_OF_RANGE, refused[1], refused[0]))
+                    return
             ts = click.timestamp_ms / 1000.0 if click.timestamp_ms else self.wall_clock()
-            self._publish("clicked_point", PointStamped(click.x, click.y, click.z, ts, self.config.frame_id))
+            self._publish("clicked_point", PointStamped(click.x, click.y, click.z, ts, frame_id))
         elif kind is Heartbeat:
             stats.frames["heartbeat"] += 1
             return
@@ -793,7 +808,7 @@ class AsyncRerunWebSocketServer:
             return
         mux = self.mux
         assert mux is not None
-        if outcome.stop_movement:
+        if outcome.stop_movement and self._announce:
             self._publish("stop_movement", Bool(True))
         if outcome.cmd_vel is not None:
             self._publish(mux.output_topic.stream, outcome.cmd_vel, expires)
