@@ -1,4 +1,4 @@
-"""The ``viewer-bridge`` command line: ``serve``, plus ``send``, ``teleop`` and ``listen`` from their modules.
+"""The ``viewer-bridge`` command line: ``serve``, ``token``, and ``send``, ``teleop``, ``listen`` from their modules.
 
 Every :class:`~viewer_bridge.config.BridgeConfig` setting is a ``serve`` flag
 (``max_linear_x`` -> ``--max-linear-x``); lists are repeatable flags. Flags
@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import secrets
 import signal
 import sys
 import typing
@@ -22,6 +23,9 @@ from viewer_bridge.bus import listen
 from viewer_bridge.bus.transports import TransportError
 from viewer_bridge.clients import send, teleop
 from viewer_bridge.config import BridgeConfig, ConfigError, field_docs, load_config, parse_remaps
+from viewer_bridge.core.auth import NAME_PATTERN
+from viewer_bridge.core.logsafe import escape
+from viewer_bridge.core.roles import Role
 from viewer_bridge.server.pump import AsyncRerunWebSocketServer, BindError, interface_addresses
 from viewer_bridge.version import __version__
 
@@ -30,7 +34,11 @@ __all__ = ["main"]
 log = logging.getLogger(__name__)
 
 # Settings that get a hand-written flag (repeatable or renamed) instead of a generated one.
-_SPECIAL: Final = {"transports", "allowed_origins", "zenoh_connect", "zenoh_listen", "remap", "log_level"}
+# ``tokens`` gets no flag at all: its secrets must not be in argv (use tokens_file or the TOML table).
+_SPECIAL: Final = {
+    "transports", "allowed_origins", "allowed_hosts", "zenoh_connect", "zenoh_listen", "remap", "log_level",
+    "tokens",
+}
 _HELP: Final = {
     "host": "address to bind (default 127.0.0.1; anything else needs a token or --insecure)",
     "port": "TCP port (default 3030; 0 picks a free one)",
@@ -68,6 +76,19 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class _TextFormatter(logging.Formatter):
+    """One record, one line: control characters in the message are escaped whoever logged it.
+
+    The bridge escapes what clients send where it logs it; this is the net
+    under that, for a library's message that quotes client input. A
+    traceback (the exception text) is still printed over several lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape(record.message)
+        return super().formatMessage(record)
+
+
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is at the time, so a replaced stderr never breaks logging."""
 
@@ -85,13 +106,14 @@ def setup_logging(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # picows logs every connection and handshake failure at INFO; the bridge
     # reports those itself, naming the client.
-    logging.getLogger("picows").setLevel(max(logging.WARNING, root.level))
+    for name in ("picows", "viewer_bridge.picows"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def _flag_type(annotation: Any) -> tuple[Any, dict[str, Any]]:
@@ -139,6 +161,13 @@ def add_serve_parser(sub: Any) -> None:
     parser.add_argument("--transport", dest="transports", action="append", help="lcm or zenoh (repeatable)")
     parser.add_argument(
         "--allowed-origin", dest="allowed_origins", action="append", help="extra allowed Origin (repeatable)"
+    )
+    parser.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        help="a host name clients may use for the bridge besides IP addresses, localhost and this machine's "
+        "name (repeatable; other Host headers get 403, against DNS rebinding)",
     )
     parser.add_argument("--zenoh-connect", action="append", help="Zenoh endpoint to connect to (repeatable)")
     parser.add_argument("--zenoh-listen", action="append", help="Zenoh endpoint to listen on (repeatable)")
@@ -215,6 +244,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(config))
 
 
+def add_token_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "token",
+        help="print a new random token",
+        description="Print a strong random token (256 bits, URL-safe). With --name, print a line for a "
+        "tokens_file: 'NAME ROLE SECRET'.",
+    )
+    parser.add_argument("--name", help="the token's name (shown in logs, /status and metrics)")
+    parser.add_argument(
+        "--role", choices=[role.value for role in Role], default=Role.DRIVE.value,
+        help="with --name: drive (default), stop (stop only) or view (status only)",
+    )
+    parser.set_defaults(func=cmd_token)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    secret = secrets.token_urlsafe(32)
+    if args.name is None:
+        print(secret)
+        return 0
+    if not NAME_PATTERN.match(args.name):
+        print(f"viewer-bridge: token name {args.name!r} must be 1-64 letters, digits, '.', '_' or '-'", file=sys.stderr)
+        return 2
+    print(f"{args.name} {args.role} {secret}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="viewer-bridge", description="Drive a robot from dimos-viewer, a browser or a terminal, safely."
@@ -222,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"viewer-bridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve_parser(sub)
+    add_token_parser(sub)
     # Client commands live beside what they drive; each adds its own subcommand.
     send.register(sub)
     teleop.register(sub)

@@ -8,6 +8,7 @@ back to a default on a robot.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import tomllib
@@ -17,6 +18,8 @@ from typing import Any, Final, Literal, Union
 
 import msgspec
 
+from viewer_bridge.core.auth import NamedToken, TokenTable
+from viewer_bridge.core.roles import Role
 from viewer_bridge.core.topics import TopicMap, mux_topics
 
 __all__ = ["BridgeConfig", "ConfigError", "load_config"]
@@ -29,6 +32,18 @@ LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 class ConfigError(ValueError):
     """A setting is unknown or has a bad value; the message names it."""
+
+
+class TokenSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One named token of the ``tokens`` table."""
+
+    role: Literal["drive", "stop", "view"]
+    """drive: every message; stop: stop only; view: status endpoints and status frames only."""
+    secret: str
+    """At least 16 characters (`viewer-bridge token` prints one)."""
+
+    def __repr__(self) -> str:
+        return f"TokenSpec(role={self.role!r}, secret=***)"
 
 
 class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -108,9 +123,35 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
 
     # -- security and limits ----------------------------------------------
     token: Union[str, None] = None
-    """Shared secret clients must present (?token=... or Authorization: Bearer ...)."""
+    """Shared secret clients must present (?token=... or Authorization: Bearer ...); at least 16 characters."""
     token_file: Union[str, None] = None
     """File holding the token (first line), so it stays out of argv and shell history."""
+    tokens: dict[str, TokenSpec] = {}
+    """Named tokens, each with a role, as a TOML table: [tokens.field-laptop] role = "drive", secret = "...".
+    Roles: drive (everything), stop (stop only), view (status only). The name, never the secret, shows in
+    logs, /status and metrics. Not settable on the command line (secrets stay out of argv)."""
+    tokens_file: Union[str, None] = None
+    """File of named tokens, one "name role secret" per line (# starts a comment)."""
+    allowed_hosts: list[str] = []
+    """Host names the bridge answers to besides IP addresses, localhost, the bind host and this machine's
+    own name; any other Host header gets 403 (DNS rebinding). ".example.org" allows its subdomains, "*" any."""
+    handshake_timeout: float = 10.0
+    """Seconds from accept until the request head (and, with TLS, the TLS handshake before it) is complete."""
+    max_pending_per_address: int = 32
+    """Connections one address may hold before its request is upgraded or answered; more are refused at
+    once. A browser opens at most six at a time."""
+    max_pending: int = 512
+    """Such connections from all addresses (lowered at start to fit the file-descriptor limit). Past it,
+    the oldest one of the address holding the most is dropped: an attacker's idle sockets make room."""
+    auth_failures: int = 10
+    """Wrong or missing tokens from one address within auth_window before its requests get 429."""
+    auth_window: float = 60.0
+    """Seconds over which auth_failures are counted; a braked address waits until its oldest leaves."""
+    host_rate_limit: Union[float, None] = None
+    """Messages per second from one address over all its connections; None: twice rate_limit, so a
+    browser tab plus the viewer on one machine never hit it; 0: off."""
+    host_rate_burst: Union[float, None] = None
+    """Depth of that per-address budget; None: twice rate_burst."""
     insecure: bool = False
     """Allow a non-loopback bind without a token (warns at start)."""
     allowed_origins: list[str] = []
@@ -184,10 +225,32 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
                 raise ConfigError(f"unknown transport {name!r}; choose from: {', '.join(TRANSPORT_NAMES)}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
+        self._check_security()
+
+    def _check_security(self) -> None:
+        try:
+            TokenTable(self.token, [NamedToken(n, Role(t.role), t.secret) for n, t in self.tokens.items()])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        _require("handshake_timeout", self.handshake_timeout, lambda v: v > 0, "> 0")
+        _require("auth_window", self.auth_window, lambda v: v > 0, "> 0")
+        for name in ("max_pending_per_address", "max_pending", "auth_failures"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.host_rate_limit is not None:
+            _require("host_rate_limit", self.host_rate_limit, lambda v: v >= 0, ">= 0 (0 turns it off)")
+        if self.host_rate_burst is not None:
+            _require("host_rate_burst", self.host_rate_burst, lambda v: v >= 1, ">= 1")
 
     @property
     def is_loopback(self) -> bool:
-        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+        """Whether ``host`` is a loopback address as written (names are resolved, and checked, by the server)."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     def resolved_token(self) -> str | None:
         """The token from ``token`` or ``token_file``; raises ConfigError if the file is unreadable."""
@@ -201,6 +264,10 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             token = text.strip().splitlines()[0].strip() if text.strip() else ""
             if not token:
                 raise ConfigError(f"token_file {self.token_file!r} is empty")
+            try:
+                TokenTable(token)
+            except ValueError as exc:
+                raise ConfigError(f"token_file {self.token_file!r}: {exc}") from None
             return token
         return None
 
@@ -280,6 +347,8 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
         name = key[len(ENV_PREFIX) :].lower()
         if name not in FIELDS:
             raise ConfigError(f"unknown environment variable {key}; known settings: {', '.join(sorted(FIELDS))}")
+        if name == "tokens":
+            raise ConfigError(f"{key}: the tokens table is set in a TOML file, or use VIEWER_BRIDGE_TOKENS_FILE")
         if name in _LIST_FIELDS:
             values[name] = [item.strip() for item in raw.split(",") if item.strip()]
         elif name == "remap":

@@ -55,6 +55,7 @@ class Reason:
     GOAL_OUT_OF_RANGE: Final = "goal_out_of_range"
     NOT_DRIVER: Final = "not_driver"
     RATE_LIMITED: Final = "rate_limited"
+    FORBIDDEN: Final = "forbidden"
 
 
 class ProtocolError(Exception):

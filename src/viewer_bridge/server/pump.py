@@ -65,13 +65,16 @@ from viewer_bridge.bus.outlet import Outlet
 from viewer_bridge.bus.streams import Stream
 from viewer_bridge.bus.transports import Transport, create_transport
 from viewer_bridge.config import BridgeConfig, ConfigError, from_mapping
+from viewer_bridge.core.auth import ANONYMOUS, Principal
 from viewer_bridge.core.connection import Close, CloseCode, Connection, ConnectionLimits, Pong, Refusal
 from viewer_bridge.core.goals import goal_out_of_range
+from viewer_bridge.core.logsafe import clean
 from viewer_bridge.core.messages import Bool, Message, PointStamped, Twist
 from viewer_bridge.core.protocol import Click, Heartbeat, Reason, Stop, TwistCommand
 from viewer_bridge.core.safety import TELE_CMD_VEL, Decision, Limits, Refused, SafetyController
 from viewer_bridge.core.topics import STREAM_TYPES, Topic, TopicMap
 from viewer_bridge.server.front import FrontDoor
+from viewer_bridge.server.hardening import AcceptErrors, PicowsLog, prepare
 from viewer_bridge.server.http import HttpRoutes
 from viewer_bridge.server.metrics import BridgeStats, make_registry
 from viewer_bridge.version import __version__
@@ -102,8 +105,6 @@ _CLOSE_REASONS: Final[dict[int, str]] = {
 _CLOSE_GRACE: Final = 1.0
 # How often the loop measures its own lag.
 _LAG_PERIOD: Final = 0.05
-# The WebSocket handshake (after TCP, and TLS) must finish within this.
-_HANDSHAKE_TIMEOUT: Final = 10.0
 _TEXT: Final = WSMsgType.TEXT
 
 
@@ -158,11 +159,20 @@ class _BoundedReads(WSProtocol):  # type: ignore[misc]
 class _Session(WSListener):
     """One WebSocket client: hands its frames to its :class:`Connection` and the result to the server."""
 
-    def __init__(self, server: AsyncRerunWebSocketServer, client_id: str, connection: Connection) -> None:
+    def __init__(
+        self,
+        server: AsyncRerunWebSocketServer,
+        client_id: str,
+        connection: Connection,
+        principal: Principal = ANONYMOUS,
+        account: str = "?",
+    ) -> None:
         super().__init__()
         self.server = server
         self.id = client_id
         self.peer = "?"
+        self.principal = principal
+        self.account = account  # the address (IPv6: /64) its host message budget is charged to
         self.label = f"? #{client_id}"
         self.conn = connection
         self.transport: WSTransport | None = None
@@ -239,6 +249,8 @@ class _Session(WSListener):
             "rejects": self.rejects,
             "paused": self.paused,
             "driver": driver == self.id,
+            "token": self.principal.name if self.principal.named else None,
+            "role": self.principal.role.value,
         }
 
 
@@ -313,6 +325,9 @@ class AsyncRerunWebSocketServer:
         self.bound_port: int | None = None
         self.state = ServerState.STOPPED
         self._http = HttpRoutes(self)
+        self._tls: ssl.SSLContext | None = None
+        self._picows_log: Any = logging.getLogger("viewer_bridge.picows")
+        self._accept_errors: AcceptErrors | None = None
         self._outlet: Outlet | None = None
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -355,27 +370,32 @@ class AsyncRerunWebSocketServer:
         # The loop's clock; asyncio's own loop.time() *is* time.monotonic(), called directly where it is
         # (it is read several times per message, and the method call costs more than the read).
         self.clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
-        self.token = config.resolved_token()
-        if not config.is_loopback and not self.token and not config.insecure:
+        # Tokens read, and the bind host resolved: loopback is decided by address, not by name.
+        security = await asyncio.to_thread(prepare, config)
+        self.token = security.shared_token
+        if not security.loopback and not security.tokens and not config.insecure:
             raise ConfigError(
-                f"refusing to listen on {config.host}:{config.port} without a token: anyone who can reach "
-                "that address could drive the robot. Set a token (--token-file FILE, or the "
-                "VIEWER_BRIDGE_TOKEN environment variable) and give clients ws://HOST:PORT/ws?token=..., "
-                "or pass --insecure to accept the risk."
+                f"refusing to listen on {config.host}:{config.port} ({', '.join(security.bind_addresses)}) "
+                "without a token: anyone who can reach that address could drive the robot. Set a token "
+                "(--token-file FILE, or the VIEWER_BRIDGE_TOKEN environment variable) and give clients "
+                "ws://HOST:PORT/ws?token=..., or pass --insecure to accept the risk."
             )
-        if not config.is_loopback and not self.token:
+        if not security.loopback and not security.tokens:
             log.warning(
                 "listening on %s without a token (--insecure): anyone who can reach this port can drive "
                 "the robot",
                 config.host,
             )
+        self._http.configure(security)
         ssl_context = await asyncio.to_thread(_tls_context, config) if config.tls_cert else None
+        self._tls = ssl_context
         self.secure = ssl_context is not None
         if config.web:
             from viewer_bridge.server.web import StaticFiles
 
-            static = await asyncio.to_thread(StaticFiles, config)
+            static = await asyncio.to_thread(StaticFiles, config, bool(security.tokens))
             self._http.static = static.respond
+            self._http.page_config = static.page_config
         for name in config.transports:
             transport = create_transport(name, config)
             self.transports.append(transport)
@@ -385,13 +405,14 @@ class AsyncRerunWebSocketServer:
         self._outlet.start()
         if self.mux is not None:
             self.mux.start(loop, self.transports, self._on_nav)
+        self._picows_log = PicowsLog(logging.getLogger("viewer_bridge.picows"), security.tokens.secrets, self.clock)
         try:
+            # The addresses that were checked, not the name again (it could resolve differently now).
+            # TLS is started by the front door, so its handshake counts against the pre-auth limits.
             self._server = await loop.create_server(
                 self._front_door,
-                config.host,
+                list(security.bind_addresses),
                 config.port,
-                ssl=ssl_context,
-                ssl_handshake_timeout=_HANDSHAKE_TIMEOUT if ssl_context is not None else None,
                 reuse_address=True,
             )
         except OSError as exc:
@@ -401,11 +422,15 @@ class AsyncRerunWebSocketServer:
         sockets = self._server.sockets
         self.bound_port = sockets[0].getsockname()[1] if sockets else config.port
         self._started_at = self.clock()
+        self._accept_errors = AcceptErrors(loop, self._http.shed, self.clock)
         self._lag_timer = loop.call_at(self.clock() + _LAG_PERIOD, self._measure_lag, self.clock() + _LAG_PERIOD)
         log.info("listening on %s", self.websocket_url())
 
     def _front_door(self) -> FrontDoor:
-        return FrontDoor(self._http, self._ws_protocol, _HANDSHAKE_TIMEOUT)
+        http = self._http
+        return FrontDoor(
+            http, self._ws_protocol, self.config.handshake_timeout, http.opened, http.closed, tls=self._tls
+        )
 
     def _ws_protocol(self, session: WSListener) -> WSProtocol:
         """picows's protocol for a connection the front door has vetted; ``session`` gets its frames."""
@@ -415,9 +440,9 @@ class AsyncRerunWebSocketServer:
             None,  # path (client side only)
             False,  # is_client_side
             lambda _request: session,
-            logging.getLogger("viewer_bridge.picows"),
+            self._picows_log,
             True,  # disconnect_on_exception
-            _HANDSHAKE_TIMEOUT,
+            config.handshake_timeout,
             True,  # enable_auto_ping: picows pings an idle client and drops it if no pong comes
             config.ping_interval,
             config.ping_timeout,
@@ -492,6 +517,10 @@ class AsyncRerunWebSocketServer:
     async def _teardown(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._accept_errors is not None:
+            self._accept_errors.remove()
+            self._accept_errors = None
+        self._http.stop()
         if self._outlet is not None:
             self._apply(self.safety.shutdown(self.clock()), self.clock())
         sessions = list(self._sessions.values())
@@ -556,10 +585,29 @@ class AsyncRerunWebSocketServer:
     def client_count(self) -> int:
         return len(self._sessions)
 
-    def new_session(self) -> _Session:
-        """A session for a request that passed the HTTP checks (called by the router)."""
+    def new_session(self, principal: Principal = ANONYMOUS, account: str = "?") -> _Session:
+        """A session for a request that passed the HTTP checks (called by the router).
+
+        ``principal`` is whose token it presented (its role decides what it may
+        send); ``account`` the address its messages are also counted against.
+        """
         client_id = f"{next(self._ids):04x}"
-        return _Session(self, client_id, Connection(self.limits, self.clock()))
+        now = self.clock()
+        connection = Connection(
+            self.limits,
+            now,
+            role=principal.role,
+            name=principal.name if principal.named else "",
+            host=self._http.guard.bucket(account, now),
+        )
+        return _Session(self, client_id, connection, principal, account)
+
+    def token_connections(self) -> dict[tuple[str, str], int]:
+        """Open WebSocket connections by token name and role (a metric's labels)."""
+        counts: Counter[tuple[str, str]] = Counter()
+        for session in self._sessions.values():
+            counts[(session.principal.name, session.principal.role.value)] += 1
+        return counts
 
     async def wait_delivered(self, timeout: float = 5.0) -> bool:
         """Wait until every message published so far has been handed to the in-process subscribers.
@@ -667,7 +715,8 @@ class AsyncRerunWebSocketServer:
         peer = transport.underlying_transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             session.peer = f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
-            session.label = f"{session.peer} #{session.id}"
+            named = session.principal.named
+            session.label = f"{session.peer} #{session.id}" + (f" ({session.principal.name})" if named else "")
         self._sessions[session.id] = session
         self.stats.connections_total += 1
         self.stats.connections_open = len(self._sessions)
@@ -676,6 +725,7 @@ class AsyncRerunWebSocketServer:
     def _session_closed(self, session: _Session) -> None:
         if self._sessions.pop(session.id, None) is None:
             return
+        self._http.guard.release(session.account)
         self.stats.connections_open = len(self._sessions)
         if session.paused:
             session.paused = False
@@ -719,7 +769,7 @@ class AsyncRerunWebSocketServer:
             stats.frames["twist"] += 1
             decision = self.safety.twist(session.id, result.to_twist(), now)  # type: ignore[attr-defined]
             if decision.refused is not None:
-                self._refused(session, Refusal(decision.refused, _SAFETY_DETAIL[decision.refused]))
+                self._refused(session, Refusal(decision.refused, self._safety_detail(decision.refused)))
                 return
             self._apply(decision, now)
         elif kind is Stop:
@@ -821,6 +871,14 @@ class AsyncRerunWebSocketServer:
         self._publish(mux.nav_cmd_vel.name, twist)
         self._mux_publish(mux.nav(twist, self.clock()), None)
 
+    def _safety_detail(self, refused: Refused) -> str:
+        if refused is Refused.NOT_DRIVER:
+            holder = self.safety.driver
+            driver = self._sessions.get(holder) if isinstance(holder, str) else None
+            if driver is not None and driver.principal.named:
+                return f"{driver.principal.name} is driving; wait for it to stop (or send 'stop')"
+        return _SAFETY_DETAIL[refused]
+
     def _label(self, client: object) -> str:
         session = self._sessions.get(client) if isinstance(client, str) else None
         return session.label if session is not None else f"#{client}"
@@ -862,7 +920,8 @@ class AsyncRerunWebSocketServer:
         if last is None or now - last >= _LOG_REPEAT_INTERVAL:
             suppressed = session.suppressed.pop(reason, 0)
             more = f" (+{suppressed} more since last logged)" if suppressed else ""
-            log.warning("client %s: rejected %s: %s%s", session.label, reason, detail, more)
+            # The detail may quote what the client sent (an entity_path): escaped, one line.
+            log.warning("client %s: rejected %s: %s%s", session.label, reason, clean(detail, 300), more)
             session.logged[reason] = now
         else:
             session.suppressed[reason] = session.suppressed.get(reason, 0) + 1
