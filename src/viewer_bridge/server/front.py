@@ -276,12 +276,11 @@ class FrontDoor(asyncio.BufferedProtocol):
     # -- for the router ---------------------------------------------------------------
 
     def drop(self) -> None:
-        """Abort this connection now (to make room for others); ``on_close`` follows."""
+        """Abort this connection now, to make room for others (``on_close`` is called at once)."""
         self._decide()
         if self._raw is not None:
             self._raw.abort()
-        else:
-            self._release()
+        self._release()
 
     # -- internals ----------------------------------------------------------------
 

@@ -6,7 +6,9 @@
   resolves to is what counts); the server then binds exactly the addresses
   that were checked, so a name that resolves differently a moment later
   changes nothing. It reads the tokens, and sizes the pre-auth connection cap
-  to the process's file-descriptor limit.
+  to the process's file-descriptor limit. :func:`deepen_accept_queue` gives
+  the listening sockets a long kernel queue, so a flood of connections does
+  not make the kernel drop a viewer's.
 * :class:`AcceptErrors` is installed as the event loop's exception handler
   while the server runs. At the descriptor limit ``accept()`` fails with
   EMFILE and asyncio reports it, with a traceback, every time it retries;
@@ -39,10 +41,18 @@ from viewer_bridge.core.auth import NamedToken, TokenTable, parse_tokens_file
 from viewer_bridge.core.logsafe import Throttle, clean, scrub
 from viewer_bridge.core.roles import Role
 
-__all__ = ["AcceptErrors", "PicowsLog", "SecuritySetup", "prepare"]
+__all__ = ["ACCEPT_BATCH", "AcceptErrors", "PicowsLog", "SecuritySetup", "deepen_accept_queue", "prepare"]
 
 log = logging.getLogger(__name__)
 
+# asyncio accepts up to its ``backlog`` connections per loop turn, each a new
+# descriptor before any protocol has seen it: this bounds that burst. The
+# kernel's queue is made longer separately (deepen_accept_queue).
+ACCEPT_BATCH: Final = 32
+# A connection refused or dropped at the front door gives its descriptor back
+# three loop turns after it was accepted (task, connection_made, close), with
+# a new batch accepted on each turn: descriptors in flight, with a margin.
+_IN_FLIGHT: Final = 6 * ACCEPT_BATCH
 # Descriptors kept free for what is not a client: the listening sockets, bus
 # transports, the event loop's own, files opened while running.
 _FD_RESERVE: Final = 64
@@ -99,7 +109,7 @@ def prepare(config: BridgeConfig) -> SecuritySetup:
     fd_limit = _fd_limit()
     max_pending = config.max_pending
     if fd_limit is not None:
-        room = fd_limit - _open_fds() - config.max_connections - _FD_RESERVE
+        room = fd_limit - _open_fds() - config.max_connections - _FD_RESERVE - _IN_FLIGHT
         if room < max_pending:
             max_pending = max(_MIN_PENDING, room)
             log.info(
@@ -115,6 +125,19 @@ def prepare(config: BridgeConfig) -> SecuritySetup:
         max_pending=max_pending,
         fd_limit=fd_limit,
     )
+
+
+def deepen_accept_queue(server: asyncio.Server) -> None:
+    """Let the kernel queue up to ``SOMAXCONN`` connections for ``server`` (asyncio listens with its batch size).
+
+    A connection flood fills a short queue, and the kernel then drops a
+    viewer's SYN, which it resends only after a second; a long queue is
+    drained at once instead, the flood's connections refused per address.
+    """
+    for listening in server.sockets:
+        # A duplicate descriptor of the same socket: listen() on it changes the one queue they share.
+        with socket.fromfd(listening.fileno(), listening.family, listening.type) as same:
+            same.listen(socket.SOMAXCONN)
 
 
 def resolve_bind(host: str, port: int) -> tuple[str, ...]:

@@ -46,7 +46,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from picows import (
@@ -74,7 +74,7 @@ from viewer_bridge.core.protocol import Click, Heartbeat, Reason, Stop, TwistCom
 from viewer_bridge.core.safety import TELE_CMD_VEL, Decision, Limits, Refused, SafetyController
 from viewer_bridge.core.topics import STREAM_TYPES, Topic, TopicMap
 from viewer_bridge.server.front import FrontDoor
-from viewer_bridge.server.hardening import AcceptErrors, PicowsLog, prepare
+from viewer_bridge.server.hardening import ACCEPT_BATCH, AcceptErrors, PicowsLog, deepen_accept_queue, prepare
 from viewer_bridge.server.http import HttpRoutes
 from viewer_bridge.server.metrics import BridgeStats, make_registry
 from viewer_bridge.version import __version__
@@ -128,6 +128,10 @@ class BridgeSnapshot:
     http_refused: dict[int, int]
     deliveries: dict[tuple[str, str], tuple[int, int]]
     """``(stream, transport) -> (delivered, failed)`` for every bus transport."""
+    preauth_dropped: dict[str, int] = field(default_factory=dict)
+    """Connections dropped before a complete request: ``per_address``, ``evicted``, ``shed``."""
+    auth_failures: int = 0
+    """Requests with a wrong or missing token."""
 
 
 class BindError(OSError):
@@ -414,11 +418,13 @@ class AsyncRerunWebSocketServer:
                 list(security.bind_addresses),
                 config.port,
                 reuse_address=True,
+                backlog=ACCEPT_BATCH,
             )
         except OSError as exc:
             raise BindError(
                 exc.errno, f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
             ) from None
+        deepen_accept_queue(self._server)
         sockets = self._server.sockets
         self.bound_port = sockets[0].getsockname()[1] if sockets else config.port
         self._started_at = self.clock()
@@ -691,6 +697,8 @@ class AsyncRerunWebSocketServer:
             published=Counter(stats.published),
             http_refused=Counter(stats.http_refused),
             deliveries=self._deliveries(),
+            preauth_dropped=Counter(stats.preauth_refused),
+            auth_failures=stats.auth_failures,
         )
 
     def _deliveries(self) -> dict[tuple[str, str], tuple[int, int]]:
