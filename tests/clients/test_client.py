@@ -411,7 +411,8 @@ def test_blocking_client_callbacks_and_connect_errors(bridge_factory: BridgeFact
     client.close()
 
     seen: list[Any] = []
-    client = ViewerClient(server.websocket_url(), token="t-0123456789abcdef", on_error=seen.append, on_state=seen.append)
+    token = "t-0123456789abcdef"
+    client = ViewerClient(server.websocket_url(), token=token, on_error=seen.append, on_state=seen.append)
     client.start()
     client.wait_connected(5)
     client.send_raw("[]")

@@ -12,6 +12,7 @@ import json
 import socket
 
 import pytest
+
 from tests.conftest import BridgeFactory
 from tests.security.conftest import get, http, upgrade_request
 
