@@ -171,7 +171,7 @@ class HttpRoutes:
             )
         if request.method not in _READ_METHODS:
             return self.refuse(
-                405, f"{clean(request.method, 16)} is not supported at {clean(path, 100)}", request,
+                405, f"{clean(request.method, 16)} is not supported at {self._shown(path)}", request,
                 {"Allow": "GET, HEAD"},
             )
         if path in _AUTHENTICATED:
@@ -193,7 +193,7 @@ class HttpRoutes:
             if found is not None:
                 body, response_headers = found
                 return Response(200, body, response_headers)
-        return self.refuse(404, f"nothing at {clean(path, 100)}; the viewer endpoint is {config.path}", request)
+        return self.refuse(404, f"nothing at {self._shown(path)}; the viewer endpoint is {config.path}", request)
 
     def _upgrade(self, request: Request, path: str, query: dict[str, list[str]]) -> Response | Upgrade:
         server = self._server
@@ -201,7 +201,7 @@ class HttpRoutes:
         headers = request.headers
         if path != config.path:
             return self.refuse(
-                404, f"nothing to upgrade at {clean(path, 100)}; the viewer endpoint is {config.path}", request
+                404, f"nothing to upgrade at {self._shown(path)}; the viewer endpoint is {config.path}", request
             )
         if request.method != "GET":
             return self.refuse(405, "a WebSocket upgrade is a GET", request, {"Allow": "GET"})
@@ -226,6 +226,10 @@ class HttpRoutes:
             )
         address = request.peer[0] if request.peer is not None else "?"
         return Upgrade(server.new_session(principal, peer_of(address)))
+
+    def _shown(self, path: str) -> str:
+        """A client's path as it may appear in a reason (which is also logged): redacted, escaped, short."""
+        return redact_target(path, self.tokens.secrets, limit=100)
 
     def _authenticate(self, request: Request, query: Mapping[str, list[str]]) -> Principal | Response:
         """Whose token the request carries; or the 401/429 to answer."""
