@@ -142,6 +142,8 @@ def _help(name: str, docs: dict[str, str]) -> str:
 def add_serve_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "serve",
+        # No abbreviations: "--tokens SECRET..." must not be taken for --tokens-file (secrets stay out of argv).
+        allow_abbrev=False,
         help="run the bridge",
         description="Accept dimos-viewer (and browser/terminal clients) and publish what they send.",
     )
@@ -224,7 +226,7 @@ async def _serve(config: BridgeConfig) -> int:
         print(f"viewer-bridge: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, (BindError, TransportError)) else 2
     try:
-        for line in banner(server, server.token is not None):
+        for line in banner(server, server.auth_required):
             print(line, file=sys.stderr)
         sys.stderr.flush()
         await stop.wait()

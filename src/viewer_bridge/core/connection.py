@@ -308,7 +308,7 @@ class Connection:
         self._state = _State.OPEN
         self._over_since: float | None = None
         self._told_rate_limited = -math.inf
-        self._told_forbidden = -math.inf
+        self._told_forbidden: dict[str, float] = {}
         self.pause_until: float | None = None
         self.frames = 0
         self.dropped = 0
@@ -445,9 +445,11 @@ class Connection:
         )
 
     def _forbidden(self, kind: str, now: float) -> Refusal:
-        tell = now - self._told_forbidden >= 1.0
+        # Told once a second per kind of message: a held key on a view-only page must not flood it.
+        told = self._told_forbidden
+        tell = now - told.get(kind, -math.inf) >= 1.0
         if tell:
-            self._told_forbidden = now
+            told[kind] = now
         permitted = PERMITTED[self.role] or _KINDS
         may = ", ".join(k for k in _KINDS if k in permitted and k != "heartbeat") or "no commands"
         who = f"token {self.name!r} has" if self.name else "this connection has"

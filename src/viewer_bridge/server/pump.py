@@ -588,6 +588,11 @@ class AsyncRerunWebSocketServer:
     # -- state for HTTP, metrics and tests ----------------------------------
 
     @property
+    def auth_required(self) -> bool:
+        """Whether clients must present a token (the shared one or a named one); known once started."""
+        return bool(self._http.tokens)
+
+    @property
     def client_count(self) -> int:
         return len(self._sessions)
 
