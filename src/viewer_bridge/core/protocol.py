@@ -24,6 +24,7 @@ import msgspec
 from viewer_bridge.core.messages import Twist, Vector3
 
 __all__ = [
+    "MESSAGE_TYPES",
     "Axes",
     "Click",
     "ErrorFrame",
@@ -229,7 +230,7 @@ class EstopClear(msgspec.Struct, tag_field="type", tag="estop_clear", frozen=Tru
 
 Event = Union[Click, TwistCommand, Stop, Heartbeat, Estop, EstopClear]
 
-_KNOWN_TYPES: Final = ("click", "twist", "stop", "heartbeat", "estop", "estop_clear")
+MESSAGE_TYPES: Final = ("click", "twist", "stop", "heartbeat", "estop", "estop_clear")
 _decoder: Final = msgspec.json.Decoder(Event)
 
 
@@ -312,10 +313,10 @@ def _diagnose(data: bytes | str) -> ProtocolError:
     if "type" not in obj:
         return ProtocolError(Reason.MISSING_TYPE, "message has no 'type' field", "type")
     kind = obj["type"]
-    if kind not in _KNOWN_TYPES:
+    if kind not in MESSAGE_TYPES:
         return ProtocolError(
             Reason.UNKNOWN_TYPE,
-            f"unknown message type {_shorten(kind)}; expected one of {', '.join(_KNOWN_TYPES)}",
+            f"unknown message type {_shorten(kind)}; expected one of {', '.join(MESSAGE_TYPES)}",
             "type",
         )
     if constants:
