@@ -119,7 +119,7 @@ class Recorder:
         self._server = server
         self._lock = threading.Lock()
         self._items: list[tuple[str, Any, float]] = []
-        for name in ("tele_cmd_vel", "clicked_point", "stop_movement"):
+        for name in ("tele_cmd_vel", "clicked_point", "stop_movement", "estop"):
             getattr(server, name).subscribe(lambda msg, name=name: self._add(name, msg))
 
     def _add(self, stream: str, message: Any) -> None:

@@ -865,7 +865,13 @@ class AsyncRerunWebSocketServer:
     def _apply(self, decision: Decision, now: float) -> None:
         """Publish what the safety controller decided, feed the mux, log lease changes, keep the timer."""
         publish = decision.publish
-        if len(publish) == 1 and self.mux is None and decision.started is None and decision.ended is None:
+        if (
+            len(publish) == 1
+            and self.mux is None
+            and decision.started is None
+            and decision.ended is None
+            and publish[0][0] == TELE_CMD_VEL
+        ):
             # The common case, a driver's next command, without the general path's bookkeeping.
             stream, message = publish[0]
             outlet = self._outlet
