@@ -85,6 +85,13 @@ class RawClient:
             length = struct.unpack("!Q", self._read(8))[0]
         return opcode, self._read(length)
 
+    def read_until(self, opcode: int) -> bytes:
+        """The payload of the next frame with ``opcode``, skipping others (status frames, the bridge's pings)."""
+        while True:
+            got, payload = self.read_frame()
+            if got == opcode:
+                return payload
+
     def read_close(self) -> int | None:
         """Read until the server's close frame; its code (None if the connection ended without one)."""
         try:

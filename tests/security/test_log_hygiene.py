@@ -13,7 +13,7 @@ import re
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import wait_until
+from tests.conftest import recv_json, wait_until
 from tests.raw_ws import RawClient
 from tests.security.conftest import TOKEN, ChildBridge, get, http, upgrade_request
 
@@ -45,9 +45,9 @@ def hostile_session(port: int) -> None:
     # An entity_path with terminal escapes and a newline, in a message the bridge refuses (and logs).
     with connect(f"ws://127.0.0.1:{port}/ws?token={TOKEN}", open_timeout=5) as ws:
         ws.send(json.dumps({"type": "click", "x": 1, "y": 2, "entity_path": "/world\x1b[2J\n" + FORGED}))
-        assert json.loads(ws.recv(timeout=5))["reason"] == "click_not_3d"
+        assert recv_json(ws)["reason"] == "click_not_3d"
         ws.send(json.dumps({"type": "unknown\x1b[31m\n" + FORGED}))
-        assert json.loads(ws.recv(timeout=5))["reason"] == "unknown_type"
+        assert recv_json(ws)["reason"] == "unknown_type"
     # A frame picows itself refuses (and logs): unmasked.
     with RawClient(port, path=f"/ws?token={TOKEN}") as raw:
         raw.send(b"\x81\x05hello")

@@ -166,3 +166,27 @@ def test_a_toml_tokens_table(child_bridge: type[ChildBridge], tmp_path: Path) ->
         connect(f"ws://127.0.0.1:{bridge.port}/ws?token=not-{WALL}", open_timeout=5)
     bridge.stop()
     assert "wall-display" in bridge.text and WALL not in bridge.text
+
+
+def test_the_estop_by_role_over_websocket_and_http(bridge_factory: BridgeFactory) -> None:
+    from tests.server.test_operator import post
+
+    server, rec = bridge_factory(tokens=TOKENS)
+    with as_(server, WALL) as wall:
+        wall.send('{"type":"estop","reason":"from the wall"}')
+        assert recv_json(wall)["reason"] == "forbidden"
+    status, body = post(server.http_url("/estop"), b'{"reason":"wall"}', WALL)
+    assert status == 403 and "may not estop" in body["reason"]
+    assert rec.of("estop") == []
+    # The safety officer's panel may latch it, and is named as the one who did.
+    with as_(server, OFFICER) as officer:
+        officer.send('{"type":"estop","reason":"person in the aisle"}')
+        wait_until(lambda: rec.of("estop") != [], what="the latch")
+    with as_(server, LAPTOP) as laptop:
+        laptop.send(twist(linear_x=0.5))
+        error = recv_json(laptop)
+        assert error["reason"] == "estopped" and "latched by safety-officer" in error["detail"]
+    status, body = post(server.http_url("/estop/clear"), b"", OFFICER)
+    assert status == 200 and body == {"estop": None}
+    status, body = post(server.http_url("/estop"), b"", DESK)
+    assert status == 200 and body["estop"]["by"] == "http:ops-desk"

@@ -56,6 +56,7 @@ import msgspec
 
 from viewer_bridge.core.protocol import (
     Click,
+    Estop,
     Event,
     ProtocolError,
     Reason,
@@ -68,6 +69,7 @@ from viewer_bridge.core.ratelimit import TokenBucket
 from viewer_bridge.core.roles import PERMITTED, Role, may_send
 
 __all__ = [
+    "Answered",
     "Close",
     "CloseCode",
     "Connection",
@@ -129,6 +131,12 @@ class Pong(msgspec.Struct, frozen=True, gc=False):
     payload: bytes
 
 
+class Answered(msgspec.Struct, frozen=True, gc=False):
+    """The client answered a ping of ours with this payload (the server measures its round trip)."""
+
+    payload: bytes
+
+
 class Close(msgspec.Struct, frozen=True, gc=False):
     """Send a close frame with ``code`` and ``reason`` and end the connection.
 
@@ -142,7 +150,7 @@ class Close(msgspec.Struct, frozen=True, gc=False):
     answered: bool = False
 
 
-Result = Union[Event, Refusal, Pong, Close, None]
+Result = Union[Event, Refusal, Pong, Answered, Close, None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +279,7 @@ class Connection:
         "_over_since",
         "_restricted",
         "_state",
-        "_told_forbidden",
-        "_told_rate_limited",
+        "_told",
         "_work",
         "dropped",
         "frames",
@@ -307,8 +314,7 @@ class Connection:
         self._max_size = limits.max_message_size
         self._state = _State.OPEN
         self._over_since: float | None = None
-        self._told_rate_limited = -math.inf
-        self._told_forbidden: dict[str, float] = {}
+        self._told: dict[str, float] = {}
         self.pause_until: float | None = None
         self.frames = 0
         self.dropped = 0
@@ -398,7 +404,7 @@ class Connection:
             tag = kind.__struct_config__.tag
             if not may_send(self.role, str(tag)):
                 return self._forbidden(str(tag), now)
-        if kind is Stop or (kind is TwistCommand and _is_zero(event)):  # type: ignore[arg-type]
+        if kind is Stop or kind is Estop or (kind is TwistCommand and _is_zero(event)):  # type: ignore[arg-type]
             # Never limited: a client's own rate must not keep its robot moving.
             return event
         if not self._allow(now):
@@ -414,6 +420,13 @@ class Connection:
             )
         return event
 
+    def tell_once(self, reason: str, now: float) -> bool:
+        """Whether to send a refusal for ``reason`` now: a repeated one is told at most once a second."""
+        if now - self._told.get(reason, -math.inf) >= 1.0:
+            self._told[reason] = now
+            return True
+        return False
+
     def _allow_both(self, now: float) -> bool:
         """The message budget with a shared per-address bucket: a message spends from both."""
         if not self._messages.allow(now):
@@ -428,9 +441,7 @@ class Connection:
 
     def _rate_limited(self, now: float) -> Refusal:
         self.dropped += 1
-        tell = now - self._told_rate_limited >= 1.0
-        if tell:
-            self._told_rate_limited = now
+        tell = self.tell_once(Reason.RATE_LIMITED, now)
         if self._host_limited and self._host is not None:
             what = (
                 f"more than {self._host.rate:g} messages/s (burst {self._host.burst:g}) from your address, "
@@ -446,10 +457,7 @@ class Connection:
 
     def _forbidden(self, kind: str, now: float) -> Refusal:
         # Told once a second per kind of message: a held key on a view-only page must not flood it.
-        told = self._told_forbidden
-        tell = now - told.get(kind, -math.inf) >= 1.0
-        if tell:
-            told[kind] = now
+        tell = self.tell_once(f"{Reason.FORBIDDEN}:{kind}", now)
         permitted = PERMITTED[self.role] or _KINDS
         may = ", ".join(k for k in _KINDS if k in permitted and k != "heartbeat") or "no commands"
         who = f"token {self.name!r} has" if self.name else "this connection has"
@@ -463,7 +471,7 @@ class Connection:
         if opcode == Opcode.PING:
             return Pong(payload)
         if opcode == Opcode.PONG:
-            return None
+            return Answered(payload) if payload else None
         if opcode == Opcode.CLOSE:
             self._state = _State.CLOSED
             if len(payload) >= 2:

@@ -52,6 +52,8 @@ from viewer_bridge.core.auth import (
 )
 from viewer_bridge.core.logsafe import Throttle, clean, redact_target
 from viewer_bridge.core.peers import PeerGuard, peer_of
+from viewer_bridge.core.protocol import MAX_REASON
+from viewer_bridge.core.roles import may_send
 from viewer_bridge.server.front import FrontDoor, Request, Response, Upgrade
 from viewer_bridge.server.metrics import render_metrics
 
@@ -169,6 +171,8 @@ class HttpRoutes:
             return self.refuse(
                 426, "this is the WebSocket endpoint: upgrade to websocket", request, {"Upgrade": "websocket"}
             )
+        if path in ("/estop", "/estop/clear"):
+            return self._estop(request, path, query)
         if request.method not in _READ_METHODS:
             return self.refuse(
                 405, f"{clean(request.method, 16)} is not supported at {self._shown(path)}", request,
@@ -253,6 +257,39 @@ class HttpRoutes:
             self._server.stats.auth_failures += 1
             return self.refuse(401, "missing or wrong token", request, {"WWW-Authenticate": "Bearer"})
         return principal
+
+    def _estop(self, request: Request, path: str, query: Mapping[str, list[str]]) -> Response:
+        """``POST /estop`` (optional JSON body ``{"reason": ...}``) latches; ``POST /estop/clear`` releases."""
+        server = self._server
+        target = request
+        if request.method != "POST":
+            return self.refuse(405, f"{path} takes POST", target, {"Allow": "POST"})
+        principal = self._authenticate(request, query)
+        if isinstance(principal, Response):
+            return principal
+        kind = "estop" if path == "/estop" else "estop_clear"
+        if not may_send(principal.role, kind):
+            return self.refuse(
+                403, f"token {principal.name!r} has role {principal.role.value!r}, which may not {path[1:]}", target
+            )
+        who = f"http:{principal.name}" if principal.named else f"http:{request.peer[0]}" if request.peer else "http"
+        now = server.clock()
+        if path == "/estop":
+            reason: str | None = None
+            if request.body.strip():
+                try:
+                    body = json.loads(request.body)
+                except (ValueError, UnicodeDecodeError):
+                    return self.refuse(400, 'the body must be JSON: {"reason": "..."} (or empty)', target)
+                reason = body.get("reason") if isinstance(body, dict) else None
+                if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
+                    return self.refuse(400, f"reason must be a string of at most {MAX_REASON} characters", target)
+            server.latch_estop(who, reason, now)
+        else:
+            server.clear_estop(who, now)
+        latch = server.safety.estop
+        state = None if latch is None else {"by": latch.by, "at": latch.at, "reason": latch.reason}
+        return Response(200, _json({"estop": state}), _no_store(_JSON))
 
     def refuse(
         self, status: int, why: str, request: Request | str, headers: dict[str, str] | None = None

@@ -19,9 +19,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from viewer_bridge.core.protocol import MESSAGE_TYPES
+
 if TYPE_CHECKING:  # pragma: no cover
     from viewer_bridge.bus.lanes import Lane
     from viewer_bridge.core.safety import SafetyController
+    from viewer_bridge.server.status import StatusBoard
 
 __all__ = ["LAG_BUCKETS", "LATENCY_BUCKETS", "BridgeStats", "Histogram", "make_registry", "render_metrics"]
 
@@ -74,7 +77,7 @@ class BridgeStats:
         # oldest of the heaviest address, at max_pending), shed (accept() ran out of descriptors).
         self.preauth_refused: Counter[str] = Counter()
         self.auth_failures = 0  # requests with a wrong or missing token
-        self.frames: dict[str, int] = dict.fromkeys(("click", "twist", "stop", "heartbeat"), 0)  # by type
+        self.frames: dict[str, int] = dict.fromkeys(MESSAGE_TYPES, 0)  # by type
         self.rejects: Counter[str] = Counter()  # by reason
         # Messages handed to the outlet, by stream (each destination counts its own deliveries).
         self.published: Counter[str] = Counter()
@@ -94,6 +97,13 @@ class _Source(Protocol):
     def safety(self) -> SafetyController: ...
 
     def metric_lanes(self) -> list[Lane]: ...
+
+    def metric_links(self) -> list[tuple[str, float | None, float | None]]:
+        """(client name, round trip in seconds, speed factor) for every client."""
+        ...
+
+    @property
+    def status(self) -> StatusBoard: ...
 
     def watchdog_zeros(self) -> int: ...
 
@@ -143,7 +153,7 @@ class _StatsCollector(Collector):
             by_token.add_metric([name, role], n)
         yield by_token
         frames = CounterMetricFamily("viewer_bridge_frames", "Valid messages received, by type", labels=["type"])
-        for kind in ("click", "twist", "stop", "heartbeat"):
+        for kind in MESSAGE_TYPES:
             frames.add_metric([kind], s.frames.get(kind, 0))
         yield frames
         rejects = CounterMetricFamily("viewer_bridge_rejects", "Messages refused, by reason", labels=["reason"])
@@ -199,6 +209,26 @@ class _StatsCollector(Collector):
             value=source.watchdog_zeros(),
         )
         yield CounterMetricFamily("viewer_bridge_lease_changes", "Driver lease changes", value=safety.lease_changes)
+        yield GaugeMetricFamily(
+            "viewer_bridge_estop_latched", "1 while the e-stop is latched", value=0 if safety.estop is None else 1
+        )
+        yield CounterMetricFamily(
+            "viewer_bridge_status_frames", "Status frames sent to clients", value=source.status.frames_sent
+        )
+        rtt = GaugeMetricFamily(
+            "viewer_bridge_client_rtt_seconds", "Each client's last measured round trip", labels=["client"]
+        )
+        factor = GaugeMetricFamily(
+            "viewer_bridge_client_speed_factor",
+            "The speed factor each client's link allows (0: too slow to drive)",
+            labels=["client"],
+        )
+        for name, seconds, allowed in source.metric_links():
+            if seconds is not None:
+                rtt.add_metric([name], seconds)
+            factor.add_metric([name], 0.0 if allowed is None else allowed)
+        yield rtt
+        yield factor
         yield s.latency.family(
             "viewer_bridge_publish_latency_seconds", "Time from a message's arrival to the end of its handling"
         )
