@@ -180,7 +180,7 @@ def render_markdown(results: dict[str, Any], plot_name: str | None = "performanc
     settings = [
         f"- {v['label']} ran with `{' '.join(v['args'])}`"
         + (
-            ": DimOS has no per-client rate limit and no connection cap, so the bridge's "
+            ": DimOS has no per-client or per-host rate limit and no connection caps, so the bridge's "
             "are lifted to compare like with like."
             if "rate_limit=1e9" in v["args"]
             else "."

@@ -35,18 +35,6 @@ class ConfigError(ValueError):
     """A setting is unknown or has a bad value; the message names it."""
 
 
-class TokenSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """One named token of the ``tokens`` table."""
-
-    role: Literal["drive", "stop", "view"]
-    """drive: every message; stop: stop only; view: status endpoints and status frames only."""
-    secret: str
-    """At least 16 characters (`viewer-bridge token` prints one)."""
-
-    def __repr__(self) -> str:
-        return f"TokenSpec(role={self.role!r}, secret=***)"
-
-
 class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     # -- where to listen --------------------------------------------------
     host: str = "127.0.0.1"
@@ -142,7 +130,7 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     """Shared secret clients must present (?token=... or Authorization: Bearer ...); at least 16 characters."""
     token_file: Union[str, None] = None
     """File holding the token (first line), so it stays out of argv and shell history."""
-    tokens: dict[str, TokenSpec] = {}
+    tokens: dict[str, dict[str, str]] = {}
     """Named tokens, each with a role, as a TOML table: [tokens.field-laptop] role = "drive", secret = "...".
     Roles: drive (everything), stop (stop only), view (status only). The name, never the secret, shows in
     logs, /status and metrics. Not settable on the command line (secrets stay out of argv)."""
@@ -251,7 +239,7 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
 
     def _check_security(self) -> None:
         try:
-            TokenTable(self.token, [NamedToken(n, Role(t.role), t.secret) for n, t in self.tokens.items()])
+            TokenTable(self.token, self.named_tokens())
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         _require("handshake_timeout", self.handshake_timeout, lambda v: v > 0, "> 0")
@@ -263,6 +251,19 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             _require("host_rate_limit", self.host_rate_limit, lambda v: v >= 0, ">= 0 (0 turns it off)")
         if self.host_rate_burst is not None:
             _require("host_rate_burst", self.host_rate_burst, lambda v: v >= 1, ">= 1")
+
+    def named_tokens(self) -> list[NamedToken]:
+        """The ``tokens`` table as entries; raises ConfigError naming a malformed one (never its secret)."""
+        entries: list[NamedToken] = []
+        for name, spec in self.tokens.items():
+            if set(spec) != {"role", "secret"}:
+                raise ConfigError(f"tokens.{name} must have exactly 'role' and 'secret', got {sorted(spec)}")
+            if spec["role"] not in Role.__members__.values():
+                raise ConfigError(
+                    f"tokens.{name}.role must be one of {', '.join(r.value for r in Role)}, got {spec['role']!r}"
+                )
+            entries.append(NamedToken(name, Role(spec["role"]), spec["secret"]))
+        return entries
 
     def link(self) -> LinkLimits:
         """The link_* settings as the link monitor takes them."""

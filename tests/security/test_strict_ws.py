@@ -130,3 +130,12 @@ def test_an_upgrade_without_connection_upgrade_gets_400(bridge_factory: BridgeFa
     port = server.bound_port or 0
     request = upgrade_request("/ws", f"127.0.0.1:{port}").replace("Connection: Upgrade\r\n", "Connection: close\r\n")
     assert http(port, request).status == 400
+
+
+@pytest.mark.parametrize("connection", ["Upgrade", "upgrade", "keep-alive, Upgrade", "Upgrade, keep-alive"])
+def test_connection_is_a_list_of_tokens(bridge_factory: BridgeFactory, connection: str) -> None:
+    # Firefox sends "Connection: keep-alive, Upgrade" (RFC 9110 section 7.6.1: a list); picows alone refuses it.
+    server, _ = bridge_factory()
+    port = server.bound_port or 0
+    request = upgrade_request("/ws", f"127.0.0.1:{port}").replace("Connection: Upgrade", f"Connection: {connection}")
+    assert http(port, request, head_only=True).status == 101

@@ -255,7 +255,7 @@ class FrontDoor(asyncio.BufferedProtocol):
             )
             decision = Response(500, b"internal error\n")
         if isinstance(decision, Upgrade):
-            self._hand_over(data[: end + 4], rest, decision)
+            self._hand_over(_upgrade_head(request), rest, decision)
         else:
             self._answer(decision, head_only=request.method == "HEAD")
 
@@ -340,6 +340,22 @@ class FrontDoor(asyncio.BufferedProtocol):
         self._body = body if body is not None and len(body) else None
         if self._body is None:
             transport.close()  # after what is queued has been sent
+
+
+def _upgrade_head(request: Request) -> bytes:
+    """The request head picows is given: only what it needs, in the one form it accepts.
+
+    The router has checked the upgrade (method, ``Connection``, key, version)
+    already. picows wants ``Connection`` to be exactly ``Upgrade``, which
+    refuses Firefox's ``keep-alive, Upgrade`` (RFC 9110 section 7.6.1 makes it
+    a list), so it is handed a canonical head instead of the client's.
+    """
+    headers = request.headers
+    return (
+        f"GET {request.target} HTTP/1.1\r\nHost: {headers.get('host', '')}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {headers.get('sec-websocket-key', '')}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode("latin-1")
 
 
 def _feed(protocol: Any, data: bytes) -> None:

@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from viewer_bridge.config import BridgeConfig, ConfigError
-from viewer_bridge.core.auth import NamedToken, TokenTable, parse_tokens_file
+from viewer_bridge.core.auth import TokenTable, parse_tokens_file
 from viewer_bridge.core.logsafe import Throttle, clean, scrub
-from viewer_bridge.core.roles import Role
 
 __all__ = ["ACCEPT_BATCH", "AcceptErrors", "PicowsLog", "SecuritySetup", "deepen_accept_queue", "prepare"]
 
@@ -84,7 +83,7 @@ class SecuritySetup:
 def prepare(config: BridgeConfig) -> SecuritySetup:
     """Resolve, read and size everything the defenses need. Blocking; raises ConfigError naming the problem."""
     shared = config.resolved_token()
-    named = [NamedToken(name, Role(spec.role), spec.secret) for name, spec in config.tokens.items()]
+    named = config.named_tokens()
     if config.tokens_file:
         try:
             text = Path(config.tokens_file).read_text(encoding="utf-8")
