@@ -267,9 +267,14 @@ class RerunSink:
                 status = self._status or status  # the newest after the wait
             text = status_text(status)
             if text != self._status_shown:
+                # Connecting shows what was current before this change; then the change follows.
+                ready = self._ready()
                 self._status_shown = text
                 self._status_spacing.sent(self._clock())
-                self._log_status()
+                if ready:
+                    self._log_status()
+                else:
+                    self.dropped += 1
         refusals = self._refusals
         while refusals:
             client, reason, detail, held_back = refusals.popleft()
@@ -281,8 +286,12 @@ class RerunSink:
             self._ready()  # status ticks keep retrying while nothing else happens
 
     def _goal(self, goal: PointStamped) -> None:
+        ready = self._ready()
         self._trail.add(goal)
-        self._log_goal()
+        if ready:
+            self._log_goal()
+        else:
+            self.dropped += 1
 
     def _cmd_vel(self, twist: Twist) -> None:
         wait = self._cmd_spacing.wait(self._clock())
@@ -297,22 +306,17 @@ class RerunSink:
 
     # -- logging --------------------------------------------------------------
 
+    # The two below log what is current, on a connection known to be up (or being made).
+
     def _log_status(self) -> None:
-        if self._status_shown is None:
-            return
-        if self._ready():
+        if self._status_shown is not None:
             rr = self._rr
             self._log("status", rr.TextDocument(self._status_shown, media_type=rr.MediaType.MARKDOWN))
-        else:
-            self.dropped += 1
 
     def _log_goal(self) -> None:
         trail = self._trail
         last = trail.last
         if last is None:
-            return
-        if not self._ready():
-            self.dropped += 1
             return
         rr = self._rr
         self._log(
