@@ -100,6 +100,7 @@ TRAIL_RGB: Final = (40, 160, 90)
 CMD_VEL_RGB: Final = ((255, 176, 0), (0, 200, 255), (230, 80, 255))
 _GOAL_RADIUS: Final = 0.12
 _TRAIL_RADIUS: Final = 0.025
+_SERIES_WIDTH: Final = 2.0
 _DEFAULT_PORTS: Final = {"rerun": 9876, "rerun+http": 9876, "rerun+https": 443}
 
 
@@ -363,7 +364,7 @@ class RerunSink:
             # The series' names and colours, then what the operator should see at once.
             rec.log(
                 self.prefix + "cmd_vel",
-                rr.SeriesLines(colors=list(CMD_VEL_RGB), names=list(CMD_VEL_AXES)),
+                rr.SeriesLines(colors=list(CMD_VEL_RGB), names=list(CMD_VEL_AXES), widths=[_SERIES_WIDTH] * 3),
                 static=True,
             )
         self._up = True
