@@ -149,8 +149,8 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     rerun_app_id: str = "dimos"
     """Application id to log under: the robot's (DimOS's is "dimos"), so the entities join its recording."""
     rerun_recording_id: Union[str, None] = None
-    """Recording id to log into; None = $RERUN_RECORDING_ID if set, else the Rerun SDK's default
-    (shared with the processes DimOS starts, when the bridge runs as a DimOS module)."""
+    """Recording id to log into; None = $RERUN_RECORDING_ID if set, else the id rr.init() picks in this
+    process (shared by every process multiprocessing starts from one parent: DimOS's module workers)."""
     rerun_prefix: str = "bridge/"
     """Entity path under which the bridge logs (status, goal, refused, cmd_vel). A 3D view shows the goal
     only if this is under its origin: use "world/bridge/" with DimOS's layout (its 3D view is "world")."""

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.sync.client import ClientConnection
@@ -319,3 +321,39 @@ def test_a_custom_prefix_puts_everything_under_it(
         wait_until(lambda: tap.values("world/bridge/goal", "Points3D:positions"), SLOW, 0.1, "world/bridge/goal")
         wait_until(lambda: tap.values("world/bridge/status", "TextDocument:text"), SLOW, 0.1, "world/bridge/status")
         assert not tap.rows("bridge/goal")
+
+
+def _init_recording_id(queue: Any) -> None:
+    import rerun as rr
+
+    rr.init("dimos")  # what a DimOS module does in its worker process (rerun_init)
+    queue.put(rr.get_recording_id())
+
+
+def test_without_a_recording_id_the_bridge_joins_the_recording_of_its_process_tree(
+    bridge_factory: BridgeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_rerun()
+    monkeypatch.delenv("RERUN_RECORDING_ID", raising=False)
+    # DimOS starts its module workers with multiprocessing: rr.init() there picks the id shared by the tree.
+    context = multiprocessing.get_context("forkserver")
+    queue = context.Queue()
+    worker = context.Process(target=_init_recording_id, args=(queue,))
+    worker.start()
+    try:
+        dimos_recording = queue.get(timeout=SLOW)
+    finally:
+        worker.join(timeout=SLOW)
+    with RerunServer(dimos_recording) as rerun_server:
+        server, recorder = bridge_factory(rerun_connect=rerun_server.url)
+        with RecordingTap(rerun_server.url, tmp_path) as tap, client(server) as ws:
+            ws.send('{"type":"click","x":3,"y":2,"z":1}')
+            recorder.wait_points(1)
+            wait_until(lambda: tap.values("bridge/goal", "Points3D:positions"), SLOW, 0.1, "the goal")
+        server.stop()
+    from rerun.chunk import RrdReader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recordings = {entry.recording_id for entry in RrdReader(tap.path).recordings()}
+    assert recordings == {dimos_recording}

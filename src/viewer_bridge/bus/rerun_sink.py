@@ -196,13 +196,13 @@ class RerunSink:
                 "install it with: pip install 'viewer-bridge[rerun]'"
             ) from None
         self._rr = rr
+        if self.recording_id is None:
+            self.recording_id = _process_recording_id(self.app_id)
         # send_properties=False: the recording is the robot's; its name and start time are not ours to set.
-        self._rec = rr.RecordingStream(
-            self.app_id, recording_id=self.recording_id, send_properties=False
-        )
+        self._rec = rr.RecordingStream(self.app_id, recording_id=self.recording_id, send_properties=False)
         log.info(
             "rerun: logging the bridge under %s into %s (application %s, recording %s)",
-            self.prefix, self.url, self.app_id, self.recording_id or "the SDK's default",
+            self.prefix, self.url, self.app_id, self.recording_id or "of its own",
         )
 
     def close(self, timeout: float = 2.0) -> None:
@@ -425,6 +425,29 @@ class RerunSink:
             )
         else:
             log.debug("rerun: %s still unreachable: %s", self.url, why)
+
+
+def _process_recording_id(app_id: str) -> str | None:
+    """The recording id ``rr.init()`` picks in this process when given none, or None if it cannot be had.
+
+    Rerun derives it from ``multiprocessing``'s authkey, so every process
+    started with ``multiprocessing`` from one parent (DimOS's module workers)
+    gets the same one: a bridge run as a DimOS module joins DimOS's recording
+    with no setting. ``RecordingStream`` itself would pick a random id, so the
+    SDK's lower layer is asked (present, with this signature, from 0.32 to 0.41).
+    """
+    try:
+        import rerun_bindings
+
+        native = rerun_bindings.new_recording(
+            application_id=app_id, recording_id=None, make_default=False, make_thread_default=False,
+            send_properties=False,
+        )
+        found = rerun_bindings.get_recording_id(native)
+    except Exception as exc:  # another SDK layout: a recording of our own
+        log.debug("rerun: no process-wide default recording id (%s)", exc)
+        return None
+    return str(found) if found else None
 
 
 class _SinkCollector(Collector):
