@@ -214,7 +214,7 @@ def test_a_blueprint_carries_the_viewer_to_another_worker_over_dimos_transport(
         return list(answer["messages"])
 
     with connect(url, open_timeout=10) as ws:
-        ws.send(_STOP)  # nobody is driving: DimOS 0.0.15 still publishes a zero (the profile's idle_stop)
+        ws.send(_STOP)  # nobody is driving: a stop still publishes one zero (as DimOS 0.0.15 does)
         ws.send(_twist(0.5, 0.8))
         ws.send(_STOP)
         ws.send(_click(1.0, 2.0, 3.0, 5000))
@@ -415,7 +415,7 @@ def shape(cls):
 module_fields = typing.get_type_hints(ours.RerunWebSocketServer)["config"].model_fields
 print(json.dumps({"theirs": shape(theirs.RerunWebSocketServer), "ours": shape(ours.RerunWebSocketServer),
                   "missing": sorted(set(BridgeConfig.__struct_fields__) - set(module_fields)),
-                  "profile": {n: module_fields[n].default for n in ("stop_movement", "idle_stop", "click_frame",
+                  "profile": {n: module_fields[n].default for n in ("stop_movement", "click_frame",
                                                                      "max_goal_distance", "max_goal_height")},
                   "spec": ours.RerunWebSocketServerSpec.__module__}))
 """
@@ -431,7 +431,7 @@ print(json.dumps({"theirs": shape(theirs.RerunWebSocketServer), "ours": shape(ou
     assert (found["ours"]["host"], found["ours"]["port"]) == ("127.0.0.1", 3030)
     assert found["missing"] == []
     assert found["profile"] == {
-        "stop_movement": "off", "idle_stop": "publish", "click_frame": "frame_id",
+        "stop_movement": "off", "click_frame": "frame_id",
         "max_goal_distance": 500.0, "max_goal_height": 50.0,
     }
     assert found["spec"] == "dimos.visualization.rerun.spec"

@@ -71,10 +71,6 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     """"publish": one stop_movement Bool(True) when someone starts driving (and when teleop takes the
     mux from navigation), so a planner can cancel its goal. "off": never; a DimOS 0.0.15 stack's
     MovementManager announces it (the default of viewer_bridge.dimos.RerunWebSocketServer)."""
-    idle_stop: Literal["off", "publish"] = "off"
-    """A "stop" while nobody drives: "off" publishes nothing (one zero already ended the drive);
-    "publish" sends one zero twist, as DimOS 0.0.15 does, so whatever else moves the robot through
-    tele_cmd_vel stops too (MovementManager cancels its navigation goal on it)."""
     click_frame: Literal["frame_id", "entity_path"] = "frame_id"
     """frame_id of published clicks: the frame_id setting, or the viewer's entity path as DimOS 0.0.15
     does (frame_id when a click carries none)."""

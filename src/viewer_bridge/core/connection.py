@@ -49,6 +49,7 @@ import msgspec
 
 from viewer_bridge.core.protocol import (
     Click,
+    Estop,
     Event,
     ProtocolError,
     Reason,
@@ -60,6 +61,7 @@ from viewer_bridge.core.protocol import (
 from viewer_bridge.core.ratelimit import TokenBucket
 
 __all__ = [
+    "Answered",
     "Close",
     "CloseCode",
     "Connection",
@@ -121,6 +123,12 @@ class Pong(msgspec.Struct, frozen=True, gc=False):
     payload: bytes
 
 
+class Answered(msgspec.Struct, frozen=True, gc=False):
+    """The client answered a ping of ours with this payload (the server measures its round trip)."""
+
+    payload: bytes
+
+
 class Close(msgspec.Struct, frozen=True, gc=False):
     """Send a close frame with ``code`` and ``reason`` and end the connection.
 
@@ -134,7 +142,7 @@ class Close(msgspec.Struct, frozen=True, gc=False):
     answered: bool = False
 
 
-Result = Union[Event, Refusal, Pong, Close, None]
+Result = Union[Event, Refusal, Pong, Answered, Close, None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +369,7 @@ class Connection:
 
     def _event(self, event: Event, now: float) -> Result:
         kind = type(event)
-        if kind is Stop or (kind is TwistCommand and _is_zero(event)):  # type: ignore[arg-type]
+        if kind is Stop or kind is Estop or (kind is TwistCommand and _is_zero(event)):  # type: ignore[arg-type]
             # Never limited: a client's own rate must not keep its robot moving.
             return event
         if not self._allow(now):
@@ -393,7 +401,7 @@ class Connection:
         if opcode == Opcode.PING:
             return Pong(payload)
         if opcode == Opcode.PONG:
-            return None
+            return Answered(payload) if payload else None
         if opcode == Opcode.CLOSE:
             self._state = _State.CLOSED
             if len(payload) >= 2:

@@ -302,7 +302,6 @@ class AsyncRerunWebSocketServer:
             republish_hz=config.republish_hz,
             limits=Limits.from_config(config),
             announce_drive=config.stop_movement == "publish",
-            idle_stop=config.idle_stop == "publish",
         )
         # The DimOS 0.0.15 compatibility profile (docs/dimos.md).
         self._announce = config.stop_movement == "publish"
