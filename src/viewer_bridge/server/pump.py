@@ -882,12 +882,17 @@ class AsyncRerunWebSocketServer:
 
     def _observer_status(self, now: float) -> dict[str, Any]:
         """The status an observer shows (keys: viewer_bridge.core.awareness.status_text)."""
-        driver = self.safety.driver
+        driver, latch = self.safety.driver, self.safety.estop
+        estop = None
+        if latch is not None:
+            estop = f"by {latch.by} at {time.strftime('%H:%M:%S', time.localtime(latch.at))}"
+            estop += f" ({latch.reason})" if latch.reason else ""
         return {
             "driver": None if driver is None else self._label(driver),
             "clients": len(self._sessions),
             "command": self.safety.command,
             "command_age": None if self._last_command_at is None else now - self._last_command_at,
+            "estop": estop,
         }
 
     def _measure_lag(self, due: float) -> None:
