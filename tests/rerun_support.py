@@ -113,8 +113,18 @@ class RerunServer:
         self._proc.kill()
         self._proc.wait(timeout=5)
 
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets but reads nothing, as a wedged one would."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
             if self._proc.stdin is not None and self._proc.poll() is None:
                 with contextlib.suppress(BrokenPipeError):
                     self._proc.stdin.close()

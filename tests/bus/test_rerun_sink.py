@@ -71,8 +71,10 @@ def send_and_wait(server: RerunWebSocketServer, ws: ClientConnection, message: s
 def test_the_recording_shows_driver_goal_refusal_and_commands(
     rerun_server: RerunServer, bridge_factory: BridgeFactory, tmp_path: Path
 ) -> None:
+    # The deadman is long: the drive lasts until the status (sampled 5 times a second) has shown it.
     server, recorder = bridge_factory(
-        rerun_connect=rerun_server.url, rerun_recording_id=rerun_server.recording_id, max_linear_x=0.5
+        rerun_connect=rerun_server.url, rerun_recording_id=rerun_server.recording_id, max_linear_x=0.5,
+        deadman_timeout=120.0,
     )
     with RecordingTap(rerun_server.url, tmp_path) as tap, client(server) as driver, client(server) as other:
         label = local_label(driver)
@@ -82,15 +84,18 @@ def test_the_recording_shows_driver_goal_refusal_and_commands(
         other.send(twist(linear_x=1.0))  # someone else is driving: not_driver
         other.send('{"type":"click","x":320,"y":240,"z":null,"entity_path":"/camera/image"}')  # 2D: refused
         driver.send('{"type":"click","x":1.5,"y":-0.5,"z":0.25}')
+
+        def status_named_driver() -> bool:
+            return any(
+                f"**Driver:** {label}" in text and "**Command in force:** linear x 0.00 y +0.20 m/s" in text
+                for text in tap.values("bridge/status", "TextDocument:text")
+            )
+
+        wait_until(status_named_driver, SLOW, 0.1, lambda: f"a status naming {label} and its command: "
+                   f"{tap.values('bridge/status', 'TextDocument:text')}")
         send_and_wait(server, driver, '{"type":"stop"}', 4)
         published = [(t.linear.x, t.linear.y, t.angular.z) for t in recorder.twists]
         assert published == [(0.3, 0.0, 0.0), (0.5, 0.0, -0.4), (0.0, 0.2, 0.0), (0.0, 0.0, 0.0)]
-
-        def status_named_driver() -> bool:
-            return any(f"**Driver:** {label}" in text for text in tap.values("bridge/status", "TextDocument:text"))
-
-        wait_until(status_named_driver, SLOW, 0.1, lambda: f"a status naming {label}: "
-                   f"{tap.values('bridge/status', 'TextDocument:text')}")
         wait_until(lambda: tap.values("bridge/cmd_vel", "Scalars:scalars") and len(
             tap.values("bridge/cmd_vel", "Scalars:scalars")) >= 4, SLOW, 0.1, "four cmd_vel points")
         series = [tuple(point) for point in tap.values("bridge/cmd_vel", "Scalars:scalars")]
@@ -215,9 +220,9 @@ def test_the_sink_reconnects_to_a_restarted_server_and_shows_the_state_again(
         wait_until(lambda: sink_metric(server, "viewer_bridge_rerun_entries_total", outcome="logged") >= 2, SLOW,
                    0.01, "the goal logged")
         rerun_server.kill()
+        ws.send(twist(angular_z=0.5))  # the sink finds the server gone as it logs this
         wait_until(lambda: sink_metric(server, "viewer_bridge_rerun_connected") == 0, SLOW, 0.05,
-                   "the sink to notice the loss (its status ticks flush)")
-        ws.send(twist(angular_z=0.5))  # dropped while the server is away
+                   "the sink to notice the loss")
         with RerunServer(rerun_server.recording_id, port=rerun_server.port) as restarted, RecordingTap(
             restarted.url, tmp_path
         ) as tap:
@@ -233,6 +238,31 @@ def test_the_sink_reconnects_to_a_restarted_server_and_shows_the_state_again(
     assert len(sink_warnings(caplog)) == 1, sink_warnings(caplog)
     assert any("is back" in r.getMessage() for r in caplog.records if r.name == SINK_LOGGER)
     assert sink_metric(server, "viewer_bridge_rerun_losses_total") == 1
+
+
+def test_a_rerun_server_that_stops_reading_delays_nothing_not_even_stop(
+    rerun_server: RerunServer, bridge_factory: BridgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    server, recorder = bridge_factory(rerun_connect=rerun_server.url, rerun_recording_id=rerun_server.recording_id)
+    with client(server) as ws:
+        ws.send(twist(linear_x=0.1))
+        recorder.wait_twists(1)
+        wait_until(lambda: sink_metric(server, "viewer_bridge_rerun_connected") == 1, SLOW, 0.01, "the sink up")
+        rerun_server.pause()  # connected, but it takes nothing more
+        try:
+            for i in range(50):
+                ws.send(twist(linear_x=0.2 + i / 100))
+            ws.send('{"type":"stop"}')
+            twists = recorder.wait_twists(52, timeout=SLOW)
+            assert [round(t.linear.x, 2) for t in twists] == [0.1, *(round(0.2 + i / 100, 2) for i in range(50)), 0.0]
+            server.stop()  # the sink gives up on the wedged server within its bound: no "did not stop"
+            assert not server.is_running
+        finally:
+            rerun_server.resume()  # its connection, left behind, can now end
+    stuck = [r.getMessage() for r in caplog.records if "did not stop" in r.getMessage()]
+    assert not stuck
+    assert any("does not answer; leaving its connection behind" in m for m in sink_warnings(caplog))
 
 
 def test_an_unreachable_server_delays_nothing_and_warns_once(

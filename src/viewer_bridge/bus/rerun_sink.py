@@ -181,7 +181,8 @@ class RerunSink:
 
     @property
     def connected(self) -> bool:
-        """Whether the last contact with the Rerun server went well."""
+        """Whether the last contact with the Rerun server went well (a server that died while the bridge
+        had nothing to log is found gone with the next entry)."""
         return self._up
 
     # -- lifecycle (off the event loop) --------------------------------------
@@ -198,16 +199,20 @@ class RerunSink:
         self._rr = rr
         if self.recording_id is None:
             self.recording_id = _process_recording_id(self.app_id)
-        # send_properties=False: the recording is the robot's; its name and start time are not ours to set.
-        self._rec = rr.RecordingStream(self.app_id, recording_id=self.recording_id, send_properties=False)
+        self._rec = self._new_stream()
         log.info(
             "rerun: logging the bridge under %s into %s (application %s, recording %s)",
             self.prefix, self.url, self.app_id, self.recording_id or "of its own",
         )
 
+    def _new_stream(self) -> Any:
+        # send_properties=False: the recording is the robot's; its name and start time are not ours to set.
+        return self._rr.RecordingStream(self.app_id, recording_id=self.recording_id, send_properties=False)
+
     def close(self, timeout: float = 2.0) -> None:
-        """Send what is logged (if the server is there) and let go of the connection. Idempotent."""
-        if not self._lock.acquire(timeout=timeout):
+        """Send what is logged (if the server takes it) and let go of the connection, within about
+        ``timeout`` seconds whatever the server does. Idempotent."""
+        if not self._lock.acquire(timeout=timeout / 2):
             log.warning("rerun: the sink is still busy with the server; leaving it behind")
             return
         try:
@@ -216,13 +221,14 @@ class RerunSink:
                 return
             if self._up:
                 try:
-                    rec.flush(timeout_sec=_FLUSH_TIMEOUT)
+                    rec.flush(timeout_sec=min(_FLUSH_TIMEOUT, timeout / 2))
                 except Exception as exc:  # the server went away at the end: nothing more to do
                     log.debug("rerun: final flush failed: %s", exc)
-                rec.disconnect()
             self._up = False
         finally:
             self._lock.release()
+        if not _let_go(rec, timeout / 2):
+            log.warning("rerun: %s does not answer; leaving its connection behind", self.url)
 
     # -- the observer interface (event loop's thread: note, wake, return) -----
 
@@ -412,9 +418,12 @@ class RerunSink:
             self._up = False
             if self._last_flush_ok:
                 self.losses += 1
+            # A fresh stream for the next attempt; the old one is let go of on a thread of its own,
+            # as a server that stopped reading can hold a disconnect for ever.
             with self._lock:
-                if self._rec is not None:
-                    self._rec.disconnect()
+                old, self._rec = self._rec, (self._new_stream() if self._rec is not None else None)
+            if old is not None:
+                _let_go(old, 0.0)
         self._next_try = now + self._backoff
         self._backoff = min(self._backoff * 2, _RETRY_MAX)
         if not self._warned:
@@ -425,6 +434,21 @@ class RerunSink:
             )
         else:
             log.debug("rerun: %s still unreachable: %s", self.url, why)
+
+
+def _let_go(rec: Any, wait: float) -> bool:
+    """Disconnect ``rec`` on a thread of its own; whether that finished within ``wait`` seconds."""
+
+    def disconnect() -> None:
+        try:
+            rec.disconnect()
+        except Exception as exc:
+            log.debug("rerun: disconnecting failed: %s", exc)
+
+    thread = threading.Thread(target=disconnect, name="viewer-bridge-rerun-disconnect", daemon=True)
+    thread.start()
+    thread.join(wait)
+    return not thread.is_alive()
 
 
 def _process_recording_id(app_id: str) -> str | None:
