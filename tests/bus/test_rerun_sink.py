@@ -387,3 +387,26 @@ def test_without_a_recording_id_the_bridge_joins_the_recording_of_its_process_tr
         warnings.simplefilter("ignore")
         recordings = {entry.recording_id for entry in RrdReader(tap.path).recordings()}
     assert recordings == {dimos_recording}
+
+
+def test_a_latched_estop_and_its_refusals_show_in_the_recording(
+    rerun_server: RerunServer, bridge_factory: BridgeFactory, tmp_path: Path
+) -> None:
+    server, recorder = bridge_factory(rerun_connect=rerun_server.url, rerun_recording_id=rerun_server.recording_id)
+    with RecordingTap(rerun_server.url, tmp_path) as tap, client(server) as ws:
+        ws.send('{"type":"estop","reason":"person in the aisle"}')
+
+        def statuses() -> list[str]:
+            return [str(text) for text in tap.values("bridge/status", "TextDocument:text")]
+
+        wait_until(lambda: any("**E-STOP latched**" in text for text in statuses()), SLOW, 0.1,
+                   lambda: f"a status with the e-stop: {statuses()}")
+        [latched] = [t for t in statuses() if "E-STOP" in t][:1]
+        assert "(person in the aisle)" in latched and "#0001" in latched
+        ws.send(twist(linear_x=0.5))  # refused while latched
+        wait_until(lambda: any(str(t).startswith("estopped: ") for t in tap.values("bridge/refused", "TextLog:text")),
+                   SLOW, 0.1, "the estopped refusal")
+        ws.send('{"type":"estop_clear"}')
+        wait_until(lambda: "E-STOP" not in statuses()[-1], SLOW, 0.1,
+                   "a status without the e-stop once cleared")
+    assert all(not t.linear.x for t in recorder.twists)  # only the latch's zero was published
