@@ -65,7 +65,10 @@ def awareness_session() -> Iterator[Session]:
             # A click from a 2D view, refused before the viewer starts: the refusal log is in its layout at once.
             with connect(bridge.websocket_url(), open_timeout=5) as ws:
                 ws.send('{"type":"click","x":320,"y":240,"z":null,"entity_path":"/camera/image"}')
-                assert "click_not_3d" in str(ws.recv(timeout=5))
+                # Status frames may come first; the refusal's error frame follows.
+                while '"type":"error"' not in (frame := str(ws.recv(timeout=5))):
+                    pass
+                assert "click_not_3d" in frame
             with XvfbDisplay() as display, DimosViewer(
                 display, bridge.websocket_url(), sources=[], extra_args=["--connect", rerun.url]
             ) as viewer:
