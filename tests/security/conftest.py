@@ -173,6 +173,13 @@ class ChildBridge:
         with self._lock:
             return "".join(self.lines)
 
+    def open_fds(self) -> int:
+        """Descriptors the bridge process holds now."""
+        try:
+            return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+        except OSError:
+            return 0
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -254,6 +261,13 @@ class Sockets:
                 except OSError:
                     pass
         return count
+
+    def answered(self, timeout: float = 0.0) -> int:
+        """How many of the sockets the server has answered or closed (they are readable)."""
+        with selectors.DefaultSelector() as selector:
+            for sock in self.socks:
+                selector.register(sock, selectors.EVENT_READ)
+            return len(selector.select(timeout))
 
     def close(self) -> None:
         for sock in self.socks:

@@ -35,10 +35,15 @@ def viewer_gets_in(port: int, attempts: int = 10) -> list[str]:
     return failures
 
 
-def landed(attacker: Sockets) -> None:
-    """Wait until the attack's connections are established: accepted by the bridge, or queued for it."""
+def landed(bridge: ChildBridge, attacker: Sockets) -> None:
+    """Wait until the attack has landed: the bridge holds descriptors up to its limit, or has turned most away."""
     wait_until(lambda: attacker.established(0.05) >= ATTACK_SOCKETS - 100, timeout=20,
                what=lambda: f"the attacker's connections ({attacker.established()} established)")
+    wait_until(
+        lambda: bridge.open_fds() >= FD_LIMIT - 16 or attacker.answered(0.05) >= ATTACK_SOCKETS - 600,
+        timeout=20,
+        what=lambda: f"the bridge to take the attack in ({bridge.open_fds()} fds, {attacker.answered()} answered)",
+    )
 
 
 def log_storm(text: str) -> list[str]:
@@ -50,7 +55,7 @@ def test_idle_sockets_from_one_address_cannot_lock_out_a_viewer(
 ) -> None:
     bridge = child_bridge(fd_limit=FD_LIMIT, env={"VIEWER_BRIDGE_TOKEN": TOKEN})
     attacker.open(bridge.port, ATTACK_SOCKETS, ["127.0.0.2"])
-    landed(attacker)
+    landed(bridge, attacker)
     # Past its 32 pending connections the attacker's address is refused at once: the bridge does not
     # hold a descriptor for each of its sockets, and the viewer finds room.
     assert viewer_gets_in(bridge.port) == []
@@ -65,7 +70,7 @@ def test_idle_sockets_from_many_addresses_make_room_for_a_viewer(
     # 16 from each of 69 addresses: under the per-address cap every time, over the process's limit in all.
     sources = [f"127.0.1.{i}" for i in range(1, 70)]
     attacker.open(bridge.port, ATTACK_SOCKETS, sources)
-    landed(attacker)
+    landed(bridge, attacker)
     # Past max_pending in all, each new connection pushes out the oldest of the address holding the most.
     assert viewer_gets_in(bridge.port) == []
     assert log_storm(bridge.text) == []
