@@ -36,10 +36,11 @@ test: $(STAMP) system-deps multicast
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/core/test_protocol_fuzz.py -p no:cacheprovider
 
-# Interleaved rounds against DimOS's server and a count-only floor; writes docs/performance.md.
-bench: $(STAMP)
+# Interleaved rounds against DimOS's server and a count-only floor, then the bridge under attack
+# (floods and stalls, timed on a private LCM bus); writes docs/performance.md.
+bench: $(STAMP) multicast
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
-	$(BIN)/python -m bench.run --docs docs --targets dimos,floor,bridge,bridge-lcm --variant 'bridge-lcm:bridge:transports=["lcm"]'
+	$(BIN)/python -m bench.run --docs docs --targets dimos,floor,bridge,bridge-lcm --variant 'bridge-lcm:bridge:transports=["lcm"]' --scenarios default,attack
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
