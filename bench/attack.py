@@ -508,7 +508,8 @@ class Driver:
                 timeline.slip = max(timeline.slip, sent - (t0 + (i + 0.5) * TWIST_PERIOD))
         last = timeline.twists[-1][0]
         timeline.silences.append(last)
-        bus.wait_for(lambda m: m[2] and m[0] > last + DEADMAN * 0.9, timeout=DEADMAN + 5.0)
+        # The deadman's zero, or a stop's that came later than the last twist (it ended the drive instead).
+        bus.wait_for(lambda m: m[2] and m[0] > last, timeout=DEADMAN + 5.0)
         if sc.block:
             # Let the block end and the bridge catch up: any second zero would come now.
             _sleep_until(last + BLOCK_SECONDS + 0.5)
@@ -565,15 +566,21 @@ def analyse(timeline: Timeline, seen: list[tuple[float, float, bool]]) -> dict[s
     out.update(_ms_stats(stop_delays, "stop"))
 
     late: list[float] = []
-    extra = 0
+    extra = preempted = 0
     for last, end in zip(timeline.silences, timeline.silence_ends, strict=True):
-        # The deadman's zero cannot legitimately come before its deadline; an earlier zero is a stop's.
+        # The deadman's zero cannot legitimately come before its deadline; an earlier zero is a stop's,
+        # delayed past the drive's last twist: the stop ended that drive, and there was nothing to time.
+        if any(last < z <= last + DEADMAN * 0.9 for z in zeros):
+            preempted += 1
+            extra += sum(1 for z in zeros if last + DEADMAN * 0.9 < z <= end)
+            continue
         in_silence = [z for z in zeros if last + DEADMAN * 0.9 < z <= end]
         if in_silence:
             late.append(in_silence[0] - (last + DEADMAN))
         extra += max(0, len(in_silence) - 1)
     out["deadman_n"] = float(len(late))
-    out["deadman_missing"] = len(timeline.silences) - len(late)
+    out["deadman_preempted"] = preempted
+    out["deadman_missing"] = len(timeline.silences) - len(late) - preempted
     out["deadman_late_ms"] = [x * 1e3 for x in late]
     out["deadman_late_max_ms"] = max(late) * 1e3 if late else float("nan")
     out["extra_zeros"] = extra
