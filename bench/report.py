@@ -202,8 +202,8 @@ def _render_main(results: dict[str, Any], plot_name: str | None) -> list[str]:
     settings = [
         f"- {v['label']} ran with `{' '.join(v['args'])}`"
         + (
-            ": DimOS has no per-client rate limit and no connection cap, so the bridge's "
-            "are lifted to compare like with like."
+            ": DimOS has no per-client rate limit, frame budget or connection cap, so the bridge's "
+            "are lifted to compare like with like (the attack scenarios below keep them)."
             if "rate_limit=1e9" in v["args"]
             else "."
         )
@@ -387,24 +387,6 @@ def _short(value: float) -> str:
     return f"{value:.2g}" if value < 1 else f"{value:.1f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Re-render a benchmark results.json.")
-    p.add_argument("results", type=Path)
-    p.add_argument("--out", type=Path, help="folder for performance.md/.png (default: beside)")
-    args = p.parse_args(argv)
-    results = json.loads(args.results.read_text())
-    results["summary"] = summarize(results)
-    out: Path = args.out or args.results.parent
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "performance.md").write_text(render_markdown(results))
-    render_plot(results, out / "performance.png")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 # -- under attack ------------------------------------------------------------------------------
 
 # Summed over rounds (one lost twist in any round counts); every other figure is a median.
@@ -466,7 +448,8 @@ def render_attack(results: dict[str, Any]) -> list[str]:
         f"< {t['deadman_late_max_ms']:g} ms, a new client's handshake < {t['handshake_max_ms']:g} ms, "
         f"memory growth < {t['rss_growth_mb']:g} MB. ✓ met, ✗ missed; stop, deadman and handshake are "
         "the worst sample, not a percentile. "
-        + (f"{rounds} round{'s' if rounds != 1 else ''} (medians). " if rounds else ""),
+        + (f"{rounds} round{'s' if rounds != 1 else ''} (medians). " if rounds else "")
+        + _measured(results.get("attack_machine")),
         "",
     ]
     floods = [(n, m) for n, m in summary.items() if m.get("group") == "flood"]
@@ -563,6 +546,17 @@ def render_attack(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _measured(machine: dict[str, Any] | None) -> str:
+    if not machine:
+        return ""
+    text = f"Measured {machine.get('date', '?')}"
+    if "loadavg_start" in machine:
+        text += f", 1-minute load average {machine['loadavg_start']:.2f} at the start"
+        if "loadavg_end" in machine:
+            text += f" and {machine['loadavg_end']:.2f} at the end"
+    return text + "."
+
+
 _LABELS = {
     "twist_p99_ms": ("twist p99", "ms"),
     "stop_max_ms": ("stop", "ms"),
@@ -608,3 +602,31 @@ def _attack_misses(summary: dict[str, dict[str, Any]]) -> list[str]:
     if out:
         return ["Targets missed in this run:", "", *out, ""]
     return ["Every target was met in this run.", ""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Re-render a benchmark results.json.")
+    p.add_argument("results", type=Path)
+    p.add_argument("--out", type=Path, help="folder for performance.md/.png (default: beside)")
+    p.add_argument(
+        "--attack-from",
+        type=Path,
+        help="take the attack scenarios from this results.json instead (a later `bench.run --attack`)",
+    )
+    args = p.parse_args(argv)
+    results = json.loads(args.results.read_text())
+    if args.attack_from:
+        other = json.loads(args.attack_from.read_text())
+        results["attack"] = other.get("attack", [])
+        results["attack_machine"] = other.get("attack_machine", other["machine"])
+        results["plan"]["attack"] = other.get("plan", {}).get("attack", [])
+    results["summary"] = summarize(results)
+    out: Path = args.out or args.results.parent
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "performance.md").write_text(render_markdown(results))
+    render_plot(results, out / "performance.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
