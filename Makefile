@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fuzz bench system-deps multicast clean
+.PHONY: run test lint fuzz bench system-deps multicast dimos-venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
-test: $(STAMP) system-deps multicast
+# DimOS 0.0.15 with viewer-bridge[dimos] installed beside it, for tests/test_dimos.py (cached).
+dimos-venv:
+	@bash bench/setup_dimos.sh --with-viewer-bridge
+
+test: $(STAMP) system-deps multicast dimos-venv
 	$(BIN)/pip install --quiet -c constraints.txt 'dimos-viewer==0.32.0a3'
 	$(MAKE) lint
 	$(BIN)/pytest -n 2 --dist loadfile

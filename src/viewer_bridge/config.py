@@ -66,6 +66,26 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     mux_cooldown: float = 1.0
     """Seconds after the last teleop command before navigation commands pass again."""
 
+    # -- compatibility profile (DimOS 0.0.15's stack; see docs/dimos.md) ---
+    stop_movement: Literal["publish", "off"] = "publish"
+    """"publish": one stop_movement Bool(True) when someone starts driving (and when teleop takes the
+    mux from navigation), so a planner can cancel its goal. "off": never; a DimOS 0.0.15 stack's
+    MovementManager announces it (the default of viewer_bridge.dimos.RerunWebSocketServer)."""
+    idle_stop: Literal["off", "publish"] = "off"
+    """A "stop" while nobody drives: "off" publishes nothing (one zero already ended the drive);
+    "publish" sends one zero twist, as DimOS 0.0.15 does, so whatever else moves the robot through
+    tele_cmd_vel stops too (MovementManager cancels its navigation goal on it)."""
+    click_frame: Literal["frame_id", "entity_path"] = "frame_id"
+    """frame_id of published clicks: the frame_id setting, or the viewer's entity path as DimOS 0.0.15
+    does (frame_id when a click carries none)."""
+    max_goal_distance: Union[float, None] = None
+    """Refuse clicks farther than this many metres from the frame's origin horizontally, with a
+    goal_out_of_range error; None = no limit. A far pick is a mis-click (DimOS's MovementManager drops
+    goals beyond 500 m); the DimOS module defaults to 500."""
+    max_goal_height: Union[float, None] = None
+    """Refuse clicks more than this many metres above or below the frame's origin (goal_out_of_range);
+    None = no limit. The DimOS module defaults to 50, as MovementManager."""
+
     # -- safety -----------------------------------------------------------
     deadman_timeout: float = 1.0
     """Seconds a non-zero command stays valid without a refresh. The viewer's
@@ -139,6 +159,9 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
         _require("rate_burst", self.rate_burst, lambda v: v >= 1, ">= 1")
         _require("republish_hz", self.republish_hz, lambda v: v >= 0, ">= 0")
         _require("mux_cooldown", self.mux_cooldown, lambda v: v >= 0, ">= 0")
+        for name in ("max_goal_distance", "max_goal_height"):
+            if getattr(self, name) is not None:
+                _require(name, getattr(self, name), lambda v: v > 0, "> 0")
         # Topic clashes (a remap onto another stream's topic, a mux loop) are found here,
         # so they are errors at start that name the setting, not surprises on the bus.
         try:

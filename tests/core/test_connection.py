@@ -210,7 +210,7 @@ def test_reserved_bits_without_an_extension_fail_the_connection() -> None:
 
 def test_a_message_over_the_size_limit_in_one_frame_closes_with_1009() -> None:
     c = conn(max_message_size=10)
-    assert text(c, b"x" * 11) == Close(1009, "message of 11 bytes exceeds the 10-byte limit")
+    assert text(c, b"x" * 11) == Close(1009, "message exceeds the 10-byte limit")
 
 
 def test_pings_are_answered_pongs_ignored() -> None:

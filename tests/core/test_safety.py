@@ -305,3 +305,26 @@ def test_snapshot() -> None:
     h.stop("b", 5.5)
     snap = h.s.snapshot()
     assert (snap.driver, snap.command, snap.deadline, snap.zeros) == (None, None, None, {"stop": 1})
+
+
+# -- the DimOS 0.0.15 compatibility profile (config idle_stop) -------------------------------------------
+
+
+def test_idle_stop_publishes_one_zero_per_stop_while_nobody_drives() -> None:
+    h = Harness(idle_stop=True)
+    h.stop("a", 0.0)
+    assert h.take() == [("tele_cmd_vel", ZERO)]
+    assert h.decisions[-1].ended is None and h.decisions[-1].expires is None
+    assert h.s.driver is None and h.s.next_deadline() is None
+    # While someone drives, a stop is the usual one zero that ends the drive, not two.
+    h.twist("a", FWD, 0.1)
+    h.take()
+    h.stop("b", 0.2)
+    assert h.take() == [("tele_cmd_vel", ZERO)]
+    assert h.s.zeros == {Cause.STOP: 2}
+
+
+def test_without_idle_stop_a_stop_while_nobody_drives_publishes_nothing() -> None:
+    h = Harness()
+    h.stop("a", 0.0)
+    assert h.take() == [] and h.s.zeros == {}

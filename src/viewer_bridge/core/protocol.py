@@ -52,6 +52,7 @@ class Reason:
     NON_FINITE: Final = "non_finite"
     MESSAGE_TOO_BIG: Final = "message_too_big"
     CLICK_NOT_3D: Final = "click_not_3d"
+    GOAL_OUT_OF_RANGE: Final = "goal_out_of_range"
     NOT_DRIVER: Final = "not_driver"
     RATE_LIMITED: Final = "rate_limited"
 

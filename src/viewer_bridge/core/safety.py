@@ -40,6 +40,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+import msgspec
+
 from viewer_bridge.core.messages import Bool, Message, Twist, Vector3
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -135,8 +137,7 @@ def _finite(twist: Twist) -> bool:
     return total - total == 0.0 or twist.is_finite()
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True, gc=False):
     """What one input led to.
 
     ``publish`` lists ``(stream, message)`` pairs to publish, in order.
@@ -155,6 +156,7 @@ class Decision:
 
 
 _NOTHING: Final = Decision()
+_IDLE_STOP: Final = Decision(((TELE_CMD_VEL, _ZERO),))
 _NOT_DRIVER: Final = Decision(refused=Refused.NOT_DRIVER)
 _NON_FINITE: Final = Decision(refused=Refused.NON_FINITE)
 
@@ -179,7 +181,8 @@ class SafetyController:
     rate while it is valid, for bases whose own watchdog is shorter than the
     gaps between the viewer's key repeats. ``announce_drive`` publishes one
     ``stop_movement`` when someone starts driving, so a planner cancels its
-    goal (the original DimOS server's behaviour).
+    goal (the original DimOS server's behaviour). ``idle_stop`` makes a stop
+    while nobody drives publish one zero too, as DimOS 0.0.15 does.
     """
 
     def __init__(
@@ -189,6 +192,7 @@ class SafetyController:
         republish_hz: float = 0.0,
         limits: Limits | None = None,
         announce_drive: bool = True,
+        idle_stop: bool = False,
     ) -> None:
         if not (math.isfinite(deadman_timeout) and deadman_timeout > 0):
             raise ValueError(f"deadman_timeout must be a finite number > 0, got {deadman_timeout!r}")
@@ -198,6 +202,7 @@ class SafetyController:
         self.republish_period = 1.0 / republish_hz if republish_hz > 0 else 0.0
         self.limits = limits or Limits()
         self.announce_drive = announce_drive
+        self.idle_stop = idle_stop
         self._identity = self.limits.is_identity
         self.driver: ClientId | None = None
         self.command: Twist | None = None  # the non-zero command in force, if any
@@ -255,6 +260,9 @@ class SafetyController:
         """An explicit ``stop`` from any client: honoured at once."""
         if self.driver is not None:
             return self._halt(Cause.STOP)
+        if self.idle_stop:
+            self.zeros[Cause.STOP] = self.zeros.get(Cause.STOP, 0) + 1
+            return _IDLE_STOP
         return _NOTHING
 
     def disconnect(self, client: ClientId, now: float) -> Decision:
