@@ -140,8 +140,16 @@ def render_markdown(results: dict[str, Any], plot_name: str | None = "performanc
             f"{machine.get('loadavg_end', math.nan):.2f} (the run itself keeps about one core busy; "
             "more means other work shared the machine and widened the spread)"
         )
+    if machine.get("nice"):
+        lines.append(f"- Niceness {machine['nice']}: {_nice_words(machine['nice'])}")
     lines.append("")
     return "\n".join(lines)
+
+
+def _nice_words(nice: int) -> str:
+    if nice < 0:
+        return "the benchmark's processes ran ahead of other work on the shared machine"
+    return "the benchmark's processes gave way to other work on the machine"
 
 
 def _render_main(results: dict[str, Any], plot_name: str | None) -> list[str]:
@@ -554,6 +562,8 @@ def _measured(machine: dict[str, Any] | None) -> str:
         text += f", 1-minute load average {machine['loadavg_start']:.2f} at the start"
         if "loadavg_end" in machine:
             text += f" and {machine['loadavg_end']:.2f} at the end"
+    if machine.get("nice"):
+        text += f"; niceness {machine['nice']} ({_nice_words(machine['nice'])})"
     return text + "."
 
 
