@@ -472,7 +472,7 @@ def render_attack(results: dict[str, Any]) -> list[str]:
             met = m.get("met", {})
             row = [
                 m.get("flood") or "none (quiet)",
-                str(m.get("connections", 0)),
+                f"{m.get('connections', 0):.0f}",
                 _cell(m, "twist_p50_ms"),
                 _cell(m, "twist_p99_ms", bound=t["twist_p99_ms"]),
                 f"{m.get('twists_lost', 0):.0f}/{m.get('twists_sent', 0):.0f}",
