@@ -8,14 +8,18 @@ this process measuring from outside, as the robot would see it:
   reaches the bus;
 * a normal client sends a twist every 50 ms, each with its own ``linear_x``
   so that every send is paired with its own arrival on the bus (a twist
-  that never arrives is counted lost);
+  that never arrives is counted lost, unless this process, held up, sent
+  the next one right behind it: the bridge rightly sends only the newer);
 * a second client sends ``stop`` halfway between two of the driver's
   twists, three times a drive: send -> the next zero on the bus;
 * after each drive the driver falls silent, and the deadman's zero is
   timed against (last twist sent + ``deadman_timeout``); every zero beyond
   one per silence is counted;
 * a new client opens a WebSocket every 0.6 s: TCP connect -> ``101``;
-* the bridge's RSS is read from /proc every 20 ms (and its high-water mark).
+* the bridge's RSS is read from /proc every 20 ms (and its high-water mark);
+* the CPU time of the bridge, of the disturbance and of everything else on
+  the machine over the measured window: on a shared machine, the last says
+  how much of a delay may be other people's work.
 
 Disturbances, each in processes of their own (:mod:`bench.attackers`), so
 their work does not compete with these timestamps for one interpreter lock:
