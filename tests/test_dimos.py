@@ -26,7 +26,7 @@ import pytest
 from packaging.requirements import Requirement
 from websockets.sync.client import connect
 
-from tests.conftest import require, wait_until
+from tests.conftest import recv_json, require, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".bench" / "dimos-vb-venv"
@@ -214,17 +214,17 @@ def test_a_blueprint_carries_the_viewer_to_another_worker_over_dimos_transport(
         return list(answer["messages"])
 
     with connect(url, open_timeout=10) as ws:
-        ws.send(_STOP)  # nobody is driving: DimOS 0.0.15 still publishes a zero (the profile's idle_stop)
+        ws.send(_STOP)  # nobody is driving: a stop still publishes one zero (as DimOS 0.0.15 does)
         ws.send(_twist(0.5, 0.8))
         ws.send(_STOP)
         ws.send(_click(1.0, 2.0, 3.0, 5000))
         ws.send("not json {")
         if ours:
-            error = json.loads(ws.recv(timeout=10))
+            error = recv_json(ws, timeout=10)
             assert error["type"] == "error" and error["reason"] == "invalid_json", error
             # MovementManager's goal limits, applied by the bridge: refused with a reason, never published.
             ws.send(_click(600.0, 0.0, 0.0, 5500))
-            error = json.loads(ws.recv(timeout=10))
+            error = recv_json(ws, timeout=10)
             assert error["reason"] == "goal_out_of_range", error
         ws.send(_click(4.0, 5.0, 6.0, 6000))
         # Fences: the last message on each stream. Everything before them has arrived once they have.
@@ -415,7 +415,7 @@ def shape(cls):
 module_fields = typing.get_type_hints(ours.RerunWebSocketServer)["config"].model_fields
 print(json.dumps({"theirs": shape(theirs.RerunWebSocketServer), "ours": shape(ours.RerunWebSocketServer),
                   "missing": sorted(set(BridgeConfig.__struct_fields__) - set(module_fields)),
-                  "profile": {n: module_fields[n].default for n in ("stop_movement", "idle_stop", "click_frame",
+                  "profile": {n: module_fields[n].default for n in ("stop_movement", "click_frame",
                                                                      "max_goal_distance", "max_goal_height")},
                   "spec": ours.RerunWebSocketServerSpec.__module__}))
 """
@@ -431,7 +431,7 @@ print(json.dumps({"theirs": shape(theirs.RerunWebSocketServer), "ours": shape(ou
     assert (found["ours"]["host"], found["ours"]["port"]) == ("127.0.0.1", 3030)
     assert found["missing"] == []
     assert found["profile"] == {
-        "stop_movement": "off", "idle_stop": "publish", "click_frame": "frame_id",
+        "stop_movement": "off", "click_frame": "frame_id",
         "max_goal_distance": 500.0, "max_goal_height": 50.0,
     }
     assert found["spec"] == "dimos.visualization.rerun.spec"

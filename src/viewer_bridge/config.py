@@ -17,6 +17,7 @@ from typing import Any, Final, Literal, Union
 
 import msgspec
 
+from viewer_bridge.core.link import LinkLimits
 from viewer_bridge.core.topics import TopicMap, mux_topics
 
 __all__ = ["BridgeConfig", "ConfigError", "load_config"]
@@ -71,10 +72,6 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     """"publish": one stop_movement Bool(True) when someone starts driving (and when teleop takes the
     mux from navigation), so a planner can cancel its goal. "off": never; a DimOS 0.0.15 stack's
     MovementManager announces it (the default of viewer_bridge.dimos.RerunWebSocketServer)."""
-    idle_stop: Literal["off", "publish"] = "off"
-    """A "stop" while nobody drives: "off" publishes nothing (one zero already ended the drive);
-    "publish" sends one zero twist, as DimOS 0.0.15 does, so whatever else moves the robot through
-    tele_cmd_vel stops too (MovementManager cancels its navigation goal on it)."""
     click_frame: Literal["frame_id", "entity_path"] = "frame_id"
     """frame_id of published clicks: the frame_id setting, or the viewer's entity path as DimOS 0.0.15
     does (frame_id when a click carries none)."""
@@ -105,6 +102,25 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     max_angular_x: Union[float, None] = None
     max_angular_y: Union[float, None] = None
     max_angular_z: Union[float, None] = None
+
+    # -- operator control (e-stop, the link) ------------------------------
+    estop_state_file: Union[str, None] = None
+    """File that keeps a latched e-stop across restarts: a bridge that finds it latched starts latched
+    (and an unreadable one counts as latched). None = the latch lives only in memory."""
+    link_limits: bool = True
+    """Scale each driver's commands by its measured round trip, refuse driving on a link too slow, and
+    refuse stale commands (see the link_* settings). False turns all of it off."""
+    link_full_speed_rtt: float = 0.15
+    """Round trip (s) up to which a driver gets full speed."""
+    link_slow_rtt: float = 0.6
+    """Round trip (s) at which the speed factor has fallen linearly to link_min_speed_factor."""
+    link_min_speed_factor: float = 0.3
+    """The speed factor from link_slow_rtt up to link_max_rtt."""
+    link_max_rtt: float = 1.5
+    """Round trip (s) beyond which (or a ping unanswered that long) driving is refused: link_too_slow."""
+    max_command_age: float = 0.5
+    """Twists that carry timestamp_ms (the bridge's own clients add it) and took this much longer (s)
+    than the link's best to arrive are refused as stale."""
 
     # -- security and limits ----------------------------------------------
     token: Union[str, None] = None
@@ -154,7 +170,7 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
         if not self.frame_id:
             raise ConfigError("frame_id must not be empty")
         for name in ("deadman_timeout", "ping_interval", "ping_timeout", "rate_limit", "frame_budget",
-                     "flood_close_after"):
+                     "flood_close_after", "max_command_age"):
             _require(name, getattr(self, name), lambda v: v > 0, "> 0")
         _require("rate_burst", self.rate_burst, lambda v: v >= 1, ">= 1")
         _require("republish_hz", self.republish_hz, lambda v: v >= 0, ">= 0")
@@ -175,6 +191,12 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             limit = getattr(self, f"max_{axis}")
             if limit is not None:
                 _require(f"max_{axis}", limit, lambda v: v >= 0, ">= 0")
+        try:
+            self.link()
+        except ValueError as exc:
+            raise ConfigError(str(exc).replace("full_speed_rtt", "link_full_speed_rtt").replace(
+                "slow_rtt", "link_slow_rtt").replace("max_rtt", "link_max_rtt").replace(
+                "min_factor", "link_min_speed_factor")) from None
         if self.max_message_size < 256:
             raise ConfigError(f"max_message_size must be >= 256 bytes, got {self.max_message_size}")
         if self.max_connections < 1:
@@ -184,6 +206,17 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
                 raise ConfigError(f"unknown transport {name!r}; choose from: {', '.join(TRANSPORT_NAMES)}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
+
+    def link(self) -> LinkLimits:
+        """The link_* settings as the link monitor takes them."""
+        return LinkLimits(
+            enabled=self.link_limits,
+            full_speed_rtt=self.link_full_speed_rtt,
+            slow_rtt=self.link_slow_rtt,
+            min_factor=self.link_min_speed_factor,
+            max_rtt=self.link_max_rtt,
+            max_command_age=self.max_command_age,
+        )
 
     @property
     def is_loopback(self) -> bool:

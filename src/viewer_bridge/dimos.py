@@ -12,7 +12,7 @@ consumers work unchanged. Inside, it runs viewer-bridge's threaded server
 (:class:`viewer_bridge.RerunWebSocketServer`) with every safety, security and
 transport setting of :class:`~viewer_bridge.config.BridgeConfig`, and forwards
 its streams to the module's outputs. Its defaults are the DimOS 0.0.15 profile
-(``stop_movement="off"``, ``idle_stop="publish"``, goals within 500 m / 50 m); docs/dimos.md lists each
+(``stop_movement="off"``, goals within 500 m / 50 m); docs/dimos.md lists each
 difference from DimOS's module and the setting that restores DimOS's behaviour.
 
 Importing this module needs DimOS (``pip install 'viewer-bridge[dimos]'``).
@@ -51,11 +51,9 @@ from viewer_bridge.server.threaded import RerunWebSocketServer as ThreadedServer
 __all__ = ["RerunWebSocketServer", "RerunWebSocketServerConfig", "RerunWebSocketServerSpec"]
 
 # Settings whose default in a DimOS stack differs from the standalone server's:
-# DimOS 0.0.15's MovementManager announces stop_movement, a viewer "stop"
-# publishes a zero there even when nobody drives, and goals are bounded.
+# DimOS 0.0.15's MovementManager announces stop_movement, and goals are bounded.
 DIMOS_PROFILE: Final[dict[str, Any]] = {
     "stop_movement": "off",
-    "idle_stop": "publish",
     # MovementManager's own limits; here the operator is told why a click went nowhere.
     "max_goal_distance": 500.0,
     "max_goal_height": 50.0,

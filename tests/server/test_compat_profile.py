@@ -1,4 +1,4 @@
-"""The DimOS 0.0.15 compatibility settings over real sockets: stop_movement, idle_stop, click_frame."""
+"""The DimOS 0.0.15 compatibility settings over real sockets: stop_movement, click_frame."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _click(x: float, entity_path: str | None) -> str:
 
 
 def test_the_dimos_profile_behaves_like_dimos_0_0_15(bridge_factory: Factory) -> None:
-    server, rec = bridge_factory(stop_movement="off", idle_stop="publish", click_frame="entity_path")
+    server, rec = bridge_factory(stop_movement="off", click_frame="entity_path")
     with client(server) as ws:
         ws.send(STOP)  # nobody drives: one zero all the same
         ws.send(twist(linear_x=0.5, angular_z=0.8))
@@ -46,16 +46,14 @@ def test_the_dimos_profile_behaves_like_dimos_0_0_15(bridge_factory: Factory) ->
 
 def test_the_standalone_defaults_are_unchanged(bridge_factory: Factory) -> None:
     server, rec = bridge_factory()
-    assert (server.config.stop_movement, server.config.idle_stop, server.config.click_frame) == (
-        "publish", "off", "frame_id",
-    )
+    assert (server.config.stop_movement, server.config.click_frame) == ("publish", "frame_id")
     with client(server) as ws:
         ws.send(STOP)
         ws.send(twist(linear_x=0.5, angular_z=0.8))
         ws.send(STOP)
         ws.send(_click(1.0, "/world/map"))
         rec.wait_points(1)
-    assert rec.twists == [TELE, Twist.zero()]  # the idle stop published nothing
+    assert rec.twists == [Twist.zero(), TELE, Twist.zero()]  # every explicit stop acts, driving or not
     assert rec.points[0].frame_id == "world"
     assert len(rec.stops) == 1
 
@@ -90,8 +88,8 @@ def test_bad_profile_values_are_refused_by_name(monkeypatch: pytest.MonkeyPatch)
         RerunWebSocketServer(stop_movement="never")
     with pytest.raises(ConfigError, match="click_frame"):
         RerunWebSocketServer(click_frame="entity")
-    monkeypatch.setenv("VIEWER_BRIDGE_IDLE_STOP", "publish")
-    assert load_config().idle_stop == "publish"
+    monkeypatch.setenv("VIEWER_BRIDGE_CLICK_FRAME", "entity_path")
+    assert load_config().click_frame == "entity_path"
 
 
 def test_goal_limits_refuse_far_clicks_with_a_reason_over_a_socket(bridge_factory: Factory) -> None:

@@ -35,6 +35,7 @@ def test_counters_move_as_frames_arrive(bridge_factory: BridgeFactory) -> None:
     assert value(before, "viewer_bridge_frames_total", type="twist") == 0
     with client(server) as a, client(server) as b:
         a.send(twist(linear_x=0.5))
+        rec.wait_twists(1)  # two connections have no order between them: a drives first
         b.send(twist(linear_x=-0.5))
         assert recv_json(b)["reason"] == "not_driver"
         a.send("garbage")

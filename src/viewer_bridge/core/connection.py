@@ -49,6 +49,7 @@ import msgspec
 
 from viewer_bridge.core.protocol import (
     Click,
+    Estop,
     Event,
     ProtocolError,
     Reason,
@@ -60,6 +61,7 @@ from viewer_bridge.core.protocol import (
 from viewer_bridge.core.ratelimit import TokenBucket
 
 __all__ = [
+    "Answered",
     "Close",
     "CloseCode",
     "Connection",
@@ -121,6 +123,12 @@ class Pong(msgspec.Struct, frozen=True, gc=False):
     payload: bytes
 
 
+class Answered(msgspec.Struct, frozen=True, gc=False):
+    """The client answered a ping of ours with this payload (the server measures its round trip)."""
+
+    payload: bytes
+
+
 class Close(msgspec.Struct, frozen=True, gc=False):
     """Send a close frame with ``code`` and ``reason`` and end the connection.
 
@@ -134,7 +142,7 @@ class Close(msgspec.Struct, frozen=True, gc=False):
     answered: bool = False
 
 
-Result = Union[Event, Refusal, Pong, Close, None]
+Result = Union[Event, Refusal, Pong, Answered, Close, None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +266,7 @@ class Connection:
         "_messages",
         "_over_since",
         "_state",
-        "_told_rate_limited",
+        "_told",
         "_work",
         "dropped",
         "frames",
@@ -277,7 +285,7 @@ class Connection:
         self._max_size = limits.max_message_size
         self._state = _State.OPEN
         self._over_since: float | None = None
-        self._told_rate_limited = -math.inf
+        self._told: dict[str, float] = {}
         self.pause_until: float | None = None
         self.frames = 0
         self.dropped = 0
@@ -361,7 +369,7 @@ class Connection:
 
     def _event(self, event: Event, now: float) -> Result:
         kind = type(event)
-        if kind is Stop or (kind is TwistCommand and _is_zero(event)):  # type: ignore[arg-type]
+        if kind is Stop or kind is Estop or (kind is TwistCommand and _is_zero(event)):  # type: ignore[arg-type]
             # Never limited: a client's own rate must not keep its robot moving.
             return event
         if not self._allow(now):
@@ -377,11 +385,16 @@ class Connection:
             )
         return event
 
+    def tell_once(self, reason: str, now: float) -> bool:
+        """Whether to send a refusal for ``reason`` now: a repeated one is told at most once a second."""
+        if now - self._told.get(reason, -math.inf) >= 1.0:
+            self._told[reason] = now
+            return True
+        return False
+
     def _rate_limited(self, now: float) -> Refusal:
         self.dropped += 1
-        tell = now - self._told_rate_limited >= 1.0
-        if tell:
-            self._told_rate_limited = now
+        tell = self.tell_once(Reason.RATE_LIMITED, now)
         return Refusal(
             Reason.RATE_LIMITED,
             f"more than {self.limits.rate:g} messages/s (burst {self.limits.burst:g}); excess messages are "
@@ -393,7 +406,7 @@ class Connection:
         if opcode == Opcode.PING:
             return Pong(payload)
         if opcode == Opcode.PONG:
-            return None
+            return Answered(payload) if payload else None
         if opcode == Opcode.CLOSE:
             self._state = _State.CLOSED
             if len(payload) >= 2:
