@@ -6,13 +6,16 @@ this process measuring from outside, as the robot would see it:
 * an independent LCM listener (plain ``lcm`` and ``dimos_lcm``, no
   viewer_bridge code) stamps every ``/tele_cmd_vel`` message when it
   reaches the bus;
-* a normal client sends a twist every 50 ms, each with its own ``linear_x``
-  so that every send is paired with its own arrival on the bus (a twist
-  that never arrives is counted lost, unless this process, held up, sent
-  the next one right behind it: the bridge rightly sends only the newer);
-* a second client sends ``stop`` halfway between two of the driver's
-  twists, three times a drive: send -> the next zero on the bus;
-* after each drive the driver falls silent, and the deadman's zero is
+* a normal client, which reads what it is sent and answers pings as the
+  viewer does, sends a twist every 50 ms, each with its own ``linear_x``
+  (over ``angular_z`` = 1, a ratio the bridge's slow-link speed factor
+  keeps), so that every send is paired with its own arrival on the bus (a
+  twist that never arrives is counted lost, unless this process, held up,
+  sent the next one right behind it: the bridge rightly sends only the newer);
+* a drive is three segments of 0.5 s: a second client stops the first two
+  25 ms after their last twist (send -> the next zero on the bus), the
+  driver lets go (a zero twist: someone else's stop holds it until it does)
+  and drives on; after the third it falls silent, and the deadman's zero is
   timed against (last twist sent + ``deadman_timeout``); every zero beyond
   one per silence is counted;
 * a new client opens a WebSocket every 0.6 s: TCP connect -> ``101``;
@@ -49,6 +52,7 @@ import argparse
 import bisect
 import contextlib
 import json
+import math
 import os
 import random
 import re
@@ -67,7 +71,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.control import now, proc_cpu_ns, proc_rss_bytes
-from bench.load import close_all, open_connections, percentile, text_frame
+from bench.load import _handshake_request, close_all, open_connections, percentile, text_frame
 from bench.procs import kill_group, read_json_line, wait_for_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +84,10 @@ BLOCK_SECONDS = 5.0
 # Twists at or above this make the stall target's subscriber block; the driver's ordinary twists stay far below.
 BLOCK_FROM = 0.75
 CLICKS_PER_S = 10_000.0
+# The other client stops this many segments of each drive; the last segment ends in silence.
+STOPS_PER_DRIVE = 2
+# How long a stop's zero is waited for before the driver lets go and drives on.
+STOP_WAIT = 2.0
 # Two twists sent closer than this are one command as far as the bridge is concerned.
 SUPERSEDED_WITHIN = 0.005
 # The stall scenarios that need a fast clicker lift the per-client limits, as a trusted operator's setup might.
@@ -154,6 +162,10 @@ SCENARIOS = {s.name: s for s in attack_scenarios()}
 # -- the independent observer ------------------------------------------------------------
 
 
+# What the listener saw: (arrival, twist_key, angular_z = the speed factor applied, is_zero).
+Seen = tuple[float, "int | None", float, bool]
+
+
 class BusListener:
     """A plain ``lcm.LCM`` subscriber to ``/tele_cmd_vel``, stamping each message on arrival.
 
@@ -168,8 +180,7 @@ class BusListener:
         self._decode = Twist.lcm_decode
         self.lc = lcm.LCM(url)
         self.lock = threading.Lock()
-        # (arrival, linear_x, is_zero)
-        self.seen: list[tuple[float, float, bool]] = []
+        self.seen: list[Seen] = []
         self.lc.subscribe(TELE_CMD_VEL, self._on)
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="bus-listener", daemon=True)
@@ -180,7 +191,7 @@ class BusListener:
         m = self._decode(data)
         values = (m.linear.x, m.linear.y, m.linear.z, m.angular.x, m.angular.y, m.angular.z)
         with self.lock:
-            self.seen.append((t, float(m.linear.x), not any(values)))
+            self.seen.append((t, twist_key(m.linear.x, m.angular.z), float(m.angular.z), not any(values)))
 
     def _run(self) -> None:
         fd = self.lc.fileno()
@@ -190,11 +201,11 @@ class BusListener:
                 return
             self.lc.handle_timeout(0)
 
-    def snapshot(self) -> list[tuple[float, float, bool]]:
+    def snapshot(self) -> list[Seen]:
         with self.lock:
             return list(self.seen)
 
-    def wait_for(self, pred: Callable[[tuple[float, float, bool]], bool], timeout: float) -> float | None:
+    def wait_for(self, pred: Callable[[Seen], bool], timeout: float) -> float | None:
         """Arrival time of the first message matching ``pred``, waiting up to ``timeout`` s."""
         deadline = now() + timeout
         while True:
@@ -445,15 +456,113 @@ class Handshakes:
         self.thread.join(timeout=40)
 
 
-def _twist_frame(linear_x: float) -> bytes:
+def _twist_frame(linear_x: float, angular_z: float = 1.0) -> bytes:
     body = (
         f'{{"type":"twist","linear_x":{linear_x!r},"linear_y":0.0,"linear_z":0.0,'
-        '"angular_x":0.0,"angular_y":0.0,"angular_z":0.0}'
+        f'"angular_x":0.0,"angular_y":0.0,"angular_z":{angular_z!r}}}'
     )
     return text_frame(body.encode())
 
 
+def twist_key(linear_x: float, angular_z: float) -> int | None:
+    """Which twist this is: ``linear_x / angular_z`` in 4096ths.
+
+    The bridge may scale a whole twist down (its speed factor for a slow
+    link), never one axis alone, so the ratio survives where the value would
+    not; ``angular_z`` is always sent as 1.0.
+    """
+    return round(linear_x / angular_z * 4096) if angular_z else None
+
+
 STOP_FRAME = b'{"type":"stop"}'
+RELEASE_FRAME = _twist_frame(0.0, 0.0)
+
+
+class Client:
+    """A WebSocket client that behaves like the viewer: it reads what it is sent and answers pings.
+
+    The bridge pings every client and slows down, then refuses, a driver
+    whose pongs do not come; a measuring client must not look like a dead
+    link. Sends and pongs share a lock, so a pong never lands inside a frame.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        request, accept = _handshake_request(port, "/ws")
+        self.sock.sendall(request)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("server closed during the WebSocket handshake")
+            head += chunk
+        response, _, leftover = head.partition(b"\r\n\r\n")
+        if b" 101 " not in response.split(b"\r\n", 1)[0] + b" " or accept not in response:
+            raise ConnectionError(f"handshake refused: {response[:200]!r}")
+        # The bridge pings (and sends its status) at once: those frames may have come with the 101.
+        self._leftover = leftover
+        self.sock.settimeout(None)
+        self.lock = threading.Lock()
+        self.pings = 0
+        self.thread = threading.Thread(target=self._read, name="client-reader", daemon=True)
+        self.thread.start()
+
+    def send(self, frame: bytes) -> float:
+        with self.lock:
+            t = now()
+            self.sock.sendall(frame)
+        return t
+
+    def _read(self) -> None:
+        buf, chunk = b"", self._leftover
+        try:
+            while True:
+                if not chunk:
+                    chunk = self.sock.recv(65536)
+                    if not chunk:
+                        return
+                buf, chunk = buf + chunk, b""
+                while True:
+                    parsed = _server_frame(buf)
+                    if parsed is None:
+                        break
+                    opcode, payload, buf = parsed
+                    if opcode == 0x9:
+                        self.pings += 1
+                        self.send(_pong(payload))
+                    elif opcode == 0x8:
+                        return
+        except OSError:
+            return
+
+    def close(self) -> None:
+        with self.lock:
+            close_all([self.sock])
+        self.thread.join(timeout=5)
+
+
+def _server_frame(buf: bytes) -> tuple[int, bytes, bytes] | None:
+    """One unmasked server frame off the front of ``buf``: (opcode, payload, rest), or None if incomplete."""
+    if len(buf) < 2:
+        return None
+    opcode, n, offset = buf[0] & 0x0F, buf[1] & 0x7F, 2
+    if n == 126:
+        if len(buf) < 4:
+            return None
+        n, offset = int.from_bytes(buf[2:4], "big"), 4
+    elif n == 127:
+        if len(buf) < 10:
+            return None
+        n, offset = int.from_bytes(buf[2:10], "big"), 10
+    if len(buf) < offset + n:
+        return None
+    return opcode, buf[offset : offset + n], buf[offset + n :]
+
+
+def _pong(payload: bytes) -> bytes:
+    key = os.urandom(4)
+    return bytes((0x8A, 0x80 | len(payload))) + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 def _sleep_until(t: float) -> None:
@@ -476,7 +585,7 @@ class Driver:
     """The normal client and the stopping client, on one thread, to a fixed schedule."""
 
     def __init__(self, port: int) -> None:
-        self.driver, self.stopper = open_connections(port, 2)
+        self.driver, self.stopper = Client(port), Client(port)
         self.seq = 0
 
     def next_value(self, marker: bool = False) -> float:
@@ -485,35 +594,38 @@ class Driver:
         return (BLOCK_FROM if marker else 0.0) + self.seq / 4096
 
     def twist(self, value: float) -> float:
-        frame = _twist_frame(value)
-        t = now()
-        self.driver.sendall(frame)
-        return t
+        return self.driver.send(_twist_frame(value))
 
     def stop(self) -> float:
-        frame = text_frame(STOP_FRAME)
-        t = now()
-        self.stopper.sendall(frame)
-        return t
+        return self.stopper.send(text_frame(STOP_FRAME))
 
-    def drive(self, sc: AttackScenario, bus: BusListener, timeline: Timeline) -> None:
-        n = max(2, round(sc.drive_s / TWIST_PERIOD))
+    def _twists(self, n: int, timeline: Timeline, marker_last: bool) -> None:
         t0 = now() + 0.01
         for i in range(n):
             _sleep_until(t0 + i * TWIST_PERIOD)
-            value = self.next_value(marker=sc.block and i == n - 1)
+            value = self.next_value(marker=marker_last and i == n - 1)
             sent = self.twist(value)
             timeline.twists.append((sent, value))
             timeline.slip = max(timeline.slip, sent - (t0 + i * TWIST_PERIOD))
-            if sc.stops and i % 10 == 5:
-                _sleep_until(t0 + (i + 0.5) * TWIST_PERIOD)
-                sent = self.stop()
-                timeline.stops.append(sent)
-                timeline.slip = max(timeline.slip, sent - (t0 + (i + 0.5) * TWIST_PERIOD))
+
+    def drive(self, sc: AttackScenario, bus: BusListener, timeline: Timeline) -> None:
+        """Drive segments that the other client stops, then one that ends in silence (the deadman's)."""
+        n = max(2, round(sc.drive_s / TWIST_PERIOD / (STOPS_PER_DRIVE + 1 if sc.stops else 1)))
+        for _ in range(STOPS_PER_DRIVE if sc.stops else 0):
+            self._twists(n, timeline, marker_last=False)
+            _sleep_until(timeline.twists[-1][0] + TWIST_PERIOD / 2)
+            sent = self.stop()
+            timeline.stops.append(sent)
+            # A stop from someone else holds the driver until it lets go (a zero twist), and the zero it
+            # sends must not be taken for the stop's: wait for the stop's on the bus first.
+            bus.wait_for(_zero_after(sent), timeout=STOP_WAIT)
+            self.driver.send(RELEASE_FRAME)
+            time.sleep(TWIST_PERIOD)
+        self._twists(n, timeline, marker_last=sc.block)
         last = timeline.twists[-1][0]
         timeline.silences.append(last)
         # The deadman's zero, or a stop's that came later than the last twist (it ended the drive instead).
-        bus.wait_for(lambda m: m[2] and m[0] > last, timeout=DEADMAN + 5.0)
+        bus.wait_for(_zero_after(last), timeout=DEADMAN + 5.0)
         if sc.block:
             # Let the block end and the bridge catch up: any second zero would come now.
             _sleep_until(last + BLOCK_SECONDS + 0.5)
@@ -521,7 +633,8 @@ class Driver:
         timeline.silence_ends.append(now())
 
     def close(self) -> None:
-        close_all([self.driver, self.stopper])
+        self.driver.close()
+        self.stopper.close()
 
 
 def _ms_stats(samples: list[float], prefix: str) -> dict[str, float]:
@@ -534,29 +647,34 @@ def _ms_stats(samples: list[float], prefix: str) -> dict[str, float]:
     }
 
 
-def analyse(timeline: Timeline, seen: list[tuple[float, float, bool]]) -> dict[str, Any]:
+def analyse(timeline: Timeline, seen: list[Seen]) -> dict[str, Any]:
     """Pair every send with its arrival on the bus."""
-    arrivals: dict[float, float] = {}
+    arrivals: dict[int | None, float] = {}
     zeros: list[float] = []
-    for t, x, zero in seen:
+    factors: list[float] = []
+    for t, key, factor, zero in seen:
         if zero:
             zeros.append(t)
         else:
-            arrivals.setdefault(x, t)
-    twist_delays = [arrivals[v] - t for t, v in timeline.twists if v in arrivals]
+            arrivals.setdefault(key, t)
+            factors.append(factor)
+    keys = [round(v * 4096) for _, v in timeline.twists]
+    twist_delays = [arrivals[k] - t for (t, _), k in zip(timeline.twists, keys, strict=True) if k in arrivals]
     # A twist that never reached the bus because this process, held up, sent the next one right behind it
     # was replaced on the bridge's command lane, as designed (the newest command wins): not a loss.
     sends = [t for t, _ in timeline.twists]
     superseded = sum(
         1
-        for i, (t, v) in enumerate(timeline.twists)
-        if v not in arrivals and i + 1 < len(sends) and sends[i + 1] - t < SUPERSEDED_WITHIN
+        for i, (t, k) in enumerate(zip(sends, keys, strict=True))
+        if k not in arrivals and i + 1 < len(sends) and sends[i + 1] - t < SUPERSEDED_WITHIN
     )
     out: dict[str, Any] = {
         "twists_sent": len(timeline.twists),
         "twists_lost": len(timeline.twists) - len(twist_delays) - superseded,
         "twists_superseded": superseded,
         "sender_slip_ms": timeline.slip * 1e3,
+        # Below 1: the bridge slowed the driver down for a slow link (its pongs came late).
+        "speed_factor_min": min(factors, default=math.nan),
     }
     out.update(_ms_stats(twist_delays, "twist"))
 
@@ -607,8 +725,13 @@ def verdicts(result: dict[str, Any], targets: dict[str, float]) -> dict[str, boo
     return out
 
 
-def _is_value(value: float) -> Callable[[tuple[float, float, bool]], bool]:
-    return lambda m: m[1] == value and not m[2]
+def _zero_after(t: float) -> Callable[[Seen], bool]:
+    return lambda m: m[3] and m[0] > t
+
+
+def _is_value(value: float) -> Callable[[Seen], bool]:
+    key = round(value * 4096)
+    return lambda m: m[1] == key and not m[3]
 
 
 @contextlib.contextmanager
@@ -648,8 +771,9 @@ def run_scenario(sc: AttackScenario, log_dir: Path) -> dict[str, Any]:
                         raise RuntimeError(f"a twist never reached the LCM bus {url} (see {log_path})")
                     time.sleep(TWIST_PERIOD)
                 t_stop = driver.stop()
-                if bus.wait_for(lambda m: m[2] and m[0] > t_stop, timeout=10) is None:
+                if bus.wait_for(_zero_after(t_stop), timeout=10) is None:
                     raise RuntimeError("the warm-up stop's zero never reached the LCM bus")
+                driver.driver.send(RELEASE_FRAME)  # the other client's stop holds the driver until it lets go
                 time.sleep(0.3)
                 sampler = Sampler(running.pid)
 
@@ -713,7 +837,7 @@ def run_scenario(sc: AttackScenario, log_dir: Path) -> dict[str, Any]:
                 "twists": [(round(t - base, 6), v) for t, v in timeline.twists],
                 "stops": [round(t - base, 6) for t in timeline.stops],
                 "silences": [round(t - base, 6) for t in timeline.silences],
-                "bus": [(round(t - base, 6), x, z) for t, x, z in seen],
+                "bus": [(round(t - base, 6), key, factor, zero) for t, key, factor, zero in seen],
             }
             if handshakes is not None:
                 result.update(_ms_stats(handshakes.times, "handshake"))

@@ -450,7 +450,8 @@ def render_attack(results: dict[str, Any]) -> list[str]:
         "viewer-bridge (`viewer-bridge serve --transport lcm`, default limits, "
         f"`--deadman-timeout {DEADMAN:g}`) while other connections flood it, each flood from processes of "
         "its own. Beside the flood, a normal client sends a twist every 50 ms and a second client "
-        "sends `stop` three times a drive; times are taken from send to arrival on the LCM bus, seen by "
+        "stops two of every three half-second segments of a drive (the third ends in silence, for the "
+        "deadman); times are taken from send to arrival on the LCM bus, seen by "
         "an independent `lcm` listener. Targets (from the issue, for this 2-core machine): twist p99 "
         f"< {t['twist_p99_ms']:g} ms, stop < {t['stop_max_ms']:g} ms, deadman zero at the timeout + "
         f"< {t['deadman_late_max_ms']:g} ms, a new client's handshake < {t['handshake_max_ms']:g} ms, "
@@ -532,8 +533,9 @@ def render_attack(results: dict[str, Any]) -> list[str]:
         "pings whose pongs are never read). `quiet` is the same measurement without a flood.",
         "- Each twist carries its own `linear_x`, so every send is paired with its own arrival; a twist "
         "that never arrives (replaced by a newer one on the bridge's command lane, or refused) is lost. "
-        "Stop = send -> the next zero on the bus. Deadman late = that zero - (last twist sent + "
-        f"timeout), over 3 drives of 1.5 s. Handshake = TCP connect -> `101`, a new client every "
+        "The measuring clients answer the bridge's pings, as the viewer does. "
+        "Stop = send -> the next zero on the bus, 6 per scenario. Deadman late = that zero - (last twist "
+        "sent + timeout), 3 per scenario. Handshake = TCP connect -> `101`, a new client every "
         f"{HANDSHAKE_PERIOD:g} s. RSS growth = the peak during the flood (sampled every 20 ms, and the "
         "kernel's high-water mark) - RSS before it.",
         f"- Stalls: `asyncio` and `threaded` run the library with a `tele_cmd_vel` subscriber that "

@@ -5,7 +5,7 @@ on a loop thread of its own, where in-process subscribers are called inline
 on the event loop, so the block holds the loop; ``server=threaded`` runs
 :class:`~viewer_bridge.RerunWebSocketServer`, where they run on a thread of
 their own. Either way, the subscriber to ``tele_cmd_vel`` sleeps
-``block_seconds`` when a twist's ``linear_x`` is at least ``block_from``:
+``block_seconds`` when a twist's ``linear_x / angular_z`` is at least ``block_from``:
 the measuring process sends such a twist as the last of a drive and watches
 for the deadman's zero on the bus. Every other ``--kwarg`` goes to the
 server's constructor (``transports``, ``lcm_url``, ``deadman_timeout``).
@@ -48,7 +48,8 @@ class StallTarget:
 
         def blocking(twist: Any) -> None:
             recorder.hit()
-            if twist.linear.x >= block_from:
+            # The ratio, as the measuring process sends it: a slow-link speed factor scales both axes.
+            if twist.angular.z and twist.linear.x / twist.angular.z >= block_from:
                 time.sleep(block_seconds)
 
         self._server.tele_cmd_vel.subscribe(blocking)
