@@ -84,6 +84,7 @@ BLOCK_SECONDS = 5.0
 # Twists at or above this make the stall target's subscriber block; the driver's ordinary twists stay far below.
 BLOCK_FROM = 0.75
 CLICKS_PER_S = 10_000.0
+LISTENER_RCVBUF = 4 * 1024 * 1024
 # The other client stops this many segments of each drive; the last segment ends in silence.
 STOPS_PER_DRIVE = 2
 # How long a stop's zero is waited for before the driver lets go and drives on.
@@ -178,7 +179,9 @@ class BusListener:
         from dimos_lcm.geometry_msgs import Twist
 
         self._decode = Twist.lcm_decode
-        self.lc = lcm.LCM(url)
+        # A deep receive buffer: the stall scenarios put 10,000 clicks a second on the same group, and a
+        # datagram the kernel drops for want of room here would look like a twist the bridge never sent.
+        self.lc = lcm.LCM(f"{url}&recv_buf_size={LISTENER_RCVBUF}")
         self.lock = threading.Lock()
         self.seen: list[Seen] = []
         self.lc.subscribe(TELE_CMD_VEL, self._on)
@@ -383,6 +386,13 @@ def machine_busy_s() -> float:
         fields = [int(x) for x in f.readline().split()[1:9]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def udp_rcvbuf_errors() -> int:
+    """The kernel's count of UDP datagrams dropped because a socket's receive buffer was full."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(dict(zip(rows[0], rows[1], strict=True))["RcvbufErrors"])
 
 
 def _self_cpu_s() -> float:
@@ -798,7 +808,7 @@ def run_scenario(sc: AttackScenario, log_dir: Path) -> dict[str, Any]:
                 helpers = [p for p in (flood_proc, clicker, running.pipes.get("zenoh")) if p is not None]
                 cpu0, t_cpu0 = proc_cpu_ns(running.pid), now()
                 helper_cpu0 = [proc_cpu_ns(p.pid) for p in helpers]
-                busy0, self0 = machine_busy_s(), _self_cpu_s()
+                busy0, self0, udp0 = machine_busy_s(), _self_cpu_s(), udp_rcvbuf_errors()
                 handshakes = Handshakes(running.port) if sc.handshakes else None
                 try:
                     for _ in range(sc.drives):
@@ -808,6 +818,8 @@ def run_scenario(sc: AttackScenario, log_dir: Path) -> dict[str, Any]:
                         handshakes.finish()
                 cpu1, t_cpu1 = proc_cpu_ns(running.pid), now()
                 busy1, self1 = machine_busy_s(), _self_cpu_s()
+                # Datagrams dropped for a full receive buffer, machine-wide: if any, the listener may have missed some.
+                result["udp_rcvbuf_errors"] = udp_rcvbuf_errors() - udp0
                 window = t_cpu1 - t_cpu0
                 bridge_s = (cpu1 - cpu0) / 1e9
                 helpers_s = sum((proc_cpu_ns(p.pid) - c0) / 1e9 for p, c0 in zip(helpers, helper_cpu0, strict=True))
