@@ -265,11 +265,12 @@ class TeleopApp(App[int]):
 
     def _link_text(self) -> str:
         status = self.status
-        if status is None or status.rtt_ms is None:
+        if status is None or (status.rtt_ms is None and status.speed_factor is not None):
             return ""
         factor = status.speed_factor
         speed = "[b red]too slow to drive[/]" if factor is None else f"speed x{factor:.2f}"
-        return f"    RTT {status.rtt_ms:.0f} ms    {speed}"
+        rtt = "-" if status.rtt_ms is None else f"{status.rtt_ms:.0f}"
+        return f"    RTT {rtt} ms    {speed}"
 
     def _estop_text(self) -> str:
         status = self.status

@@ -259,12 +259,14 @@
 
   function renderLink() {
     const s = status;
-    ui.link.hidden = !s || s.rtt_ms === null || s.rtt_ms === undefined;
+    const measured = !!s && typeof s.rtt_ms === "number";
+    const slow = !!s && s.speed_factor === null;
+    // Shown once a round trip is measured, or when the link is too slow before any came back.
+    ui.link.hidden = !measured && !slow;
     if (ui.link.hidden) return;
-    const slow = s.speed_factor === null;
     ui.link.dataset.state = slow ? "too-slow" : s.speed_factor < 1 ? "slow" : "ok";
     const speed = slow ? "too slow to drive" : `speed ×${s.speed_factor.toFixed(2)}`;
-    setText(ui.link, `RTT ${Math.round(s.rtt_ms)} ms · ${speed}`);
+    setText(ui.link, `RTT ${measured ? Math.round(s.rtt_ms) : "—"} ms · ${speed}`);
   }
 
   function renderEstop() {
