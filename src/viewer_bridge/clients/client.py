@@ -683,13 +683,19 @@ class ViewerClient:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="viewer-client", daemon=True)
         self._closed = False
-        try:
-            # Built on its loop so its futures and tasks belong there.
-            self._client: AsyncViewerClient = self._loop.run_until_complete(_build(url, options))
-        except BaseException:
-            self._loop.close()
-            raise
         self._thread.start()
+        try:
+            # Built on its loop (and thread) so its futures and tasks belong there; the caller's thread
+            # may be running an event loop of its own (Jupyter, Playwright's sync API).
+            self._client: AsyncViewerClient = asyncio.run_coroutine_threadsafe(
+                _build(url, options), self._loop
+            ).result(timeout)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self._loop.close()
+            raise
 
     @property
     def client(self) -> AsyncViewerClient:

@@ -848,7 +848,7 @@
     if (!focused && enable) padLocked = true;
     // Anyone may stop, with or without enable.
     if (fresh.stop) emergencyStop();
-    if (fresh.estop) latchEstop();
+    if (fresh.estop) latchEstop("the gamepad's e-stop button on the browser page");
     const driving = enable && !padLocked && focused;
     const next = driving ? padCommand(axes, turbo) : ZERO;
     if (!same(next, padCmd)) {
@@ -899,13 +899,13 @@
 
   // The STOP button and the gamepad's e-stop button. The bridge publishes the
   // one zero itself; every input is let go, so nothing resumes on release.
-  function latchEstop() {
+  function latchEstop(reason = "STOP on the browser page") {
     if (!ESTOP_SUPPORTED) {
       emergencyStop();
       return;
     }
     releaseAll({ send: false });
-    if (send({ type: "estop", reason: "STOP on the browser page" })) notify("E-stop latched", "info");
+    if (send({ type: "estop", reason })) notify("E-stop latched", "info");
     else notify("Not connected: the e-stop was NOT latched", "error");
   }
 
