@@ -279,7 +279,7 @@ class TeleopApp(App[int]):
             if self.keys.release_asked:
                 return f"Release the e-stop? {release}"
             return ""
-        return f"{escape(describe_estop(status.estop))}    {release}"
+        return f"{escape(describe_estop(status.estop))}\n{release}"
 
     def _driver_text(self) -> str:
         status = self.status
@@ -295,10 +295,7 @@ class TeleopApp(App[int]):
             text += f"    deadman {status.deadman_remaining_s:.1f} s"
         if status.stopped_by is not None:
             who = "your e-stop" if status.stopped_by == status.you else escape(status.stopped_by)
-            text += (
-                f"\n            [b yellow]Stopped by {who}[/]: let go of the keys (or press Space) before "
-                "driving again"
-            )
+            text += f"\n            [b yellow]Stopped by {who}[/]: let go (or Space) to drive again"
         return text
 
     def _command_text(self) -> str:
@@ -309,8 +306,8 @@ class TeleopApp(App[int]):
             if applied is None:
                 text += "\nIn force    [dim]nothing (the robot is stopped)[/]"
             else:
-                whose = "" if status.you_drive else f" from {escape(status.driver or '?')}"
-                text += f"\nIn force    {_axes(applied)}  (after the bridge's limits{whose})"
+                # Under the line above, to compare: the bridge's, after its limits (and whoever drives).
+                text += f"\nIn force    [b]twist[/]  {_axes(applied)}"
         if self.note:
             text += f"\n            [yellow]{escape(self.note)}[/]"
         return text
