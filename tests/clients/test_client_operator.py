@@ -181,10 +181,8 @@ async def test_wait_status_times_out_and_ends_with_the_client(bridge: tuple[Reru
 
 
 @run_async
-async def test_an_old_timestamp_is_refused_as_stale_and_not_published(
-    bridge: tuple[RerunWebSocketServer, Recorder],
-) -> None:
-    server, rec = bridge
+async def test_an_old_timestamp_is_refused_as_stale_and_not_published(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory(link_limits=True)
     async with AsyncViewerClient(server.websocket_url()) as client:
         for _ in range(3):  # the link's best delivery, from commands sent now
             await client.twist(linear_x=0.5)

@@ -7,7 +7,8 @@ it. With the default curve (full speed up to 150 ms, linearly down to 0.3 at
 checked in the status frame (``rtt_ms``, ``speed_factor``), in what is
 published, and in ``/metrics``. Nothing here asserts how long anything took;
 the round trip the proxy makes is at least its delay, and the factor is
-checked against the curve at the round trip the bridge measured.
+checked against the curve at the round trip the bridge measured. (The
+factory's bridges run without link limits unless asked: these ask.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import BridgeFactory, Recorder
+from tests.conftest import BridgeFactory
 from tests.delay_proxy import DelayProxy
 from viewer_bridge import RerunWebSocketServer, Twist, Vector3
 from viewer_bridge.clients.client import ServerError, ViewerClient
@@ -43,9 +44,9 @@ def metric(server: RerunWebSocketServer, name: str, client: str) -> float | None
     ("rtt_ms", "expected"), [(50, 1.0), (300, 0.77), (800, 0.3), (2000, None)], ids=["50ms", "300ms", "800ms", "2s"]
 )
 def test_the_round_trip_sets_the_speed_factor(
-    bridge: tuple[RerunWebSocketServer, Recorder], rtt_ms: int, expected: float | None
+    bridge_factory: BridgeFactory, rtt_ms: int, expected: float | None
 ) -> None:
-    server, rec = bridge
+    server, rec = bridge_factory(link_limits=True)
     assert server.bound_port is not None
     with DelayProxy(("127.0.0.1", server.bound_port), delay=rtt_ms / 2000) as proxy, slow_client(proxy) as client:
         status = client.wait_status(lambda s: s.rtt_ms is not None, timeout=20)
@@ -89,10 +90,8 @@ def test_link_limits_off_drive_at_full_speed_on_a_slow_link(bridge_factory: Brid
     assert rec.twists == [Twist(Vector3(1.0, 0, 0), Vector3()), Twist.zero()]
 
 
-def test_a_command_that_sat_in_a_queue_is_stale_through_a_slow_link(
-    bridge: tuple[RerunWebSocketServer, Recorder],
-) -> None:
-    server, rec = bridge
+def test_a_command_that_sat_in_a_queue_is_stale_through_a_slow_link(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory(link_limits=True)
     assert server.bound_port is not None
     with DelayProxy(("127.0.0.1", server.bound_port), delay=0.15) as proxy, slow_client(proxy) as client:
         client.wait_status(lambda s: s.rtt_ms is not None, timeout=20)
