@@ -293,7 +293,8 @@ class TeleopApp(App[int]):
             text = f"Driver      nobody (you are {escape(status.you)})"
         if status.deadman_remaining_s is not None:
             text += f"    deadman {status.deadman_remaining_s:.1f} s"
-        if status.stopped_by is not None:
+        if status.stopped_by is not None and self.keys.moving:
+            # Only while this terminal tries to drive: its stop (a key let go, Space) is the release.
             who = "your e-stop" if status.stopped_by == status.you else escape(status.stopped_by)
             text += f"\n            [b yellow]Stopped by {who}[/]: let go (or Space) to drive again"
         return text

@@ -225,7 +225,8 @@
       [state, text] = ["unknown", "—"];
     } else if (s && s.estop) {
       [state, text] = ["estop", "E-stop latched"];
-    } else if (s && s.stopped_by) {
+    } else if (s && s.stopped_by && active) {
+      // Only while this page tries to drive: letting go (which sends the stop) is the release.
       const who = s.stopped_by === s.you ? "you" : s.stopped_by;
       [state, text] = ["held", `Stopped by ${who}: let go to drive again`];
     } else if (active && (refused || (s && s.driver && !s.you_drive))) {
