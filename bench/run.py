@@ -86,10 +86,12 @@ def builtin_targets() -> dict[str, TargetSpec]:
             python=sys.executable,
             # The work tree's code, whether or not the venv has it installed.
             env={"PYTHONPATH": src},
-            # DimOS has no per-client rate limit, frame budget or connection
-            # cap; the bridge's defaults (200 msg/s and 2000 frames/s per
-            # client, 256 connections) would turn the throughput and idle
-            # scenarios into tests of those limits.
+            # DimOS has no per-client rate limit, frame budget, connection
+            # cap or link limits; the bridge's defaults (200 msg/s and 2000
+            # frames/s per client, 256 connections) would turn the throughput
+            # and idle scenarios into tests of those limits, and the load
+            # generator answers no pings, which the link limits take for a
+            # dead link (twists refused after 1.5 s).
             args=(
                 "--kwarg",
                 "rate_limit=1e9",
@@ -99,6 +101,8 @@ def builtin_targets() -> dict[str, TargetSpec]:
                 "frame_budget=1e9",
                 "--kwarg",
                 "max_connections=4096",
+                "--kwarg",
+                "link_limits=false",
             ),
             check="from viewer_bridge import RerunWebSocketServer",
         ),
