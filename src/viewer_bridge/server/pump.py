@@ -159,16 +159,21 @@ class ServerState(enum.Enum):
 
 
 class _BoundedReads(WSProtocol):  # type: ignore[misc]
-    """picows's protocol, reading at most ``_READ_CHUNK`` bytes per callback.
+    """picows's protocol, reading no more per callback than the client's frame budget covers.
 
     picows hands every complete frame in its buffer to the listener in one
     callback and grows the buffer when a read fills it, so a flooding client
-    would otherwise get ever larger reads, and ever longer turns on the loop.
+    would otherwise get ever larger reads, and ever longer turns on the loop;
+    a read is also cut to what the client's remaining work budget pays for
+    (``Connection.read_allowance``), so tiny frames cannot pack thousands
+    into one callback.
     """
 
     def get_buffer(self, size_hint: int) -> memoryview:
         buffer: memoryview = super().get_buffer(size_hint)
-        return buffer[:_READ_CHUNK] if len(buffer) > _READ_CHUNK else buffer
+        listener = self.listener
+        limit = listener.read_allowance() if isinstance(listener, _Session) else _READ_CHUNK
+        return buffer[:limit] if len(buffer) > limit else buffer
 
 
 class _Session(WSListener):
@@ -221,6 +226,9 @@ class _Session(WSListener):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.conn.closed()
         self.server._session_closed(self)
+
+    def read_allowance(self) -> int:
+        return self.conn.read_allowance(self._clock())
 
     def is_user_specific_pong(self, frame: WSFrame) -> bool:
         # picows's keepalive pings are empty; answers to the bridge's round-trip pings carry a payload
