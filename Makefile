@@ -1,19 +1,31 @@
 # viewer-bridge: `make run` serves, `make test` runs every test. Both set up what they need.
+#
+# `make run` installs only what serving needs (the viewer endpoint, the browser
+# page, --echo): a small venv, quick to build. `make test` installs every extra
+# and the test tools into the same venv.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+# The real viewer the interop tests drive (a pre-release; DimOS 0.0.15 itself pins 0.32.0a2).
+DIMOS_VIEWER := dimos-viewer==0.32.0a3
 
-.PHONY: run test lint fuzz bench system-deps multicast clean
+.PHONY: run test test-random lint fuzz bench dist system-deps multicast clean
 
-$(STAMP): pyproject.toml constraints.txt
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,web3d]'
-	@touch $(STAMP)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,test]' '$(DIMOS_VIEWER)'
+	@touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/viewer-bridge serve --echo text
 
 # Debian packages for the viewer, browser and terminal tests (root: installs; else says what to run).
@@ -24,22 +36,32 @@ system-deps:
 multicast:
 	@bash scripts/lcm-multicast.sh
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
-test: $(STAMP) system-deps multicast
-	$(BIN)/pip install --quiet -c constraints.txt 'dimos-viewer==0.32.0a3'
+test: $(TEST_STAMP) system-deps multicast
 	$(MAKE) lint
 	$(BIN)/pytest -n 2 --dist loadfile
 
-fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/core/test_protocol_fuzz.py -p no:cacheprovider
+# The whole suite in a random order (pytest-randomly prints the seed; replay one with --randomly-seed=N).
+test-random: $(TEST_STAMP) system-deps multicast
+	$(BIN)/pytest -n 2 --dist loadfile -p randomly
+
+# 100k+ examples per property; each property may take up to 15 minutes. Prints examples/s per property.
+fuzz: $(TEST_STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/core/test_protocol_fuzz.py -p no:cacheprovider --timeout 900 -q
+
+# sdist + wheel in dist/, checked as PyPI would check them.
+dist: $(TEST_STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist
+	$(BIN)/twine check --strict dist/*
 
 # Interleaved rounds against DimOS's server and a count-only floor; writes docs/performance.md.
-bench: $(STAMP)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
+bench: $(TEST_STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,bench]'
 	$(BIN)/python -m bench.run --docs docs --targets dimos,floor,bridge,bridge-lcm --variant 'bridge-lcm:bridge:transports=["lcm"]'
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build
