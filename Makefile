@@ -12,7 +12,7 @@ TEST_STAMP := $(VENV)/.installed-test
 # The real viewer the interop tests drive (a pre-release; DimOS 0.0.15 itself pins 0.32.0a2).
 DIMOS_VIEWER := dimos-viewer==0.32.0a3
 
-.PHONY: run test test-random lint fuzz bench dist system-deps multicast clean
+.PHONY: run test test-random lint fuzz bench dist docs system-deps multicast clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ dist: $(TEST_STAMP)
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist
 	$(BIN)/twine check --strict dist/*
+
+# The settings tables in README.md and docs/ from the settings' help in src/viewer_bridge/config.py.
+docs: $(RUN_STAMP)
+	$(BIN)/python scripts/update-docs.py
 
 # Interleaved rounds against DimOS's server and a count-only floor; writes docs/performance.md.
 bench: $(TEST_STAMP)

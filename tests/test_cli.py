@@ -183,6 +183,11 @@ def test_port_in_use_exits_non_zero_naming_the_address(serve: type[Serve]) -> No
         srv = serve("--port", str(port))
         assert srv.proc.wait(timeout=10) == 1
         srv.wait_stderr(f"127.0.0.1:{port}")
+    # One line, said once, with the way out.
+    assert srv.stderr_lines + list(iter_queue(srv.stderr)) == [
+        f"viewer-bridge: cannot listen on 127.0.0.1:{port}: the port is in use (another bridge, or DimOS's own "
+        "server?); stop it or choose another port with --port (0 picks a free one)"
+    ]
 
 
 def test_wildcard_bind_prints_a_url_per_interface(serve: type[Serve], tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from viewer_bridge.config import TRANSPORT_NAMES
+from viewer_bridge.extras import missing_extra
 
 if TYPE_CHECKING:  # pragma: no cover
     from viewer_bridge.config import BridgeConfig
@@ -33,7 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["TRANSPORT_NAMES", "Transport", "TransportError", "TransportSink", "create_transport"]
 
 log = logging.getLogger(__name__)
-
 
 
 # A failure that keeps happening is logged at most this often.
@@ -104,8 +104,6 @@ class Transport(ABC):
         raise NotImplementedError(f"the {self.name} transport cannot receive")
 
 
-
-
 class TransportSink:
     """Binds one transport to one topic as a stream subscriber, counting failures."""
 
@@ -138,7 +136,14 @@ class TransportSink:
 
 
 def create_transport(name: str, config: BridgeConfig) -> Transport:
-    """Make the transport called ``name`` from the bridge configuration."""
+    """Make the transport called ``name`` from the bridge configuration.
+
+    Raises :class:`TransportError` naming the ``pip install`` when its extra is missing.
+    """
+    if name in TRANSPORT_NAMES:
+        problem = missing_extra(name)
+        if problem is not None:
+            raise TransportError(problem)
     if name == "lcm":
         from viewer_bridge.bus.transports.lcm import LcmTransport
 
