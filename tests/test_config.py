@@ -147,6 +147,9 @@ def test_keyword_arguments_are_checked_strictly() -> None:
 
 def test_settings_that_belong_together_are_named_together() -> None:
     assert refused(overrides={"tls_cert": "cert.pem"}, environ={}) == "tls_cert and tls_key must be given together"
+    assert refused(overrides={"ping_timeout": 60.0}, environ={}) == (
+        "ping_timeout (60 s) must not exceed ping_interval (30 s)"
+    )
 
 
 # -- where settings may sit in a TOML file ------------------------------------------------

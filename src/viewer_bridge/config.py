@@ -255,6 +255,11 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             raise ConfigError(str(exc)) from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
+        # The pong must be due before the next ping would be (picows refuses otherwise, per connection).
+        if self.ping_timeout > self.ping_interval:
+            raise ConfigError(
+                f"ping_timeout ({self.ping_timeout:g} s) must not exceed ping_interval ({self.ping_interval:g} s)"
+            )
 
     @property
     def is_loopback(self) -> bool:
@@ -730,14 +735,13 @@ def flag_values(args: argparse.Namespace, names: Iterable[str] | None = None) ->
 
 
 def settings_markdown(names: Iterable[str] | None = None) -> str:
-    """A Markdown table of settings (all, or ``names``): name, default and help, as the docs show it."""
-    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    """A Markdown table of settings (all, or ``names``): name, default, value and help, as the docs show it."""
+    rows = ["| setting | default | value | meaning |", "|---|---|---|---|"]
     for name in names if names is not None else SETTINGS:
         setting = SETTINGS[name]
-        default = f"`{_plain(setting.default)}`" if setting.default not in (None, [], {}) else "none"
-        meaning = setting.description
-        if setting.choices:
-            meaning += f" ({', '.join(setting.choices)})"
-        meaning = meaning.replace("|", "\\|")
-        rows.append(f"| `{name}` | {default} | {meaning} |")
+        plain = _plain(setting.default)
+        default = "none" if plain == "none" else f"`{plain}`"
+        value = setting.expected("toml").removeprefix("a ").removeprefix("an ")
+        cells = [f"`{name}`", default, value, setting.description]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(rows) + "\n"

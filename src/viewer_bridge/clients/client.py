@@ -1,6 +1,6 @@
 """Python clients for the bridge: :class:`AsyncViewerClient` (asyncio) and :class:`ViewerClient` (blocking).
 
-Both speak the viewer protocol (PROTOCOL.md): ``click``, ``twist``, ``stop``
+Both speak the viewer protocol (docs/protocol.md): ``click``, ``twist``, ``stop``
 and ``heartbeat`` as JSON text frames. Example::
 
     from viewer_bridge.clients.client import ViewerClient

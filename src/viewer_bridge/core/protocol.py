@@ -2,7 +2,7 @@
 
 Nothing here touches a socket or reads a clock, so every input can be tested
 and fuzzed directly. The wire format is the one dimos-viewer speaks (see
-PROTOCOL.md): a text frame holding one JSON object whose ``type`` is
+docs/protocol.md): a text frame holding one JSON object whose ``type`` is
 ``click``, ``twist``, ``stop`` or ``heartbeat``.
 
 Decoding is done in one typed step by ``msgspec``; its JSON parser already
