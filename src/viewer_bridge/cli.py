@@ -29,6 +29,7 @@ __all__ = ["main"]
 
 log = logging.getLogger(__name__)
 
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
