@@ -78,14 +78,17 @@ def builtin_targets() -> dict[str, TargetSpec]:
             python=sys.executable,
             # The work tree's code, whether or not the venv has it installed.
             env={"PYTHONPATH": src},
-            # DimOS has no per-client rate limit and no connection cap; the
-            # bridge's defaults (200 msg/s per client, 256 connections) would
-            # turn the throughput and idle scenarios into tests of those limits.
+            # DimOS has no per-client rate limit, frame budget or connection
+            # cap; the bridge's defaults (200 msg/s and 2000 frames/s per
+            # client, 256 connections) would turn the throughput and idle
+            # scenarios into tests of those limits.
             args=(
                 "--kwarg",
                 "rate_limit=1e9",
                 "--kwarg",
                 "rate_burst=1e9",
+                "--kwarg",
+                "frame_budget=1e9",
                 "--kwarg",
                 "max_connections=4096",
             ),

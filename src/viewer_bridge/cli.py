@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from viewer_bridge.bus import listen
-from viewer_bridge.bus.echo import as_json_line, as_text_line
 from viewer_bridge.bus.transports import TransportError
 from viewer_bridge.clients import send, teleop
 from viewer_bridge.config import BridgeConfig, ConfigError, add_flags, flag_values, load_config
@@ -113,17 +112,8 @@ def banner(server: AsyncRerunWebSocketServer, token_set: bool) -> list[str]:
 
 
 async def _serve(config: BridgeConfig) -> int:
+    # --echo prints from a thread of its own (see viewer_bridge.bus.echo): a stdout nobody reads holds up nothing.
     server = AsyncRerunWebSocketServer(config)
-    if config.echo is not None:
-        fmt = as_json_line if config.echo == "json" else as_text_line
-        echoed = [*server.streams.items(), *(server.mux.streams.items() if server.mux is not None else ())]
-        for name, stream in echoed:
-
-            def printer(message: Any, name: str = name) -> None:
-                sys.stdout.write(fmt(name, message) + "\n")
-                sys.stdout.flush()
-
-            stream.subscribe(printer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -134,7 +124,7 @@ async def _serve(config: BridgeConfig) -> int:
         print(f"viewer-bridge: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, (BindError, TransportError)) else 2
     try:
-        for line in banner(server, server._token is not None):
+        for line in banner(server, server.token is not None):
             print(line, file=sys.stderr)
         sys.stderr.flush()
         await stop.wait()

@@ -213,6 +213,19 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     rate_burst: Annotated[
         Number, _setting("token-bucket depth per client: the burst allowed above rate_limit", ge=1, metavar="N")
     ] = 400.0
+    # Every frame counts, big and malformed ones more, and the budget holds two seconds' worth. A client
+    # over it is not read until it has paid off the debt, so a flood cannot hold up anyone else; it is
+    # ten times what a person driving sends.
+    frame_budget: Annotated[
+        Number,
+        _setting(
+            "frames per second a client may make the bridge look at; over it, its reading pauses", gt=0, metavar="PER_S"
+        ),
+    ] = 2000.0
+    flood_close_after: Annotated[
+        Number,
+        _setting("seconds a client may stay over its frame budget before it is closed with 1008", gt=0, metavar="S"),
+    ] = 5.0
     ping_interval: Annotated[
         Number, _setting("seconds of silence before the server pings a client", gt=0, metavar="S")
     ] = 30.0

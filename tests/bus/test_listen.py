@@ -26,6 +26,7 @@ from tests.bus.transports.bus_support import (
     unique_lcm_url,
     unique_name,
 )
+from tests.conftest import wait_until
 from viewer_bridge.bus.listen import BusListener, RateMeter, Received, format_line, run_listen
 from viewer_bridge.cli import main
 from viewer_bridge.core.messages import Bool, PointStamped, Twist, Vector3
@@ -119,9 +120,14 @@ def test_listen_command_decodes_everything_under_a_namespace_from_lcm() -> None:
             other.publish(
                 f"/{ns}/nav/goal#geometry_msgs.PointStamped", PointStamped(1.5, -2, 0.25, 12.5, "map").lcm_encode()
             )
-            # From the bridge: stop_movement, then the twist, twice.
-            viewer.twist(linear_x=0.5, angular_z=0.8)
-            viewer.twist(linear_x=0.5, angular_z=0.8)
+            # From the bridge: stop_movement, then the twist, twice. The bridge's command lane sends
+            # only the newest of the twists it has not sent yet, so the second waits for the first.
+            def on_bus() -> int:
+                return bridge.snapshot().deliveries.get(("tele_cmd_vel", "lcm"), (0, 0))[0]
+
+            for n in (1, 2):
+                viewer.twist(linear_x=0.5, angular_z=0.8)
+                wait_until(lambda n=n: on_bus() == n, what=f"twist {n} on the bus")  # type: ignore[misc]
             viewer.stop()
     finally:
         out, err = listen.finish()

@@ -182,7 +182,7 @@ def test_mux_live_over_lcm() -> None:
         assert time.monotonic() - stopped_at >= cooldown
         assert _fields(data) == (0.2, -0.1)
         assert mux.takeovers == 1
-        assert mux.status()["source"] == "nav"
+        assert mux.state.source.value == "nav"
         # The takeover was announced once, by the bridge; the mux did not repeat it.
         assert stop_channel not in [name for name, _ in bus.drain()]
 

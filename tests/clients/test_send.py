@@ -30,7 +30,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def stops(server: RerunWebSocketServer, cause: str) -> int:
     """Zero twists the bridge published for ``cause`` ("stop" = an explicit stop, "disconnect", "deadman")."""
-    return server.server.safety.stops.get(cause, 0)
+    return server.snapshot().zeros.get(cause, 0)
 
 
 def send(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -33,7 +33,7 @@ FOCUS_OUT = b"\x1b[O"
 
 def stops(server: RerunWebSocketServer, cause: str) -> int:
     """Zero twists the bridge published for ``cause`` ("stop" = an explicit stop, "disconnect", "deadman")."""
-    return server.server.safety.stops.get(cause, 0)
+    return server.snapshot().zeros.get(cause, 0)
 
 
 def drive(linear_x: float = 0.0, linear_y: float = 0.0, angular_z: float = 0.0) -> Twist:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+
 def _fuzzing() -> bool:
     return os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
 

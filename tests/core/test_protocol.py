@@ -11,7 +11,6 @@ from viewer_bridge.core.protocol import (
     MAX_TIMESTAMP_MS,
     Click,
     Heartbeat,
-    MessageAssembler,
     ProtocolError,
     Reason,
     Stop,
@@ -115,40 +114,3 @@ def test_deep_nesting_is_rejected_not_crashing() -> None:
     raw = b'{"type":"twist","linear_x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with pytest.raises(ProtocolError):
         parse_message(raw)
-
-
-class TestAssembler:
-    def test_single_frame_passes_through(self) -> None:
-        assert MessageAssembler(100).feed(1, True, b"abc") == b"abc"
-
-    def test_fragments_join(self) -> None:
-        assembler = MessageAssembler(100)
-        assert assembler.feed(1, False, b'{"type":') is None
-        assert assembler.feed(0, False, b'"st') is None
-        assert assembler.feed(0, True, b'op"}') == b'{"type":"stop"}'
-        assert assembler.feed(1, True, b"next") == b"next"
-
-    def test_binary_refused_after_last_fragment(self) -> None:
-        assembler = MessageAssembler(100)
-        assert assembler.feed(2, False, b"\x00") is None
-        with pytest.raises(ProtocolError) as caught:
-            assembler.feed(0, True, b"\x01")
-        assert caught.value.reason == Reason.BINARY_FRAME
-        assert assembler.feed(1, True, b"ok") == b"ok"
-
-    def test_size_bound(self) -> None:
-        assembler = MessageAssembler(10)
-        assembler.feed(1, False, b"123456")
-        with pytest.raises(ProtocolError) as caught:
-            assembler.feed(0, True, b"78901")
-        assert caught.value.reason == Reason.MESSAGE_TOO_BIG
-
-    def test_stray_continuation(self) -> None:
-        with pytest.raises(ProtocolError):
-            MessageAssembler(10).feed(0, True, b"x")
-
-    def test_interleaved_new_message(self) -> None:
-        assembler = MessageAssembler(10)
-        assembler.feed(1, False, b"a")
-        with pytest.raises(ProtocolError):
-            assembler.feed(1, True, b"b")

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from viewer_bridge.core.messages import Bool, Twist, Vector3
-from viewer_bridge.core.safety import Limits, SafetyController, StopCause
+from viewer_bridge.core.safety import Cause, Decision, Limits, SafetyController
 
 FWD = Twist(Vector3(0.5, 0, 0), Vector3(0, 0, 0))
 TURN = Twist(Vector3(0, 0, 0), Vector3(0, 0, 0.8))
@@ -15,16 +15,42 @@ ZERO = Twist.zero()
 
 
 class Harness:
-    """A controller whose output is recorded: ``take()`` returns and clears what was published."""
+    """A controller whose decisions are recorded: ``take()`` returns and clears what was to be published.
+
+    ``h.twist``/``stop``/``disconnect``/``shutdown``/``tick`` call the
+    controller (``h.s``) and return the refusal, if any; ``events`` lists
+    lease changes as ``("lease", client)`` and ``(cause, previous driver)``.
+    """
 
     def __init__(self, **kwargs: object) -> None:
         self.out: list[tuple[str, object]] = []
         self.events: list[tuple[str, object]] = []
-        self.s = SafetyController(
-            lambda stream, msg: self.out.append((stream, msg)),
-            on_event=lambda kind, client: self.events.append((kind, client)),
-            **kwargs,  # type: ignore[arg-type]
-        )
+        self.decisions: list[Decision] = []
+        self.s = SafetyController(**kwargs)  # type: ignore[arg-type]
+
+    def _record(self, decision: Decision) -> str | None:
+        self.decisions.append(decision)
+        self.out.extend(decision.publish)
+        if decision.ended is not None:
+            self.events.append((decision.ended, decision.previous))
+        if decision.started is not None:
+            self.events.append(("lease", decision.started))
+        return decision.refused
+
+    def twist(self, client: str, twist: Twist, now: float) -> str | None:
+        return self._record(self.s.twist(client, twist, now))
+
+    def stop(self, client: str, now: float) -> str | None:
+        return self._record(self.s.stop(client, now))
+
+    def disconnect(self, client: str, now: float) -> str | None:
+        return self._record(self.s.disconnect(client, now))
+
+    def shutdown(self, now: float) -> str | None:
+        return self._record(self.s.shutdown(now))
+
+    def tick(self, now: float) -> str | None:
+        return self._record(self.s.tick(now))
 
     def take(self) -> list[tuple[str, object]]:
         out, self.out = self.out, []
@@ -33,137 +59,137 @@ class Harness:
 
 def test_first_twist_takes_lease_and_announces_stop_movement() -> None:
     h = Harness()
-    assert h.s.twist("a", FWD, 0.0) is None
+    assert h.twist("a", FWD, 0.0) is None
     assert h.take() == [("stop_movement", Bool(True)), ("tele_cmd_vel", FWD)]
     assert h.s.driver == "a" and h.events == [("lease", "a")] and h.s.lease_changes == 1
-    assert h.s.twist("a", TURN, 0.1) is None
+    assert h.twist("a", TURN, 0.1) is None
     assert h.take() == [("tele_cmd_vel", TURN)]
     assert h.s.lease_changes == 1
 
 
 def test_other_client_cannot_steal_the_lease() -> None:
     h = Harness()
-    h.s.twist("a", FWD, 0.0)
+    h.twist("a", FWD, 0.0)
     h.take()
-    assert h.s.twist("b", TURN, 0.1) == "not_driver"
+    assert h.twist("b", TURN, 0.1) == "not_driver"
     # Even a zero twist from b is not a stop: only the explicit message is.
-    assert h.s.twist("b", ZERO, 0.2) == "not_driver"
+    assert h.twist("b", ZERO, 0.2) == "not_driver"
     assert h.take() == [] and h.s.driver == "a"
 
 
 def test_anyone_can_stop_and_that_releases_the_lease() -> None:
     h = Harness()
-    h.s.twist("a", FWD, 0.0)
+    h.twist("a", FWD, 0.0)
     h.take()
-    h.s.stop("b", 0.1)
+    h.stop("b", 0.1)
     assert h.take() == [("tele_cmd_vel", ZERO)]
-    assert h.s.driver is None and h.s.stops == {StopCause.STOP: 1}
-    assert h.events[-1] == (StopCause.STOP, "a")
-    h.s.twist("b", TURN, 0.2)
+    assert h.s.driver is None and h.s.zeros == {Cause.STOP: 1}
+    assert h.events[-1] == (Cause.STOP, "a")
+    h.twist("b", TURN, 0.2)
     assert h.take()[0] == ("stop_movement", Bool(True)) and h.s.driver == "b"
 
 
 def test_after_a_stop_nothing_more_until_a_new_command() -> None:
     h = Harness()
-    h.s.twist("a", FWD, 0.0)
-    h.s.stop("a", 0.1)
+    h.twist("a", FWD, 0.0)
+    h.stop("a", 0.1)
     h.take()
-    h.s.stop("a", 0.2)
-    h.s.twist("a", ZERO, 0.3)
-    h.s.tick(100.0)
+    h.stop("a", 0.2)
+    h.twist("a", ZERO, 0.3)
+    h.tick(100.0)
     assert h.take() == []
     assert h.s.next_deadline() is None
 
 
 def test_zero_twist_from_driver_is_one_zero_and_release() -> None:
     h = Harness()
-    h.s.twist("a", FWD, 0.0)
+    h.twist("a", FWD, 0.0)
     h.take()
-    assert h.s.twist("a", ZERO, 0.1) is None
+    assert h.twist("a", ZERO, 0.1) is None
     assert h.take() == [("tele_cmd_vel", ZERO)]
-    assert h.s.stops == {StopCause.RELEASE: 1} and h.s.driver is None
+    assert h.s.zeros == {Cause.RELEASE: 1} and h.s.driver is None
 
 
 def test_negative_zero_is_zero() -> None:
     h = Harness()
-    h.s.twist("a", Twist(Vector3(-0.0, 0, 0), Vector3(0, -0.0, 0)), 0.0)
+    h.twist("a", Twist(Vector3(-0.0, 0, 0), Vector3(0, -0.0, 0)), 0.0)
     assert h.take() == [] and h.s.driver is None
 
 
 def test_deadman_fires_exactly_at_the_timeout() -> None:
     h = Harness(deadman_timeout=1.0)
-    h.s.twist("a", FWD, 10.0)
+    h.twist("a", FWD, 10.0)
     h.take()
     assert h.s.next_deadline() == 11.0
-    h.s.tick(10.999999)
+    h.tick(10.999999)
     assert h.take() == []
-    h.s.tick(11.0)
+    h.tick(11.0)
     assert h.take() == [("tele_cmd_vel", ZERO)]
-    assert h.s.stops == {StopCause.DEADMAN: 1} and h.events[-1] == (StopCause.DEADMAN, "a")
+    assert h.s.zeros == {Cause.DEADMAN: 1} and h.events[-1] == (Cause.DEADMAN, "a")
     assert h.s.driver is None and h.s.next_deadline() is None
-    h.s.tick(12.0)
+    h.tick(12.0)
     assert h.take() == []
 
 
 def test_each_twist_refreshes_the_deadman() -> None:
     h = Harness(deadman_timeout=1.0)
-    h.s.twist("a", FWD, 0.0)
-    h.s.twist("a", FWD, 0.9)
+    h.twist("a", FWD, 0.0)
+    h.twist("a", FWD, 0.9)
     h.take()
-    h.s.tick(1.5)
+    h.tick(1.5)
     assert h.take() == []
     deadline = h.s.next_deadline()
     assert deadline == pytest.approx(1.9)
     assert deadline is not None
-    h.s.tick(deadline)
+    h.tick(deadline)
     assert h.take() == [("tele_cmd_vel", ZERO)]
 
 
 def test_disconnect_of_driver_stops_others_do_not() -> None:
     h = Harness()
-    h.s.twist("a", FWD, 0.0)
+    h.twist("a", FWD, 0.0)
     h.take()
-    h.s.disconnect("b", 0.1)
+    h.disconnect("b", 0.1)
     assert h.take() == []
-    h.s.disconnect("a", 0.2)
-    assert h.take() == [("tele_cmd_vel", ZERO)] and h.s.stops == {StopCause.DISCONNECT: 1}
+    h.disconnect("a", 0.2)
+    assert h.take() == [("tele_cmd_vel", ZERO)] and h.s.zeros == {Cause.DISCONNECT: 1}
 
 
 def test_shutdown_stops_driver_once() -> None:
     h = Harness()
-    h.s.shutdown(0.0)
+    h.shutdown(0.0)
     assert h.take() == []
-    h.s.twist("a", FWD, 0.0)
+    h.twist("a", FWD, 0.0)
     h.take()
-    h.s.shutdown(0.1)
-    h.s.shutdown(0.2)
-    assert h.take() == [("tele_cmd_vel", ZERO)] and h.s.stops == {StopCause.SHUTDOWN: 1}
+    h.shutdown(0.1)
+    h.shutdown(0.2)
+    assert h.take() == [("tele_cmd_vel", ZERO)] and h.s.zeros == {Cause.SHUTDOWN: 1}
 
 
 def test_republish_keeps_phase_and_stops_with_deadman() -> None:
     h = Harness(deadman_timeout=1.0, republish_hz=4.0)
-    h.s.twist("a", FWD, 0.0)
+    h.twist("a", FWD, 0.0)
     h.take()
     assert h.s.next_deadline() == 0.25
-    h.s.tick(0.2499)
+    h.tick(0.2499)
     assert h.take() == []
-    h.s.tick(0.25)
+    h.tick(0.25)
     assert h.take() == [("tele_cmd_vel", FWD)]
     assert h.s.next_deadline() == 0.5
     # A late tick does not produce a burst of catch-ups.
-    h.s.tick(0.9)
+    h.tick(0.9)
     assert h.take() == [("tele_cmd_vel", FWD)]
     assert h.s.next_deadline() == 1.0
-    h.s.tick(1.0)
+    h.tick(1.0)
     assert h.take() == [("tele_cmd_vel", ZERO)]
 
 
 def test_republish_is_off_by_default() -> None:
     h = Harness()
-    h.s.twist("a", FWD, 0.0)
+    h.twist("a", FWD, 0.0)
     h.take()
     assert h.s.next_deadline() == 1.0
-    h.s.tick(0.5)
+    h.tick(0.5)
     assert h.take() == []
 
 
@@ -177,7 +203,7 @@ def test_limits_scale_then_clamp_each_axis() -> None:
 
 def test_clamping_is_counted_and_applied_before_publishing() -> None:
     h = Harness(limits=Limits(clamp=(0.2, None, None, None, None, None)))
-    h.s.twist("a", Twist(Vector3(1e300, 0, 0), Vector3()), 0.0)
+    h.twist("a", Twist(Vector3(1e300, 0, 0), Vector3()), 0.0)
     assert h.take()[-1] == ("tele_cmd_vel", Twist(Vector3(0.2, 0, 0), Vector3()))
     assert h.s.clamped == 1
 
@@ -185,20 +211,20 @@ def test_clamping_is_counted_and_applied_before_publishing() -> None:
 def test_huge_finite_values_are_not_mistaken_for_non_finite() -> None:
     h = Harness()
     huge = Twist(Vector3(1.7e308, 1.7e308, 0), Vector3())
-    assert h.s.twist("a", huge, 0.0) is None
+    assert h.twist("a", huge, 0.0) is None
     assert h.take()[-1] == ("tele_cmd_vel", huge)
 
 
 def test_scaling_to_zero_counts_as_a_stop() -> None:
     h = Harness(limits=Limits(scale=(0.0, 1, 1, 1, 1, 1)))
-    h.s.twist("a", FWD, 0.0)
+    h.twist("a", FWD, 0.0)
     assert h.take() == [] and h.s.driver is None
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_rejected_whole(bad: float) -> None:
     h = Harness(limits=Limits(clamp=(1.0, 1.0, 1.0, 1.0, 1.0, 1.0)))
-    assert h.s.twist("a", Twist(Vector3(0.1, bad, 0), Vector3()), 0.0) == "non_finite"
+    assert h.twist("a", Twist(Vector3(0.1, bad, 0), Vector3()), 0.0) == "non_finite"
     assert h.take() == [] and h.s.driver is None
 
 
@@ -208,7 +234,7 @@ def test_non_finite_rejected_whole(bad: float) -> None:
 )
 def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
-        SafetyController(lambda stream, msg: None, **kwargs)
+        SafetyController(**kwargs)
 
 
 def test_bad_limits_are_refused() -> None:
@@ -216,3 +242,66 @@ def test_bad_limits_are_refused() -> None:
         Limits(clamp=(None, -1.0, None, None, None, None))
     with pytest.raises(ValueError, match="linear_x"):
         Limits(scale=(math.nan, 1, 1, 1, 1, 1))
+
+
+def test_a_scale_that_overflows_is_refused_never_published() -> None:
+    h = Harness(limits=Limits(scale=(2.0, 1, 1, 1, 1, 1)))
+    assert h.twist("a", Twist(Vector3(1e308, 0, 0), Vector3()), 0.0) == "non_finite"
+    assert h.take() == [] and h.s.driver is None
+
+
+def test_a_clamp_catches_an_overflowing_scale() -> None:
+    h = Harness(limits=Limits(scale=(2.0, 1, 1, 1, 1, 1), clamp=(1.0, None, None, None, None, None)))
+    assert h.twist("a", Twist(Vector3(1e308, 0, 0), Vector3()), 0.0) is None
+    assert h.take()[-1] == ("tele_cmd_vel", Twist(Vector3(1.0, 0, 0), Vector3()))
+
+
+def test_every_accepted_command_says_when_it_expires() -> None:
+    h = Harness(deadman_timeout=0.5)
+    h.twist("a", FWD, 10.0)
+    assert h.decisions[-1].expires == 10.5
+    h.twist("a", TURN, 10.2)
+    assert h.decisions[-1].expires == 10.7
+    h.twist("a", ZERO, 10.3)
+    assert h.decisions[-1].expires is None
+
+
+def test_a_command_handled_after_its_predecessor_lapsed_starts_a_new_drive() -> None:
+    # The loop handled the next twist before its deadman timer ran (it was busy): the
+    # old drive ends with its zero first, then the new one starts.
+    h = Harness(deadman_timeout=1.0)
+    h.twist("a", FWD, 0.0)
+    h.take()
+    assert h.twist("a", TURN, 1.0) is None
+    assert h.take() == [("tele_cmd_vel", ZERO), ("stop_movement", Bool(True)), ("tele_cmd_vel", TURN)]
+    assert h.events[-2:] == [(Cause.DEADMAN, "a"), ("lease", "a")]
+    # Just before the deadline it is a refresh.
+    assert h.twist("a", FWD, 1.999999) is None
+    assert h.take() == [("tele_cmd_vel", FWD)]
+
+
+def test_a_lapsed_drive_frees_the_lease_for_someone_else() -> None:
+    h = Harness(deadman_timeout=1.0)
+    h.twist("a", FWD, 0.0)
+    h.take()
+    assert h.twist("b", TURN, 0.999) == "not_driver"
+    assert h.twist("b", TURN, 1.0) is None
+    assert h.take() == [("tele_cmd_vel", ZERO), ("stop_movement", Bool(True)), ("tele_cmd_vel", TURN)]
+    assert h.s.driver == "b"
+
+
+def test_announcing_a_drive_can_be_turned_off() -> None:
+    h = Harness(announce_drive=False)
+    h.twist("a", FWD, 0.0)
+    assert h.take() == [("tele_cmd_vel", FWD)]
+
+
+def test_snapshot() -> None:
+    h = Harness(deadman_timeout=1.0, limits=Limits(clamp=(0.1, None, None, None, None, None)))
+    h.twist("a", FWD, 5.0)
+    snap = h.s.snapshot()
+    assert (snap.driver, snap.deadline, snap.clamped, snap.lease_changes) == ("a", 6.0, 1, 1)
+    assert snap.command == Twist(Vector3(0.1, 0, 0), Vector3())
+    h.stop("b", 5.5)
+    snap = h.s.snapshot()
+    assert (snap.driver, snap.command, snap.deadline, snap.zeros) == (None, None, None, {"stop": 1})

@@ -130,7 +130,7 @@ def test_context_manager_publishes_zero_on_exit() -> None:
         rec.wait_twists(1)
     stack.close()
     assert rec.twists[-1] == Twist.zero()
-    assert server.server.safety.stops.get("shutdown", 0) + server.server.safety.stops.get("disconnect", 0) == 1
+    assert server.snapshot().zeros.get("shutdown", 0) + server.snapshot().zeros.get("disconnect", 0) == 1
 
 
 def test_stop_from_a_subscriber_on_the_server_thread() -> None:

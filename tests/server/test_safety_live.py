@@ -38,7 +38,7 @@ def test_kill_9_of_a_driving_client_publishes_zero(bridge_factory: BridgeFactory
         proc.kill()
         proc.wait(timeout=10)
     assert twists == [Twist(Vector3(0.5, 0, 0), Vector3()), Twist.zero()]
-    assert server.server.safety.stops.get("disconnect", 0) == 1
+    assert server.snapshot().zeros.get("disconnect", 0) == 1
     # With a 30 s deadman, only the disconnect can explain the zero.
     print(f"zero published {(rec.items[-1][2] - killed) * 1000:.1f} ms after kill -9")
 
@@ -53,7 +53,7 @@ def test_silence_trips_the_deadman_once(bridge_factory: BridgeFactory) -> None:
         assert twists[-1] == Twist.zero()
         tripped_at = rec.items[-1][2]
         assert tripped_at - sent_at >= 0.3
-        assert server.server.safety.stops.get("deadman", 0) == 1
+        assert server.snapshot().zeros.get("deadman", 0) == 1
         # After the deadman the client's stop publishes nothing more, and the
         # lease is free: the next twist drives again (announced again).
         ws.send('{"type":"stop"}')
@@ -77,7 +77,7 @@ def test_steady_twists_keep_the_deadman_quiet(bridge_factory: BridgeFactory) -> 
         rec.wait_twists(9)
     assert rec.twists[:8] == [Twist(Vector3(0.5, 0, 0), Vector3())] * 8
     assert rec.twists[8] == Twist.zero()
-    assert server.server.safety.stops.get("deadman", 0) == 0
+    assert server.snapshot().zeros.get("deadman", 0) == 0
 
 
 def test_second_client_cannot_steal_and_anyones_stop_wins(bridge_factory: BridgeFactory) -> None:
@@ -106,7 +106,7 @@ def test_second_client_cannot_steal_and_anyones_stop_wins(bridge_factory: Bridge
         Twist(Vector3(-0.5, 0, 0), Vector3()),
         Twist.zero(),
     ]
-    assert server.server.stats.rejects["not_driver"] == 2
+    assert server.snapshot().rejects["not_driver"] == 2
 
 
 def test_limits_applied_before_publishing(bridge_factory: BridgeFactory) -> None:
@@ -116,14 +116,14 @@ def test_limits_applied_before_publishing(bridge_factory: BridgeFactory) -> None
         ws.send('{"type":"stop"}')
         twists = rec.wait_twists(2)
     assert twists[0] == Twist(Vector3(0.3, 0, 0), Vector3(0, 0, 0.4))
-    assert server.server.safety.clamped == 1
+    assert server.snapshot().clamped == 1
 
 
 def test_republish_repeats_the_command_until_the_deadman(bridge_factory: BridgeFactory) -> None:
     server, rec = bridge_factory(deadman_timeout=0.5, republish_hz=20)
     with client(server) as ws:
         ws.send(twist(linear_x=0.2))
-        wait_until(lambda: server.server.safety.stops.get("deadman", 0) == 1, timeout=5)
+        wait_until(lambda: server.snapshot().zeros.get("deadman", 0) == 1, timeout=5)
         ws.send('{"type":"heartbeat"}')
     twists = rec.twists
     assert twists[-1] == Twist.zero()

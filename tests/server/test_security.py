@@ -99,7 +99,7 @@ def test_foreign_origin_is_refused_own_origin_accepted(bridge_factory: BridgeFac
     for origin in (own, "http://ops.example"):
         with connect(url, origin=origin, open_timeout=5) as ws:  # type: ignore[arg-type]
             ws.send('{"type":"heartbeat"}')
-    assert server.server.stats.http_refused[403] == 1
+    assert server.snapshot().http_refused[403] == 1
 
 
 def test_tls_round_trip(bridge_factory: BridgeFactory, tmp_path: Path) -> None:
@@ -136,7 +136,7 @@ def test_message_too_big_closes_1009(bridge_factory: BridgeFactory) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=5)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
-    assert rec.points == [], (rec.points, server.server.stats.frames, server.server.stats.rejects)
+    assert rec.points == [], (rec.points, server.snapshot().frames, server.snapshot().rejects)
 
 
 def test_connection_cap_gives_503(bridge_factory: BridgeFactory) -> None:
@@ -146,7 +146,7 @@ def test_connection_cap_gives_503(bridge_factory: BridgeFactory) -> None:
             client(server)
         assert caught.value.response.status_code == 503
     # Slots free up when clients leave.
-    wait_until(lambda: server.server.stats.connections_open == 0)
+    wait_until(lambda: server.snapshot().clients == 0)
     with client(server):
         pass
 
@@ -161,12 +161,12 @@ def test_rate_limit_drops_excess_and_tells_the_client(bridge_factory: BridgeFact
         # stop is exempt: it always gets through.
         ws.send(twist(linear_x=0.0))
         ws.send('{"type":"stop"}')
-        wait_until(lambda: server.server.stats.frames["stop"] == 1)
+        wait_until(lambda: server.snapshot().frames["stop"] == 1)
     received = [p.x for p in rec.points]
     assert 20 <= len(received) < 100
     # What got through is a prefix, in order.
     assert received == list(range(len(received)))
-    assert server.server.stats.rejects["rate_limited"] >= 100 - len(received) - 1
+    assert server.snapshot().rejects["rate_limited"] >= 100 - len(received) - 1
 
 
 def test_a_flooding_client_does_not_stop_anothers_stop(bridge_factory: BridgeFactory) -> None:
@@ -185,7 +185,7 @@ def test_a_flooding_client_does_not_stop_anothers_stop(bridge_factory: BridgeFac
         flooder = threading.Thread(target=flood)
         flooder.start()
         try:
-            wait_until(lambda: server.server.stats.rejects["rate_limited"] > 1000, timeout=10)
+            wait_until(lambda: server.snapshot().rejects["rate_limited"] > 1000, timeout=10)
             for i in range(20):
                 driver.send(json.dumps({"type": "click", "x": i, "y": 0, "z": 0}))
             driver.send('{"type":"stop"}')
@@ -241,11 +241,11 @@ def test_a_flood_does_not_stop_the_deadman(bridge_factory: BridgeFactory) -> Non
     flooder = threading.Thread(target=flood)
     flooder.start()
     try:
-        wait_until(lambda: server.server.stats.rejects["rate_limited"] > 1000, timeout=10)
+        wait_until(lambda: server.snapshot().rejects["rate_limited"] > 1000, timeout=10)
         with client(server) as driver:
             driver.send(twist(linear_x=0.5))
             # The driver now falls silent; the deadman must fire despite the flood.
-            wait_until(lambda: server.server.safety.stops.get("deadman", 0) == 1, timeout=10, what="deadman")
+            wait_until(lambda: server.snapshot().zeros.get("deadman", 0) == 1, timeout=10, what="deadman")
     finally:
         stop_flood.set()
         flooder.join(timeout=10)

@@ -64,7 +64,7 @@ def test_2d_click_is_refused_with_a_reason_and_not_published(bridge: tuple[Rerun
         ws.send('{"type":"click","x":1,"y":1,"z":1}')
         rec.wait_points(1)
     assert len(rec.points) == 1 and rec.points[0].x == 1
-    assert server.server.stats.rejects["click_not_3d"] == 1
+    assert server.snapshot().rejects["click_not_3d"] == 1
 
 
 BAD_FRAMES = [
@@ -129,7 +129,7 @@ def test_reconnect_after_close(bridge: tuple[RerunWebSocketServer, Recorder]) ->
             ws.send(json.dumps({"type": "click", "x": i, "y": 0, "z": 0}))
             rec.wait_points(i + 1)
     assert [p.x for p in rec.points] == [0, 1, 2]
-    wait_until(lambda: server.server.stats.connections_open == 0, what="all connections closed")
+    wait_until(lambda: server.snapshot().clients == 0, what="all connections closed")
 
 
 def test_two_clients_each_in_order_none_lost(bridge: tuple[RerunWebSocketServer, Recorder]) -> None:
@@ -162,7 +162,7 @@ def test_drop_without_close_frame_while_driving_publishes_zero(bridge: tuple[Rer
         ws.socket.close()
         twists = rec.wait_twists(2)
     assert twists[-1] == Twist.zero()
-    assert server.server.safety.stops.get("disconnect", 0) == 1
+    assert server.snapshot().zeros.get("disconnect", 0) == 1
 
 
 def test_ping_timeout_drops_a_silent_peer_and_stops_it(bridge_factory: Factory) -> None:
@@ -181,7 +181,7 @@ def test_ping_timeout_drops_a_silent_peer_and_stops_it(bridge_factory: Factory) 
     rec.wait_twists(1)
     twists = rec.wait_twists(2, timeout=5)
     assert twists[-1] == Twist.zero()
-    assert server.server.safety.stops.get("disconnect", 0) == 1
+    assert server.snapshot().zeros.get("disconnect", 0) == 1
     sock.close()
 
 

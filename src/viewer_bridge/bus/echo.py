@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from collections.abc import Callable
+from typing import IO, Any
 
 import msgspec
 
 from viewer_bridge.core.messages import Bool, Message, PointStamped, Twist
 
-__all__ = ["as_json_line", "as_record", "as_text_line"]
+__all__ = ["as_json_line", "as_record", "as_text_line", "echo_writer"]
 
 
 def as_record(stream: str, message: Message) -> dict[str, Any]:
@@ -39,3 +41,20 @@ def as_text_line(stream: str, message: Message) -> str:
     if isinstance(message, Bool):
         return f"[STOP_MOVEMENT] {str(message.data).lower()}"
     return f"[{stream}] {message!r}"  # pragma: no cover - every message type is handled above
+
+
+def echo_writer(fmt: str, stream: IO[str] | None = None) -> Callable[[str, Message], None]:
+    """A lane's delivery function that prints each message as ``fmt`` ("text" or "json") on ``stream``.
+
+    It runs on the echo lane's own thread (see :mod:`viewer_bridge.bus.lanes`):
+    a stdout that nobody reads blocks only that thread, and the lane drops the
+    oldest lines (counted, reported once) instead of holding up the bridge.
+    """
+    line = as_json_line if fmt == "json" else as_text_line
+
+    def write(name: str, message: Message) -> None:
+        out = stream if stream is not None else sys.stdout
+        out.write(line(name, message) + "\n")
+        out.flush()
+
+    return write

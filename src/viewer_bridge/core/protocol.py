@@ -26,7 +26,6 @@ __all__ = [
     "Click",
     "Event",
     "Heartbeat",
-    "MessageAssembler",
     "ProtocolError",
     "Reason",
     "Stop",
@@ -132,9 +131,17 @@ def parse_message(data: bytes | str) -> Event:
 
     Raises :class:`ProtocolError` for anything else; never any other exception.
     """
+    if type(data) is bytes and not data.isascii():
+        # msgspec checks UTF-8 only in the strings it reads, not in fields it skips; a text frame
+        # must be UTF-8 throughout (RFC 6455 section 5.6). ASCII, what every client sends, is valid.
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(Reason.INVALID_UTF8, f"text frame is not valid UTF-8 (byte {exc.start})") from None
     try:
         event: Event = _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
+        # msgspec reports invalid UTF-8 inside a string as UnicodeDecodeError.
         raise _explain(data) from None
     if type(event) is Click or type(event) is Heartbeat:
         ts = event.timestamp_ms
@@ -153,7 +160,14 @@ def _shorten(value: Any, limit: int = 60) -> str:
 
 
 def _explain(data: bytes | str) -> ProtocolError:
-    """Work out precisely why ``data`` was refused by the fast decoder."""
+    """Work out precisely why ``data`` was refused by the fast decoder (never raises)."""
+    try:
+        return _diagnose(data)
+    except Exception as exc:  # the explanation must not become the failure
+        return ProtocolError(Reason.INVALID_JSON, f"message could not be decoded ({type(exc).__name__})")
+
+
+def _diagnose(data: bytes | str) -> ProtocolError:
     if isinstance(data, (bytes, bytearray, memoryview)):
         try:
             text = bytes(data).decode("utf-8")
@@ -161,6 +175,10 @@ def _explain(data: bytes | str) -> ProtocolError:
             return ProtocolError(Reason.INVALID_UTF8, f"text frame is not valid UTF-8 (byte {exc.start})")
     else:
         text = data
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates: no UTF-8 sender could have sent them
+            return ProtocolError(Reason.INVALID_UTF8, f"text is not valid UTF-8 (character {exc.start})")
     constants: list[str] = []
 
     def note_constant(name: str) -> float:
@@ -227,65 +245,3 @@ def _field_from_path(message: str) -> str | None:
         return None
     rest = message[start + len(marker) :]
     return rest.split("`", 1)[0].split("[", 1)[0].split(".", 1)[0]
-
-
-class MessageAssembler:
-    """Joins fragmented WebSocket messages (RFC 6455 section 5.4) and bounds their size.
-
-    ``feed`` takes one data frame and returns the whole message once its last
-    fragment arrives, else ``None``. Binary messages are refused since the
-    protocol is text-only; the error is raised after the last fragment so the
-    stream stays in step.
-    """
-
-    __slots__ = ("_binary", "_chunks", "_max_size", "_open", "_size")
-
-    def __init__(self, max_size: int) -> None:
-        self._max_size = max_size
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._open = False
-        self._binary = False
-
-    @property
-    def in_message(self) -> bool:
-        """True between a message's first and last fragment."""
-        return self._open
-
-    def feed(self, opcode: int, fin: bool, payload: bytes) -> bytes | None:
-        """``opcode`` is 0 (continuation), 1 (text) or 2 (binary)."""
-        if opcode == 0:
-            if not self._open:
-                raise ProtocolError(Reason.INVALID_JSON, "continuation frame without a message to continue")
-        else:
-            if self._open:
-                self._reset()
-                raise ProtocolError(Reason.INVALID_JSON, "new message started before the previous one ended")
-            self._open = True
-            self._binary = opcode == 2
-        if fin and not self._chunks:
-            # The common case: a whole message in one frame, no copy.
-            binary = self._binary
-            self._reset()
-            if binary:
-                raise ProtocolError(Reason.BINARY_FRAME, "binary frames are not part of the protocol; send JSON text")
-            return payload
-        self._size += len(payload)
-        if self._size > self._max_size:
-            self._reset()
-            raise ProtocolError(Reason.MESSAGE_TOO_BIG, f"message exceeds {self._max_size} bytes")
-        self._chunks.append(payload)
-        if not fin:
-            return None
-        binary = self._binary
-        message = b"".join(self._chunks)
-        self._reset()
-        if binary:
-            raise ProtocolError(Reason.BINARY_FRAME, "binary frames are not part of the protocol; send JSON text")
-        return message
-
-    def _reset(self) -> None:
-        self._chunks = []
-        self._size = 0
-        self._open = False
-        self._binary = False

@@ -1,10 +1,12 @@
 """Velocity safety, sans I/O: limits, the driver lease, the deadman, and republishing.
 
 :class:`SafetyController` is a state machine. Every method takes the current
-time as an argument (seconds on any monotonic clock) and returns what must be
-published, so the rules can be tested to the exact boundary with a fake
-clock. The server wires it to a real clock and a timer (see
-:meth:`SafetyController.next_deadline`).
+time as an argument (seconds on the server's monotonic clock) and returns a
+:class:`Decision`: what to publish, in order, and why. Nothing is called back,
+so the rules can be tested to the exact boundary with a fake clock. The
+server arms a timer for :meth:`SafetyController.next_deadline`, and hands each
+command's :attr:`Decision.expires` to the watchdog that publishes the zero
+itself if the server is too late to (see :mod:`viewer_bridge.bus.watchdog`).
 
 The rules, and why:
 
@@ -17,43 +19,60 @@ The rules, and why:
 * A deadman on silence and on disconnect. The viewer sends twists only while
   a key is held and may vanish without a close frame; if the driver's last
   command was non-zero and nothing refreshes it for ``deadman_timeout``
-  seconds, or its connection ends, one zero is published.
+  seconds, or its connection ends, one zero is published. A command that
+  arrives after its predecessor lapsed starts a new drive (the zero for the
+  old one comes first), however late the timer is.
 * After a stop, silence. A constant stream of zeros froze a real robot's
   controller (DimOS's finding), so exactly one zero ends each drive and
   nothing more is sent until somebody drives again.
 * Limits before publishing: each axis is scaled then clamped; clamps are
-  counted. Non-finite input is refused whole, never clamped into range.
+  counted. Non-finite input is refused whole (never clamped into range), and
+  finiteness is checked again on the result, so a finite input that a scale
+  pushes past the float range is refused too: nothing non-finite is ever
+  published.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
 
-from viewer_bridge.core.messages import Bool, Twist, Vector3
+from viewer_bridge.core.messages import Bool, Message, Twist, Vector3
 
-__all__ = ["AXES", "Limits", "SafetyController", "StopCause"]
+if TYPE_CHECKING:  # pragma: no cover
+    from viewer_bridge.config import BridgeConfig
 
+__all__ = ["AXES", "Cause", "Decision", "Limits", "Refused", "SafetyController", "SafetySnapshot"]
+
+# The six velocity axes, in wire order: the one definition settings, limits and clients use.
 AXES: Final = ("linear_x", "linear_y", "linear_z", "angular_x", "angular_y", "angular_z")
 
 ClientId = Hashable
 
 
-class StopCause:
-    """Why a zero twist was published; used for logs and metric labels."""
+class Cause(enum.StrEnum):
+    """Why a drive ended (and one zero twist was published); used in logs and metric labels."""
 
-    STOP: Final = "stop"
-    RELEASE: Final = "zero_twist"
-    DEADMAN: Final = "deadman"
-    DISCONNECT: Final = "disconnect"
-    SHUTDOWN: Final = "shutdown"
+    STOP = "stop"
+    RELEASE = "release"
+    DEADMAN = "deadman"
+    DISCONNECT = "disconnect"
+    SHUTDOWN = "shutdown"
+
+
+class Refused(enum.StrEnum):
+    """Why a twist was not accepted; the values are the protocol's error reasons."""
+
+    NON_FINITE = "non_finite"
+    NOT_DRIVER = "not_driver"
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-axis scale factors and absolute clamps (``None`` = no clamp)."""
+    """Per-axis scale factors and absolute clamps (``None`` = no clamp), in :data:`AXES` order."""
 
     scale: tuple[float, float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
     clamp: tuple[float | None, float | None, float | None, float | None, float | None, float | None] = (
@@ -68,10 +87,17 @@ class Limits:
     def __post_init__(self) -> None:
         for axis, value in zip(AXES, self.scale, strict=True):
             if not math.isfinite(value):
-                raise ValueError(f"scale for {axis} must be finite, got {value!r}")
+                raise ValueError(f"scale_{axis} must be finite, got {value!r}")
         for axis, limit in zip(AXES, self.clamp, strict=True):
             if limit is not None and not (math.isfinite(limit) and limit >= 0):
                 raise ValueError(f"max_{axis} must be a finite number >= 0, got {limit!r}")
+
+    @classmethod
+    def from_config(cls, config: BridgeConfig) -> Limits:
+        """The ``scale_<axis>`` and ``max_<axis>`` settings."""
+        scale = tuple(float(getattr(config, f"scale_{axis}")) for axis in AXES)
+        clamp = tuple(getattr(config, f"max_{axis}") for axis in AXES)
+        return cls(scale, clamp)  # type: ignore[arg-type]
 
     @property
     def is_identity(self) -> bool:
@@ -93,46 +119,85 @@ class Limits:
         return Twist(Vector3(out[0], out[1], out[2]), Vector3(out[3], out[4], out[5])), clamped
 
 
-Emit = Callable[[str, "Twist | Bool"], object]
-EventSink = Callable[[str, ClientId | None], object]
-
+TELE_CMD_VEL: Final = "tele_cmd_vel"
+STOP_MOVEMENT: Final = "stop_movement"
 _ZERO: Final = Twist.zero()
 _STOP_MOVEMENT: Final = Bool(True)
+
+Publish = tuple[str, Message]
+
+
+def _finite(twist: Twist) -> bool:
+    lin, ang = twist.linear, twist.angular
+    total = lin.x + lin.y + lin.z + ang.x + ang.y + ang.z
+    # NaN or infinity anywhere makes the sum non-finite (so does an overflowing
+    # sum of huge values, which the precise check then clears).
+    return total - total == 0.0 or twist.is_finite()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one input led to.
+
+    ``publish`` lists ``(stream, message)`` pairs to publish, in order.
+    ``expires`` is when the command just published lapses unless refreshed
+    (``None`` when nothing non-zero was published). ``started`` names the
+    client that took the lease with this input; ``ended`` says why a drive
+    ended with it, and ``previous`` who was driving.
+    """
+
+    publish: tuple[Publish, ...] = ()
+    refused: Refused | None = None
+    expires: float | None = None
+    started: ClientId | None = None
+    ended: Cause | None = None
+    previous: ClientId | None = None
+
+
+_NOTHING: Final = Decision()
+_NOT_DRIVER: Final = Decision(refused=Refused.NOT_DRIVER)
+_NON_FINITE: Final = Decision(refused=Refused.NON_FINITE)
+
+
+@dataclass(frozen=True, slots=True)
+class SafetySnapshot:
+    """The controller's state and counters at one moment, for ``/status``, metrics and tests."""
+
+    driver: ClientId | None
+    command: Twist | None
+    deadline: float | None
+    clamped: int
+    lease_changes: int
+    zeros: dict[str, int] = field(default_factory=dict)
 
 
 class SafetyController:
     """The arbitration and deadman state machine for ``tele_cmd_vel``.
 
-    What it decides to publish goes to ``emit(stream, message)``, in order,
-    during the call that decided it. Rare happenings (a driver taking or
-    losing the lease, and why) go to ``on_event(kind, client)`` with ``kind``
-    one of ``"lease"`` or a :class:`StopCause` value. Counters for metrics are
-    plain attributes.
-
     ``deadman_timeout`` is how long a non-zero command stays valid without a
     refresh; ``republish_hz`` (0 = off) re-sends the current command at that
     rate while it is valid, for bases whose own watchdog is shorter than the
-    gaps between the viewer's key repeats.
+    gaps between the viewer's key repeats. ``announce_drive`` publishes one
+    ``stop_movement`` when someone starts driving, so a planner cancels its
+    goal (the original DimOS server's behaviour).
     """
 
     def __init__(
         self,
-        emit: Emit,
         *,
         deadman_timeout: float = 1.0,
         republish_hz: float = 0.0,
         limits: Limits | None = None,
-        on_event: EventSink | None = None,
+        announce_drive: bool = True,
     ) -> None:
         if not (math.isfinite(deadman_timeout) and deadman_timeout > 0):
             raise ValueError(f"deadman_timeout must be a finite number > 0, got {deadman_timeout!r}")
         if not (math.isfinite(republish_hz) and republish_hz >= 0):
             raise ValueError(f"republish_hz must be a finite number >= 0, got {republish_hz!r}")
-        self._emit = emit
-        self._on_event = on_event
         self.deadman_timeout = deadman_timeout
         self.republish_period = 1.0 / republish_hz if republish_hz > 0 else 0.0
         self.limits = limits or Limits()
+        self.announce_drive = announce_drive
         self._identity = self.limits.is_identity
         self.driver: ClientId | None = None
         self.command: Twist | None = None  # the non-zero command in force, if any
@@ -141,75 +206,84 @@ class SafetyController:
         # Counters, read by the metrics endpoint.
         self.clamped = 0
         self.lease_changes = 0
-        self.stops: dict[str, int] = {}
+        self.zeros: dict[str, int] = {}
 
     # -- inputs -----------------------------------------------------------
 
-    def twist(self, client: ClientId, twist: Twist, now: float) -> str | None:
-        """A twist from ``client`` at ``now``. Returns a rejection reason, or None if accepted."""
-        lin, ang = twist.linear, twist.angular
-        total = lin.x + lin.y + lin.z + ang.x + ang.y + ang.z
-        # NaN or infinity anywhere makes the sum non-finite (so does an
-        # overflowing sum of huge values, which the precise check then clears).
-        if total - total != 0.0 and not twist.is_finite():
-            return "non_finite"
+    def twist(self, client: ClientId, twist: Twist, now: float) -> Decision:
+        """A twist from ``client`` at ``now``."""
         driver = self.driver
+        if driver is not None and now >= self.last_command_at + self.deadman_timeout:
+            # The command in force lapsed before this one was handled (a late timer): end that drive first.
+            ended = self._halt(Cause.DEADMAN)
+            return self._merge(ended, self.twist(client, twist, now))
         if driver is not None and driver != client:
-            return "not_driver"
+            return _NOT_DRIVER
+        # Non-finite input is refused whole, never clamped into range; and a
+        # finite input that scaling pushes past the float range is refused too.
+        if not _finite(twist):
+            return _NON_FINITE
         if not self._identity:
             twist, clamped = self.limits.apply(twist)
+            if not _finite(twist):
+                return _NON_FINITE
             if clamped:
                 self.clamped += 1
-            lin, ang = twist.linear, twist.angular
+        lin, ang = twist.linear, twist.angular
         if not (lin.x or lin.y or lin.z or ang.x or ang.y or ang.z):
             if driver is not None:
-                self._halt(StopCause.RELEASE)
+                return self._halt(Cause.RELEASE)
             # With nobody driving, a zero would only add to a stream of zeros
             # that must not happen: nothing is published.
-            return None
+            return _NOTHING
+        self.command = twist
+        self.last_command_at = now
+        expires = now + self.deadman_timeout
+        if self.republish_period:
+            self._next_republish = now + self.republish_period
         if driver is None:
             self.driver = client
             self.lease_changes += 1
-            if self._on_event is not None:
-                self._on_event("lease", client)
-            self._emit("stop_movement", _STOP_MOVEMENT)
-        self.command = twist
-        self.last_command_at = now
-        if self.republish_period:
-            self._next_republish = now + self.republish_period
-        self._emit("tele_cmd_vel", twist)
-        return None
+            if self.announce_drive:
+                return Decision(
+                    ((STOP_MOVEMENT, _STOP_MOVEMENT), (TELE_CMD_VEL, twist)), expires=expires, started=client
+                )
+            return Decision(((TELE_CMD_VEL, twist),), expires=expires, started=client)
+        return Decision(((TELE_CMD_VEL, twist),), expires=expires)
 
-    def stop(self, client: ClientId, now: float) -> None:
+    def stop(self, client: ClientId, now: float) -> Decision:
         """An explicit ``stop`` from any client: honoured at once."""
         if self.driver is not None:
-            self._halt(StopCause.STOP)
+            return self._halt(Cause.STOP)
+        return _NOTHING
 
-    def disconnect(self, client: ClientId, now: float) -> None:
+    def disconnect(self, client: ClientId, now: float) -> Decision:
         """``client``'s connection ended, however it ended."""
         if self.driver is not None and self.driver == client:
-            self._halt(StopCause.DISCONNECT)
+            return self._halt(Cause.DISCONNECT)
+        return _NOTHING
 
-    def shutdown(self, now: float) -> None:
+    def shutdown(self, now: float) -> Decision:
         """The bridge is going away: stop whoever is driving."""
         if self.driver is not None:
-            self._halt(StopCause.SHUTDOWN)
+            return self._halt(Cause.SHUTDOWN)
+        return _NOTHING
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> Decision:
         """Advance time: fire the deadman or a republish if due."""
         if self.driver is None:
-            return
+            return _NOTHING
         # Compared as an absolute deadline, the same sum next_deadline() reports,
         # so a timer armed for that deadline always finds the deadman due.
         if now >= self.last_command_at + self.deadman_timeout:
-            self._halt(StopCause.DEADMAN)
-            return
+            return self._halt(Cause.DEADMAN)
         if self.command is not None and now >= self._next_republish:
             # Keep phase with the schedule, but never queue a burst of catch-ups.
             self._next_republish += self.republish_period
             if self._next_republish <= now:
                 self._next_republish = now + self.republish_period
-            self._emit("tele_cmd_vel", self.command)
+            return Decision(((TELE_CMD_VEL, self.command),), expires=self.last_command_at + self.deadman_timeout)
+        return _NOTHING
 
     def next_deadline(self) -> float | None:
         """The next time :meth:`tick` may have something to do, or ``None``."""
@@ -220,16 +294,31 @@ class SafetyController:
             return self._next_republish
         return deadline
 
+    def snapshot(self) -> SafetySnapshot:
+        deadline = self.last_command_at + self.deadman_timeout if self.driver is not None else None
+        return SafetySnapshot(
+            self.driver, self.command, deadline, self.clamped, self.lease_changes, dict(self.zeros)
+        )
+
     # -- internals --------------------------------------------------------
 
-    def _halt(self, cause: str) -> None:
+    def _halt(self, cause: Cause) -> Decision:
         previous = self.driver
         self.driver = None
         self.command = None
         self.last_command_at = -math.inf
         self._next_republish = math.inf
-        self.stops[cause] = self.stops.get(cause, 0) + 1
+        self.zeros[cause] = self.zeros.get(cause, 0) + 1
         self.lease_changes += 1
-        self._emit("tele_cmd_vel", _ZERO)
-        if self._on_event is not None:
-            self._on_event(cause, previous)
+        return Decision(((TELE_CMD_VEL, _ZERO),), ended=cause, previous=previous)
+
+    @staticmethod
+    def _merge(first: Decision, then: Decision) -> Decision:
+        return Decision(
+            first.publish + then.publish,
+            then.refused,
+            then.expires,
+            then.started,
+            first.ended,
+            first.previous,
+        )

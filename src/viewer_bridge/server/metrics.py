@@ -11,60 +11,107 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterator
-from typing import Final
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Final, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from viewer_bridge.core.safety import SafetyController
+if TYPE_CHECKING:  # pragma: no cover
+    from viewer_bridge.bus.lanes import Lane
+    from viewer_bridge.core.safety import SafetyController
 
-__all__ = ["LATENCY_BUCKETS", "BridgeStats", "render_metrics"]
+__all__ = ["LAG_BUCKETS", "LATENCY_BUCKETS", "BridgeStats", "Histogram", "make_registry", "render_metrics"]
 
-# Seconds from a frame's arrival to the end of its publish; most take a few
-# microseconds, slow subscribers or transports push into the upper buckets.
+# Seconds from a frame's arrival to the end of its handling (queued on every
+# lane, in-process subscribers called when they run on the loop); most take
+# a few microseconds.
 LATENCY_BUCKETS: Final = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 1.0,
 )
+# Seconds a timer on the event loop fires late: what a blocked or busy loop
+# does to every deadline it owns.
+LAG_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Histogram:
+    """Cumulative-on-read buckets, cheap to observe on the hot path."""
+
+    __slots__ = ("bounds", "buckets", "count", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.buckets = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        cumulative = 0
+        buckets: list[tuple[str, float]] = []
+        for bound, n in zip((*map(str, self.bounds), "+Inf"), self.buckets, strict=True):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.sum)
 
 
 class BridgeStats:
-    """Everything the bridge counts. Mutated only on the server's event loop."""
+    """Everything the bridge counts itself. Mutated only on the server's event loop."""
 
     def __init__(self) -> None:
         self.connections_total = 0
         self.connections_open = 0
+        self.paused = 0  # clients whose socket is not being read (over their frame budget)
+        self.flood_closes = 0
         self.http_refused: Counter[int] = Counter()  # by HTTP status
         self.frames: dict[str, int] = dict.fromkeys(("click", "twist", "stop", "heartbeat"), 0)  # by type
         self.rejects: Counter[str] = Counter()  # by reason
-        # In-process publishes by stream (bus transports count their own).
-        self.published: dict[str, int] = dict.fromkeys(("clicked_point", "tele_cmd_vel", "stop_movement"), 0)
-        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.latency_sum = 0.0
-        self.latency_count = 0
+        # Messages handed to the outlet, by stream (each destination counts its own deliveries).
+        self.published: Counter[str] = Counter()
+        self.latency = Histogram(LATENCY_BUCKETS)
+        self.loop_lag = Histogram(LAG_BUCKETS)
 
     def observe_latency(self, seconds: float) -> None:
-        self.latency_buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.latency_sum += seconds
-        self.latency_count += 1
+        self.latency.observe(seconds)
 
 
-TransportCounts = Callable[[], dict[tuple[str, str], tuple[int, int]]]
+class _Source(Protocol):
+    """What the collector reads: the server's counters, its safety state, its lanes and its watchdog."""
+
+    stats: BridgeStats
+
+    @property
+    def safety(self) -> SafetyController: ...
+
+    def metric_lanes(self) -> list[Lane]: ...
+
+    def watchdog_zeros(self) -> int: ...
 
 
 class _StatsCollector(Collector):
-    def __init__(self, stats: BridgeStats, safety: SafetyController, transport_counts: TransportCounts):
-        self._stats = stats
-        self._safety = safety
-        self._transport_counts = transport_counts
+    def __init__(self, source: _Source) -> None:
+        self._source = source
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
-        s = self._stats
+        source = self._source
+        s = source.stats
         yield GaugeMetricFamily("viewer_bridge_connections", "Open WebSocket connections", value=s.connections_open)
         yield CounterMetricFamily(
             "viewer_bridge_connections", "WebSocket connections accepted", value=s.connections_total
+        )
+        yield GaugeMetricFamily(
+            "viewer_bridge_paused_clients", "Clients not being read because they spent their frame budget",
+            value=s.paused,
+        )
+        yield CounterMetricFamily(
+            "viewer_bridge_flood_closes", "Clients closed (1008) for staying over their frame budget",
+            value=s.flood_closes,
         )
         refused = CounterMetricFamily(
             "viewer_bridge_http_refused", "HTTP requests refused before the upgrade", labels=["status"]
@@ -81,46 +128,63 @@ class _StatsCollector(Collector):
             rejects.add_metric([reason], n)
         yield rejects
         published = CounterMetricFamily(
-            "viewer_bridge_published", "Messages published, by stream and transport", labels=["stream", "transport"]
+            "viewer_bridge_published", "Messages delivered, by stream and destination", labels=["stream", "transport"]
         )
         failures = CounterMetricFamily(
             "viewer_bridge_publish_failures",
-            "Publish failures, by stream and transport",
+            "Delivery failures, by stream and destination",
             labels=["stream", "transport"],
         )
-        for stream, n in sorted(s.published.items()):
+        pending = GaugeMetricFamily(
+            "viewer_bridge_lane_pending", "Messages waiting on a publishing lane", labels=["lane"]
+        )
+        dropped = CounterMetricFamily(
+            "viewer_bridge_lane_dropped",
+            "Messages dropped by a lane whose destination fell too far behind (echo lines included)",
+            labels=["lane"],
+        )
+        conflated = CounterMetricFamily(
+            "viewer_bridge_lane_conflated", "Velocity commands replaced by a newer one before being sent",
+            labels=["lane"],
+        )
+        inline = source.stats.published if not any(lane.kind == "inprocess" for lane in source.metric_lanes()) else {}
+        for stream, n in sorted(inline.items()):
             published.add_metric([stream, "inprocess"], n)
-        for (stream, transport), (ok, failed) in sorted(self._transport_counts().items()):
-            published.add_metric([stream, transport], ok)
-            failures.add_metric([stream, transport], failed)
+        for lane in source.metric_lanes():
+            for stream, n in sorted(lane.delivered.items()):
+                published.add_metric([stream, lane.kind], n)
+            for stream, n in sorted(lane.failures.items()):
+                failures.add_metric([stream, lane.kind], n)
+            pending.add_metric([lane.name], lane.pending)
+            dropped.add_metric([lane.name], lane.dropped)
+            conflated.add_metric([lane.name], lane.conflated)
         yield published
         yield failures
-        safety = self._safety
+        yield pending
+        yield dropped
+        yield conflated
+        safety = source.safety
         yield CounterMetricFamily("viewer_bridge_clamped", "Twists with an axis clamped", value=safety.clamped)
-        stops = CounterMetricFamily("viewer_bridge_zero_twists", "Zero twists published, by cause", labels=["cause"])
-        for cause, n in sorted(safety.stops.items()):
-            stops.add_metric([cause], n)
-        yield stops
+        zeros = CounterMetricFamily("viewer_bridge_zero_twists", "Drives ended with one zero twist, by cause",
+                                    labels=["cause"])
+        for cause, n in sorted(safety.zeros.items()):
+            zeros.add_metric([cause], n)
+        yield zeros
         yield CounterMetricFamily(
-            "viewer_bridge_deadman_trips", "Deadman stops (silence)", value=safety.stops.get("deadman", 0)
+            "viewer_bridge_watchdog_zeros",
+            "Zero twists the watchdog thread published because the event loop was late",
+            value=source.watchdog_zeros(),
         )
         yield CounterMetricFamily("viewer_bridge_lease_changes", "Driver lease changes", value=safety.lease_changes)
-        cumulative = 0
-        buckets: list[tuple[str, float]] = []
-        for bound, n in zip((*map(str, LATENCY_BUCKETS), "+Inf"), s.latency_buckets, strict=True):
-            cumulative += n
-            buckets.append((bound, cumulative))
-        yield HistogramMetricFamily(
-            "viewer_bridge_publish_latency_seconds",
-            "Time from a message's arrival to the end of its publish",
-            buckets=buckets,
-            sum_value=s.latency_sum,
+        yield s.latency.family(
+            "viewer_bridge_publish_latency_seconds", "Time from a message's arrival to the end of its handling"
         )
+        yield s.loop_lag.family("viewer_bridge_loop_lag_seconds", "How late the event loop runs its timers")
 
 
-def make_registry(stats: BridgeStats, safety: SafetyController, transport_counts: TransportCounts) -> CollectorRegistry:
+def make_registry(source: _Source) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StatsCollector(stats, safety, transport_counts))
+    registry.register(_StatsCollector(source))
     return registry
 
 

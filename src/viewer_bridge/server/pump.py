@@ -1,34 +1,53 @@
-"""The asyncio bridge server: WebSocket and HTTP I/O around the pure protocol and safety cores.
+"""The asyncio bridge server: a thin pump between picows and the pure cores, and the threads around it.
 
-One event loop owns everything: picows parses WebSocket frames and calls
-:class:`_Session` for each, the session hands the payload to
-:func:`~viewer_bridge.core.protocol.parse_message`, the resulting event goes
-through :class:`~viewer_bridge.core.safety.SafetyController`, and its outcome is
-published synchronously to the streams (in-process subscribers, then bus
-transports). Doing all of it inline on the loop is what keeps one client's
-messages in order and costs no queue or thread hop per message; a subscriber
-therefore runs on the loop and delays other clients only for its own call.
+Threading model (see also ``docs/architecture.md``):
 
-HTTP on the same port answers before any upgrade: only the configured path
-upgrades (with token, Origin and connection-cap checks), ``/healthz``,
-``/metrics`` and ``/status`` report, ``/`` serves the browser page, and
-anything else is a 404.
+* **The event loop** owns the sockets and every decision. picows parses
+  frames; each goes to the client's :class:`~viewer_bridge.core.connection.Connection`
+  (budgets, framing, parsing), events go to the shared
+  :class:`~viewer_bridge.core.safety.SafetyController`, and what it decides
+  is handed to the :class:`~viewer_bridge.bus.outlet.Outlet`. Handling one
+  client's frames in order on one thread is what keeps its messages in
+  order; nothing on this path blocks, and no client's reads may cost more
+  than its frame budget (reads are capped per callback, and a client over
+  budget is not read at all until its budget refills).
+* **Publishing lanes** (one thread each, :mod:`viewer_bridge.bus.lanes`): for
+  every bus transport one for commands (latest value wins) and one for
+  clicks; for the threaded server one for in-process subscribers; for
+  ``--echo`` one for stdout. The outlet only queues onto them, so a slow
+  subscriber, a stuck bus or a full stdout delays its own lane and nothing
+  else.
+* **The watchdog thread** (:mod:`viewer_bridge.bus.watchdog`) publishes the
+  zero onto the lanes when a command lapses and the loop has not, whatever
+  holds the loop.
+
+In the asyncio server (this class) in-process subscribers are called inline
+on the loop, in order, right after the message is queued for the buses: a
+slow subscriber there delays the loop (other clients' frames, HTTP, the
+loop's own timers) but not the buses, and not the watchdog's zero. The
+threaded server (:class:`~viewer_bridge.server.threaded.RerunWebSocketServer`)
+calls them on their own lane instead, so there they delay only each other.
+
+HTTP on the same port is answered before any upgrade by
+:class:`~viewer_bridge.server.http.HttpRoutes`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import errno
 import itertools
-import json
 import logging
-import math
 import os
 import socket
 import ssl
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
 from picows import (
     WSAutoPingStrategy,
@@ -37,51 +56,75 @@ from picows import (
     WSListener,
     WSMsgType,
     WSTransport,
-    WSUpgradeRequest,
-    WSUpgradeResponse,
-    WSUpgradeResponseWithListener,
-    ws_create_server,
 )
+from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
+from viewer_bridge.bus.lanes import Lane
 from viewer_bridge.bus.mux import MuxNode
+from viewer_bridge.bus.outlet import Outlet
 from viewer_bridge.bus.streams import Stream
-from viewer_bridge.bus.transports import Transport, TransportSink, create_transport
+from viewer_bridge.bus.transports import Transport, create_transport
 from viewer_bridge.config import BridgeConfig, ConfigError, from_mapping
-from viewer_bridge.core.auth import check_origin, check_token, redact_target, split_target
+from viewer_bridge.core.connection import Close, CloseCode, Connection, ConnectionLimits, Pong, Refusal
 from viewer_bridge.core.messages import Bool, Message, PointStamped, Twist
-from viewer_bridge.core.protocol import (
-    Click,
-    MessageAssembler,
-    ProtocolError,
-    Reason,
-    Stop,
-    TwistCommand,
-    encode_error,
-    parse_message,
-)
-from viewer_bridge.core.ratelimit import TokenBucket
-from viewer_bridge.core.safety import Limits, SafetyController, StopCause
-from viewer_bridge.core.topics import STREAM_TYPES, TopicMap
-from viewer_bridge.server.metrics import BridgeStats, make_registry, render_metrics
+from viewer_bridge.core.protocol import Click, Heartbeat, Stop, TwistCommand
+from viewer_bridge.core.safety import TELE_CMD_VEL, Decision, Limits, Refused, SafetyController
+from viewer_bridge.core.topics import STREAM_TYPES, Topic, TopicMap
+from viewer_bridge.server.http import HttpRoutes
+from viewer_bridge.server.metrics import BridgeStats, make_registry
 from viewer_bridge.version import __version__
 
-__all__ = ["AsyncRerunWebSocketServer", "BindError"]
+__all__ = ["AsyncRerunWebSocketServer", "BindError", "BridgeSnapshot", "ServerState"]
 
 log = logging.getLogger(__name__)
 
-# Error frames are dropped rather than queued once this much is waiting to be
-# written to a client that does not read (a flooding client must not make the
-# bridge buffer without bound).
+# A client that leaves this much of our output unread (error frames, pongs)
+# is closed rather than buffered for.
 _MAX_PENDING_WRITE: Final = 64 * 1024
+# The most bytes read from one socket per loop callback: what one client's
+# frames can cost the loop before every other client and timer gets a turn.
+_READ_CHUNK: Final = 16 * 1024
 # The same complaint about the same client is logged at most this often.
 _LOG_REPEAT_INTERVAL: Final = 10.0
 _ZERO_TWIST: Final = Twist.zero()
-_SAFETY_REJECTIONS: Final = {
-    "non_finite": "twist has a non-finite component; numbers must be finite",
-    "not_driver": "another client is driving; wait for it to stop (or send 'stop')",
+_SAFETY_DETAIL: Final = {
+    Refused.NON_FINITE: "twist is not finite after scaling; numbers must stay finite",
+    Refused.NOT_DRIVER: "another client is driving; wait for it to stop (or send 'stop')",
+}
+# Rejection reasons (metric labels) for the close codes the connection core fails a client with.
+_CLOSE_REASONS: Final[dict[int, str]] = {
+    CloseCode.PROTOCOL_ERROR: "protocol_error",
+    CloseCode.MESSAGE_TOO_BIG: "message_too_big",
 }
 # How long stop() waits for clients to finish the close handshake.
 _CLOSE_GRACE: Final = 1.0
+# How often the loop measures its own lag.
+_LAG_PERIOD: Final = 0.05
+# The WebSocket handshake (after TCP, and TLS) must finish within this.
+_HANDSHAKE_TIMEOUT: Final = 10.0
+_TEXT: Final = WSMsgType.TEXT
+
+
+@dataclass(frozen=True)
+class BridgeSnapshot:
+    """The server's state and counters at one moment: what ``/status`` reports and tests assert on."""
+
+    state: ServerState
+    driver: str | None
+    command: Twist | None
+    clients: int
+    paused_clients: int
+    flood_closes: int
+    zeros: dict[str, int]
+    clamped: int
+    lease_changes: int
+    watchdog_zeros: int
+    frames: dict[str, int]
+    rejects: dict[str, int]
+    published: dict[str, int]
+    http_refused: dict[int, int]
+    deliveries: dict[tuple[str, str], tuple[int, int]]
+    """``(stream, transport) -> (delivered, failed)`` for every bus transport."""
 
 
 class BindError(OSError):
@@ -103,30 +146,47 @@ def _bind_failure(host: str, port: int, exc: OSError) -> str:
     return f"{where}: {os.strerror(exc.errno) if exc.errno else exc}"
 
 
-_TEXT: Final = WSMsgType.TEXT
+class ServerState(enum.Enum):
+    """Where a server is in its life; every transition happens on its event loop."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+class _BoundedReads(WSProtocol):  # type: ignore[misc]
+    """picows's protocol, reading at most ``_READ_CHUNK`` bytes per callback.
+
+    picows hands every complete frame in its buffer to the listener in one
+    callback and grows the buffer when a read fills it, so a flooding client
+    would otherwise get ever larger reads, and ever longer turns on the loop.
+    """
+
+    def get_buffer(self, size_hint: int) -> memoryview:
+        buffer: memoryview = super().get_buffer(size_hint)
+        return buffer[:_READ_CHUNK] if len(buffer) > _READ_CHUNK else buffer
 
 
 class _Session(WSListener):
-    """One WebSocket client. All methods run on the server's event loop."""
+    """One WebSocket client: hands its frames to its :class:`Connection` and the result to the server."""
 
-    def __init__(self, server: AsyncRerunWebSocketServer, peer: str, client_id: str, now: float) -> None:
+    def __init__(self, server: AsyncRerunWebSocketServer, client_id: str, connection: Connection) -> None:
         super().__init__()
         self.server = server
-        self.peer = peer
         self.id = client_id
-        self.label = f"{peer} #{client_id}"
+        self.peer = "?"
+        self.label = f"? #{client_id}"
+        self.conn = connection
         self.transport: WSTransport | None = None
         self.connected_wall = time.time()
-        self.frames = 0
         self.rejects = 0
-        self.bucket = TokenBucket(server.config.rate_limit, server.config.rate_burst, now)
-        self.assembler: MessageAssembler | None = None
+        self.paused = False
         self.logged: dict[str, float] = {}
         self.suppressed: dict[str, int] = {}
-        self.rate_limited_told = -math.inf
-        self.handle = server._handle_message
-        self.max_size = server.config.max_message_size
-        self.closing = False
+        self._receive = connection.receive
+        self._act = server._act
+        self._clock = server.clock
 
     # picows callbacks ------------------------------------------------------
 
@@ -135,103 +195,62 @@ class _Session(WSListener):
         self.server._session_opened(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        # The common case first, in one test: a whole text message of an
-        # allowed size on an open connection.
-        if (
-            frame.msg_type is _TEXT
-            and frame.fin
-            and self.assembler is None
-            and not self.closing
-            and frame.payload_size <= self.max_size
-        ):
-            self.handle(self, frame.get_payload_as_bytes())
-        else:
-            self._other_frame(transport, frame)
-
-    def _other_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        msg_type = frame.msg_type
-        if self.closing:
-            # After our close frame the peer's input is moot; its close frame
-            # completes the handshake.
-            if msg_type is WSMsgType.CLOSE:
-                transport.disconnect()
-        elif msg_type is WSMsgType.TEXT and frame.fin and self.assembler is None:
-            # picows flags an oversized frame but still delivers it, so the
-            # limit is enforced here too.
-            self._too_big(self._size_detail(frame.payload_size))
-        elif msg_type is WSMsgType.CLOSE:
-            transport.send_close(WSCloseCode.OK)
-            transport.disconnect()
-        elif msg_type is WSMsgType.PING or msg_type is WSMsgType.PONG:
-            pass  # picows answers pings itself and tracks pongs for its keepalive
-        else:
-            self._fragment(frame)
+        now = self._clock()
+        result = self._receive(
+            frame.msg_type,  # type: ignore[arg-type]  # an IntEnum, the opcode
+            frame.fin,
+            frame.get_payload_as_bytes(),
+            now,
+            frame.rsv1 | frame.rsv2 | frame.rsv3,
+        )
+        if result is not None:
+            self._act(self, result, now)
+        if self.conn.pause_until is not None and not self.paused:
+            self.server._pause(self, self.conn.pause_until)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.conn.closed()
         self.server._session_closed(self)
 
-    # ---------------------------------------------------------------------
+    # output ------------------------------------------------------------------
 
-    def _size_detail(self, size: int) -> str:
-        return f"message of {size} bytes exceeds the {self.max_size}-byte limit"
-
-    def _too_big(self, detail: str) -> None:
-        self.server._count_reject(self, Reason.MESSAGE_TOO_BIG, detail)
-        self.close(WSCloseCode.MESSAGE_TOO_BIG, detail)
-
-    def _fragment(self, frame: WSFrame) -> None:
-        if frame.payload_size > self.max_size:
-            self._too_big(self._size_detail(frame.payload_size))
-            return
-        if self.assembler is None:
-            self.assembler = MessageAssembler(self.server.config.max_message_size)
-        try:
-            message = self.assembler.feed(frame.msg_type.value, frame.fin, frame.get_payload_as_bytes())
-        except ProtocolError as exc:
-            if exc.reason == Reason.MESSAGE_TOO_BIG:
-                self._too_big(exc.detail)
-            else:
-                self.server._reject(self, exc.reason, exc.detail, exc.field)
-            return
-        finally:
-            # Between fragmented messages, text frames take the fast path again.
-            if self.assembler is not None and not self.assembler.in_message:
-                self.assembler = None
-        if message is not None:
-            self.handle(self, message)
-
-    def send_frame(self, payload: bytes) -> bool:
-        """Send a text frame unless the client has stopped reading; returns whether it was sent."""
+    def writable(self) -> WSTransport | None:
+        """The transport if the client is reading what we send; otherwise it is closed and None returned."""
         transport = self.transport
         if transport is None or transport.is_close_frame_sent:
-            return False
+            return None
         if transport.underlying_transport.get_write_buffer_size() > _MAX_PENDING_WRITE:
-            return False
-        transport.send(WSMsgType.TEXT, payload)
-        return True
+            log.warning("client %s does not read what it is sent; closing it", self.label)
+            self.conn.close(1008, "not reading")
+            transport.disconnect(graceful=False)
+            return None
+        return transport
 
-    def close(self, code: WSCloseCode, reason: str = "") -> None:
-        """Start the closing handshake; the TCP connection ends when the peer answers, or after a grace period.
+    def close(self, close: Close) -> None:
+        """Send our close frame; drop TCP once the peer has answered, or after a grace period.
 
         Dropping TCP at once while the peer's data is still unread makes the
         kernel send a reset, which can destroy our close frame before the peer
         reads it (RFC 6455 section 7.1.1 has the server wait for the answer).
         """
-        self.closing = True
         transport = self.transport
         if transport is None:
             return
         if not transport.is_close_frame_sent:
-            transport.send_close(code, reason.encode("utf-8")[:120])
-        asyncio.get_running_loop().call_later(_CLOSE_GRACE, transport.disconnect)
+            transport.send_close(WSCloseCode(close.code), close.reason.encode("utf-8")[:120])
+        if close.answered:
+            transport.disconnect()
+        else:
+            asyncio.get_running_loop().call_later(_CLOSE_GRACE, transport.disconnect)
 
     def status(self, driver: object) -> dict[str, Any]:
         return {
             "id": self.id,
             "address": self.peer,
             "since": self.connected_wall,
-            "frames": self.frames,
+            "frames": self.conn.frames,
             "rejects": self.rejects,
+            "paused": self.paused,
             "driver": driver == self.id,
         }
 
@@ -242,11 +261,21 @@ class AsyncRerunWebSocketServer:
     ``AsyncRerunWebSocketServer(port=0)`` or ``AsyncRerunWebSocketServer(config)``;
     then ``await start()`` / ``await stop()``, or ``async with``. Streams
     (``clicked_point``, ``tele_cmd_vel``, ``stop_movement``) exist from
-    construction, so subscribe before starting to miss nothing. Subscribers
-    run on this server's event loop.
+    construction, so subscribe before starting to miss nothing.
+
+    ``subscribers="loop"`` (the default) calls in-process subscribers on this
+    server's event loop; ``"thread"`` calls them on a thread of their own
+    (what :class:`~viewer_bridge.RerunWebSocketServer` uses).
     """
 
-    def __init__(self, config: BridgeConfig | None = None, /, **settings: Any) -> None:
+    def __init__(
+        self,
+        config: BridgeConfig | None = None,
+        /,
+        *,
+        subscribers: Literal["loop", "thread"] = "loop",
+        **settings: Any,
+    ) -> None:
         if config is None:
             config = from_mapping(settings, source="arguments")
         elif settings:
@@ -262,60 +291,50 @@ class AsyncRerunWebSocketServer:
             "stop_movement": self.stop_movement,
         }
         assert set(self.streams) == set(STREAM_TYPES)
-        self.safety = SafetyController(
-            self._emit,
-            on_event=self._safety_event,
-            deadman_timeout=config.deadman_timeout,
-            republish_hz=config.republish_hz,
-            limits=Limits(
-                scale=(
-                    config.scale_linear_x,
-                    config.scale_linear_y,
-                    config.scale_linear_z,
-                    config.scale_angular_x,
-                    config.scale_angular_y,
-                    config.scale_angular_z,
-                ),
-                clamp=(
-                    config.max_linear_x,
-                    config.max_linear_y,
-                    config.max_linear_z,
-                    config.max_angular_x,
-                    config.max_angular_y,
-                    config.max_angular_z,
-                ),
-            ),
-        )
-        self.stats = BridgeStats()
-        self.registry = make_registry(self.stats, self.safety, self._transport_counts)
-        self.wall_clock: Callable[[], float] = time.time
-        self.transports: list[Transport] = []
-        # The optional cmd_vel mux (--mux): exists from construction so its streams can be subscribed early.
         self.mux: MuxNode | None = None
         if config.mux is not None:
-            self.mux = MuxNode.from_config(config, self.topics, self.tele_cmd_vel, self.stop_movement)
-        self._sinks: list[TransportSink] = []
-        self._unsubscribe_sinks: list[Callable[[], None]] = []
-        self._token: str | None = None
-        self._ssl: ssl.SSLContext | None = None
+            self.mux = MuxNode.from_config(config, self.topics)
+            self.streams.update(self.mux.streams)
+        self._subscribers_on = subscribers
+        self.limits = ConnectionLimits(
+            max_message_size=config.max_message_size,
+            rate=config.rate_limit,
+            burst=config.rate_burst,
+            work_rate=config.frame_budget,
+            work_burst=config.frame_budget * 2,
+            flood_close_after=config.flood_close_after,
+        )
+        self.safety = SafetyController(
+            deadman_timeout=config.deadman_timeout,
+            republish_hz=config.republish_hz,
+            limits=Limits.from_config(config),
+        )
+        self.stats = BridgeStats()
+        self.registry = make_registry(self)
+        self.wall_clock: Callable[[], float] = time.time
+        # The server's one clock: the event loop's (asyncio's is monotonic), read from other threads too.
+        self.clock: Callable[[], float] = time.monotonic
+        self.transports: list[Transport] = []
+        self.token: str | None = None
+        self.secure = False
+        self.bound_port: int | None = None
+        self.state = ServerState.STOPPED
+        self._http = HttpRoutes(self)
+        self._outlet: Outlet | None = None
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sessions: dict[str, _Session] = {}
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
-        self._clock: Callable[[], float] = time.monotonic
+        self._lag_timer: asyncio.TimerHandle | None = None
         self._started_at = 0.0
-        self._last_command_at: float | None = None  # monotonic time of the last tele_cmd_vel
-        self._state = "stopped"
-        # (path, request headers) -> (body, response headers); see viewer_bridge.server.web.StaticFiles.respond
-        self._static: Callable[[str, Any], tuple[bytes, dict[str, str]] | None] | None = None
-        self.bound_port: int | None = None
+        self._last_command_at: float | None = None  # when tele_cmd_vel last got a message
 
     # -- lifecycle --------------------------------------------------------
 
     @property
     def is_running(self) -> bool:
-        return self._state == "running"
+        return self.state is ServerState.RUNNING
 
     async def start(self) -> None:
         """Bind and listen. Returns once connections are accepted.
@@ -323,111 +342,158 @@ class AsyncRerunWebSocketServer:
         Raises :class:`BindError` (naming host:port) if the address cannot be
         bound, :class:`ConfigError` for an unsafe or invalid setup, and
         :class:`~viewer_bridge.bus.transports.TransportError` if a bus is unreachable.
+        Nothing here blocks the event loop: bus probes and file reads run on
+        worker threads.
         """
-        if self._state != "stopped":
+        if self.state is not ServerState.STOPPED:
             return
-        self._state = "starting"
+        self.state = ServerState.STARTING
         try:
             await self._start()
         except BaseException:
             await self._teardown()
-            self._state = "stopped"
+            self.state = ServerState.STOPPED
             raise
-        self._state = "running"
+        self.state = ServerState.RUNNING
 
     async def _start(self) -> None:
         config = self.config
-        self._loop = asyncio.get_running_loop()
-        self._token = config.resolved_token()
-        if not config.is_loopback and not self._token and not config.insecure:
+        loop = self._loop = asyncio.get_running_loop()
+        self.clock = loop.time
+        self.token = config.resolved_token()
+        if not config.is_loopback and not self.token and not config.insecure:
             raise ConfigError(
                 f"refusing to listen on {config.host}:{config.port} without a token: anyone who can reach "
                 "that address could drive the robot. Set a token (--token-file FILE, or the "
                 "VIEWER_BRIDGE_TOKEN environment variable) and give clients ws://HOST:PORT/ws?token=..., "
                 "or pass --insecure to accept the risk."
             )
-        if not config.is_loopback and not self._token:
+        if not config.is_loopback and not self.token:
             log.warning(
                 "listening on %s without a token (--insecure): anyone who can reach this port can drive "
                 "the robot",
                 config.host,
             )
-        if config.tls_cert and config.tls_key:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                context.load_cert_chain(config.tls_cert, config.tls_key)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(
-                    f"cannot load TLS certificate {config.tls_cert!r} / key {config.tls_key!r}: {exc}"
-                ) from None
-            self._ssl = context
+        ssl_context = await asyncio.to_thread(_tls_context, config) if config.tls_cert else None
+        self.secure = ssl_context is not None
         if config.web:
             from viewer_bridge.server.web import StaticFiles
 
-            self._static = StaticFiles(config).respond
+            static = await asyncio.to_thread(StaticFiles, config)
+            self._http.static = static.respond
         for name in config.transports:
             transport = create_transport(name, config)
-            transport.start()
             self.transports.append(transport)
-            for topic in self.topics:
-                sink = TransportSink(transport, topic)
-                self._sinks.append(sink)
-                self._unsubscribe_sinks.append(self.streams[topic.stream].subscribe(sink))
+            # Probes the bus (LCM waits for its probe to come back, Zenoh for its peers): off the loop.
+            await asyncio.to_thread(transport.start)
+        self._outlet = self._build_outlet()
+        self._outlet.start()
         if self.mux is not None:
-            self.mux.start(self._loop, self.transports)
-            self._sinks.extend(self.mux.sinks)
+            self.mux.start(loop, self.transports, self._on_nav)
         try:
-            self._server = await ws_create_server(
-                self._route,
+            self._server = await loop.create_server(
+                self._protocol,
                 config.host,
                 config.port,
-                ssl=self._ssl,
-                websocket_handshake_timeout=10,
-                logger_name="viewer_bridge.picows",
-                enable_auto_ping=True,
-                auto_ping_idle_timeout=config.ping_interval,
-                auto_ping_reply_timeout=config.ping_timeout,
-                auto_ping_strategy=WSAutoPingStrategy.PING_WHEN_IDLE,
-                max_frame_size=config.max_message_size,
-                # Viewer messages are ~200 bytes; picows's 16 KiB default read
-                # buffer per connection would dominate idle memory (it grows on
-                # demand for larger messages and bursts).
-                read_buffer_init_size=4096,
-                # asyncio's own transports: picows's optional aiofastnet layer
-                # measured no faster here per message and took ~5 KB more
-                # memory per idle connection (see docs/performance.md).
-                use_aiofastnet=False,
+                ssl=ssl_context,
+                ssl_handshake_timeout=_HANDSHAKE_TIMEOUT if ssl_context is not None else None,
                 reuse_address=True,
             )
         except OSError as exc:
             raise BindError(exc.errno, _bind_failure(config.host, config.port, exc)) from None
         sockets = self._server.sockets
         self.bound_port = sockets[0].getsockname()[1] if sockets else config.port
-        self._started_at = time.monotonic()
+        self._started_at = self.clock()
+        self._lag_timer = loop.call_at(self.clock() + _LAG_PERIOD, self._measure_lag, self.clock() + _LAG_PERIOD)
         log.info("listening on %s", self.websocket_url())
+
+    def _protocol(self) -> WSProtocol:
+        config = self.config
+        return _BoundedReads(
+            None,  # host:port (client side only)
+            None,  # path (client side only)
+            False,  # is_client_side
+            self._http.route,
+            logging.getLogger("viewer_bridge.picows"),
+            True,  # disconnect_on_exception
+            _HANDSHAKE_TIMEOUT,
+            True,  # enable_auto_ping: picows pings an idle client and drops it if no pong comes
+            config.ping_interval,
+            config.ping_timeout,
+            WSAutoPingStrategy.PING_WHEN_IDLE,
+            False,  # enable_auto_pong: pings are answered here, within the client's budget and output bound
+            config.max_message_size,
+            None,  # extra response headers
+            # Viewer messages are ~200 bytes; picows's 16 KiB default read
+            # buffer per connection would dominate idle memory.
+            4096,
+        )
+
+    def _build_outlet(self) -> Outlet:
+        """One command lane and one click lane per transport, plus subscribers' and echo's lanes."""
+        config = self.config
+        topic_for: dict[str, Topic] = {topic.stream: topic for topic in self.topics}
+        if self.mux is not None:
+            topic_for[self.mux.output_topic.stream] = self.mux.output_topic
+        bus_streams = list(topic_for)
+        lanes: dict[str, list[Lane]] = {stream: [] for stream in self.streams}
+        clock = self.clock
+        for transport in self.transports:
+
+            def deliver(stream: str, message: Message, transport: Transport = transport) -> None:
+                transport.publish(topic_for[stream], message)
+
+            commands = Lane(f"{transport.name}-commands", deliver, kind=transport.name, conflate=True, clock=clock)
+            clicks = Lane(f"{transport.name}-clicks", deliver, kind=transport.name, clock=clock)
+            for stream in bus_streams:
+                lanes[stream].append(clicks if stream == "clicked_point" else commands)
+        inline = None
+        if self._subscribers_on == "thread":
+            streams = self.streams
+            subscribers = Lane(
+                "subscribers", lambda stream, message: streams[stream].publish(message), kind="inprocess",
+                max_pending=100_000, clock=clock,
+            )
+            for stream_lanes in lanes.values():
+                stream_lanes.append(subscribers)
+        else:
+            streams = self.streams
+
+            def inline(stream: str, message: Message) -> None:
+                streams[stream].publish(message)
+
+        if config.echo is not None:
+            from viewer_bridge.bus.echo import echo_writer
+
+            echo = Lane("echo", echo_writer(config.echo), kind="echo", max_pending=1000, clock=clock)
+            for stream_lanes in lanes.values():
+                stream_lanes.append(echo)
+        commands_streams = {TELE_CMD_VEL}
+        if self.mux is not None:
+            commands_streams.add(self.mux.output_topic.stream)
+        return Outlet(lanes, command_streams=commands_streams, clock=clock, inline=inline)
 
     async def stop(self) -> None:
         """Close every client (1001 Going Away), stop whoever was driving, and stop listening.
 
         Idempotent, and safe before or after start.
         """
-        if self._state in ("stopped", "stopping"):
+        if self.state in (ServerState.STOPPED, ServerState.STOPPING):
             return
-        self._state = "stopping"
+        self.state = ServerState.STOPPING
         try:
             await self._teardown()
         finally:
-            self._state = "stopped"
+            self.state = ServerState.STOPPED
 
     async def _teardown(self) -> None:
         if self._server is not None:
             self._server.close()
-        loop = self._loop
-        if loop is not None:
-            self.safety.shutdown(self._clock())
+        if self._outlet is not None:
+            self._apply(self.safety.shutdown(self.clock()), self.clock())
         sessions = list(self._sessions.values())
         for session in sessions:
-            session.close(WSCloseCode.GOING_AWAY, "server shutting down")
+            session.close(session.conn.close(CloseCode.GOING_AWAY, "server shutting down"))
         waits = [s.transport.wait_disconnected() for s in sessions if s.transport is not None]
         if waits:
             _, pending = await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=_CLOSE_GRACE)
@@ -439,22 +505,25 @@ class AsyncRerunWebSocketServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._lag_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._lag_timer = None
         if self.mux is not None:
             self.mux.stop()
-        for unsubscribe in self._unsubscribe_sinks:
-            unsubscribe()
-        self._unsubscribe_sinks.clear()
-        self._sinks.clear()
-        for transport in self.transports:
+        if self._outlet is not None:
+            # Lanes deliver what they hold (the shutdown zero among it) before their threads end.
+            await asyncio.to_thread(self._outlet.stop)
+            self._outlet = None
+        transports, self.transports = self.transports, []
+        for transport in transports:
             try:
-                transport.close()
+                await asyncio.to_thread(transport.close)
             except Exception:
                 log.exception("closing the %s transport failed", transport.name)
-        self.transports.clear()
         self._sessions.clear()
+        self.stats.connections_open = 0
+        self.stats.paused = 0
         self.bound_port = None
 
     async def __aenter__(self) -> AsyncRerunWebSocketServer:
@@ -478,62 +547,91 @@ class AsyncRerunWebSocketServer:
     def _port(self) -> int:
         return self.bound_port if self.bound_port is not None else self.config.port
 
-    # -- HTTP routing (runs before any upgrade) ---------------------------
+    # -- state for HTTP, metrics and tests ----------------------------------
 
-    def _route(self, request: WSUpgradeRequest) -> Any:
-        try:
-            target = request.path.decode("latin-1")
-        except Exception:  # pragma: no cover - picows gives bytes
-            target = "/"
-        path, query = split_target(target)
-        headers = request.headers
-        if path == self.config.path:
-            if not check_token(self._token, query, headers):
-                return self._refuse(401, "missing or wrong token", target, {"WWW-Authenticate": "Bearer"})
-            if not check_origin(
-                headers.get("origin"), headers.get("host"), self.config.allowed_origins, self._ssl is not None
-            ):
-                return self._refuse(403, f"origin {headers.get('origin')!r} is not allowed", target)
-            if len(self._sessions) >= self.config.max_connections:
-                return self._refuse(
-                    503, f"connection limit reached ({self.config.max_connections})", target, {"Retry-After": "1"}
-                )
-            loop = self._loop
-            assert loop is not None
-            client_id = f"{next(self._ids):04x}"
-            return _Session(self, "?", client_id, self._clock())
-        if path in ("/healthz", "/metrics", "/status"):
-            if not check_token(self._token, query, headers):
-                return self._refuse(401, "missing or wrong token", target, {"WWW-Authenticate": "Bearer"})
-            if path == "/metrics":
-                return _ok(render_metrics(self.registry), "text/plain; version=0.0.4; charset=utf-8")
-            if path == "/healthz":
-                return _ok(_json(self.health()), "application/json")
-            return _ok(_json(self.client_status()), "application/json")
-        if self._static is not None:
-            found = self._static(path, headers)
-            if found is not None:
-                body, response_headers = found
-                return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(body, response_headers), None)
-        return self._refuse(404, f"nothing at {path}; the viewer endpoint is {self.config.path}", target)
+    @property
+    def client_count(self) -> int:
+        return len(self._sessions)
 
-    def _refuse(self, status: int, why: str, target: str, headers: dict[str, str] | None = None) -> Any:
-        self.stats.http_refused[status] += 1
-        log.info("HTTP %d for %s: %s", status, redact_target(target), why)
-        body = _json({"type": "error", "status": status, "reason": why})
-        extra = {"Content-Type": "application/json", **(headers or {})}
-        return WSUpgradeResponseWithListener(WSUpgradeResponse.create_error_response(status, body, extra), None)
+    def new_session(self) -> _Session:
+        """A session for a request that passed the HTTP checks (called by the router)."""
+        client_id = f"{next(self._ids):04x}"
+        return _Session(self, client_id, Connection(self.limits, self.clock()))
+
+    def owns_thread(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` is one of the bridge's own (a publishing lane's, or the watchdog's)."""
+        outlet = self._outlet
+        return outlet is not None and outlet.owns_thread(thread)
+
+    def bus_lanes(self) -> list[Lane]:
+        """The lanes that carry messages to bus transports."""
+        if self._outlet is None:
+            return []
+        return [lane for lane in self._outlet.lanes if lane.kind in {t.name for t in self.transports}]
+
+    def metric_lanes(self) -> list[Lane]:
+        return self._outlet.lanes if self._outlet is not None else []
+
+    def watchdog_zeros(self) -> int:
+        return self._outlet.watchdog.fired if self._outlet is not None else 0
 
     def health(self) -> dict[str, Any]:
-        age = None if self._last_command_at is None else round(self._clock() - self._last_command_at, 6)
+        """``up`` is true only when the server runs and every bus transport takes its commands."""
+        now = self.clock()
+        age = None if self._last_command_at is None else round(now - self._last_command_at, 6)
+        transports: dict[str, dict[str, Any]] = {}
+        problems: list[str] = []
+        for lane in self.bus_lanes():
+            lane_health = lane.health(now)
+            entry = transports.setdefault(lane.kind, {"ok": True, "problems": []})
+            if not lane_health.ok:
+                entry["ok"] = False
+                entry["problems"].append(lane_health.problem)
+                problems.append(str(lane_health.problem))
+        if not self.is_running:
+            problems.insert(0, f"server is {self.state.value}")
         return {
-            "up": self.is_running,
+            "up": not problems,
             "version": __version__,
-            "uptime_s": round(time.monotonic() - self._started_at, 3) if self.is_running else 0.0,
+            "uptime_s": round(now - self._started_at, 3) if self.is_running else 0.0,
             "clients": len(self._sessions),
             "driver": self.safety.driver,
             "last_command_age_s": age,
+            "transports": transports,
+            "problems": problems,
         }
+
+    def snapshot(self) -> BridgeSnapshot:
+        """Counters and state now (read on the loop's thread, or after the server stopped)."""
+        safety = self.safety.snapshot()
+        stats = self.stats
+        return BridgeSnapshot(
+            state=self.state,
+            driver=safety.driver,  # type: ignore[arg-type]
+            command=safety.command,
+            clients=len(self._sessions),
+            paused_clients=stats.paused,
+            flood_closes=stats.flood_closes,
+            zeros=Counter(safety.zeros),
+            clamped=safety.clamped,
+            lease_changes=safety.lease_changes,
+            watchdog_zeros=self.watchdog_zeros(),
+            frames=dict(stats.frames),
+            rejects=Counter(stats.rejects),
+            published=Counter(stats.published),
+            http_refused=Counter(stats.http_refused),
+            deliveries=self._deliveries(),
+        )
+
+    def _deliveries(self) -> dict[tuple[str, str], tuple[int, int]]:
+        counts: dict[tuple[str, str], tuple[int, int]] = {}
+        for lane in self.bus_lanes():
+            for stream in {*lane.delivered, *lane.failures}:
+                ok, failed = counts.get((stream, lane.kind), (0, 0))
+                ok += lane.delivered.get(stream, 0)
+                failed += lane.failures.get(stream, 0)
+                counts[(stream, lane.kind)] = (ok, failed)
+        return counts
 
     def client_status(self) -> list[dict[str, Any]]:
         driver = self.safety.driver
@@ -557,84 +655,135 @@ class AsyncRerunWebSocketServer:
         if self._sessions.pop(session.id, None) is None:
             return
         self.stats.connections_open = len(self._sessions)
-        loop = self._loop
-        if loop is not None:
-            now = self._clock()
-            self.safety.disconnect(session.id, now)
+        if session.paused:
+            session.paused = False
+            self.stats.paused -= 1
+        if self._outlet is not None:
+            now = self.clock()
+            self._apply(self.safety.disconnect(session.id, now), now)
         close = session.transport.close_handshake if session.transport is not None else None
         received = close.recv if close is not None else None
         how = f"close code {received.code.value}" if received is not None else "no close frame"
-        log.info("client %s disconnected (%s; %d frames)", session.label, how, session.frames)
+        log.info("client %s disconnected (%s; %d frames)", session.label, how, session.conn.frames)
 
-    # -- the per-message path ---------------------------------------------
+    # -- flow control ---------------------------------------------------------
 
-    def _handle_message(self, session: _Session, payload: bytes) -> None:
-        # The hot path: twists arrive at key-repeat or frame rate from every
-        # driver, so they are tested first and handled with the fewest calls.
-        clock = self._clock
-        now = clock()
-        session.frames += 1
-        try:
-            event = parse_message(payload)
-        except ProtocolError as exc:
-            self._reject(session, exc.reason, exc.detail, exc.field)
+    def _pause(self, session: _Session, until: float) -> None:
+        transport = session.transport
+        if transport is None or self._loop is None:
             return
-        kind = type(event)
+        session.paused = True
+        self.stats.paused += 1
+        transport.underlying_transport.pause_reading()
+        self._loop.call_at(until, self._resume, session)
+
+    def _resume(self, session: _Session) -> None:
+        if not session.paused:
+            return
+        session.paused = False
+        self.stats.paused -= 1
+        session.conn.resumed(self.clock())
+        transport = session.transport
+        if transport is not None and not transport.is_disconnected:
+            transport.underlying_transport.resume_reading()
+
+    # -- what a frame led to ------------------------------------------------
+
+    def _act(self, session: _Session, result: object, now: float) -> None:
+        # Twists come first: they arrive at key-repeat or frame rate from every driver.
+        kind = type(result)
         stats = self.stats
         if kind is TwistCommand:
-            if not session.bucket.allow(now):
-                self._rate_limited(session, now)
-                return
             stats.frames["twist"] += 1
-            rejected = self.safety.twist(session.id, event.to_twist(), now)  # type: ignore[union-attr]
-            if rejected is not None:
-                self._reject(session, rejected, _SAFETY_REJECTIONS[rejected])
+            decision = self.safety.twist(session.id, result.to_twist(), now)  # type: ignore[attr-defined]
+            if decision.refused is not None:
+                self._refused(session, Refusal(decision.refused, _SAFETY_DETAIL[decision.refused]))
                 return
-            if self._timer is None:
-                self._arm()
-            self._last_command_at = now
-            stats.observe_latency(clock() - now)
+            self._apply(decision, now)
         elif kind is Stop:
-            # Never rate-limited: a stop must get through a flood.
             stats.frames["stop"] += 1
-            self.safety.stop(session.id, now)
-            stats.observe_latency(clock() - now)
-        elif not session.bucket.allow(now):
-            self._rate_limited(session, now)
+            self._apply(self.safety.stop(session.id, now), now)
         elif kind is Click:
             stats.frames["click"] += 1
-            assert isinstance(event, Click)
-            if event.z is None:
-                self._reject(
-                    session,
-                    Reason.CLICK_NOT_3D,
-                    f"click at ({event.x}, {event.y}) on {event.entity_path or 'an entity'} has no z: it came "
-                    "from a 2D view and is not a point in the world, so it was not published",
-                    "z",
-                )
-                return
-            ts = event.timestamp_ms / 1000.0 if event.timestamp_ms else self.wall_clock()
-            self._emit("clicked_point", PointStamped(event.x, event.y, event.z, ts, self.config.frame_id))
-            stats.observe_latency(clock() - now)
-        else:
+            click: Click = result  # type: ignore[assignment]
+            assert click.z is not None  # the connection refuses 2D clicks
+            ts = click.timestamp_ms / 1000.0 if click.timestamp_ms else self.wall_clock()
+            self._publish("clicked_point", PointStamped(click.x, click.y, click.z, ts, self.config.frame_id))
+        elif kind is Heartbeat:
             stats.frames["heartbeat"] += 1
+            return
+        elif kind is Refusal:
+            self._refused(session, result)  # type: ignore[arg-type]
+            return
+        elif kind is Pong:
+            transport = session.writable()
+            if transport is not None:
+                transport.send_pong(result.payload)  # type: ignore[attr-defined]
+            return
+        elif kind is Close:
+            close: Close = result  # type: ignore[assignment]
+            if close.code == CloseCode.POLICY_VIOLATION and close.reason.startswith("flooding"):
+                stats.flood_closes += 1
+                log.warning("client %s: closed: %s", session.label, close.reason)
+            elif close.code in _CLOSE_REASONS:
+                # The bridge is closing this client for what it sent (a peer's own close is not counted).
+                self._count_reject(session, _CLOSE_REASONS[close.code], close.reason)
+            session.close(close)
+            return
+        stats.observe_latency(self.clock() - now)
 
-    def _emit(self, stream: str, message: Message) -> None:
-        """Publish to in-process subscribers (and, through them, the bus transports)."""
-        self.streams[stream].publish(message)
+    def _publish(self, stream: str, message: Message, expires: float | None = None) -> None:
+        outlet = self._outlet
+        if outlet is None:
+            return
+        outlet.publish(stream, message, expires)
         self.stats.published[stream] += 1
-        if message is _ZERO_TWIST:
-            # Zeros come from stops, disconnects and timers; a twist's time is
-            # recorded by the caller, which already read the clock.
-            self._last_command_at = self._clock()
 
-    def _safety_event(self, kind: str, client: object) -> None:
+    def _apply(self, decision: Decision, now: float) -> None:
+        """Publish what the safety controller decided, feed the mux, log lease changes, keep the timer."""
+        announced = False
+        for stream, message in decision.publish:
+            self._publish(stream, message, decision.expires)
+            if stream == TELE_CMD_VEL:
+                self._last_command_at = now
+                if self.mux is not None:
+                    self._mux_publish(self.mux.teleop(message, now, announced), decision.expires)  # type: ignore[arg-type]
+            else:
+                announced = True
+        if decision.ended is not None:
+            who = self._label(decision.previous)
+            if decision.ended in ("deadman", "disconnect", "shutdown"):
+                log.warning("published a zero twist: %s (driver was %s)", decision.ended.value, who)
+            else:
+                log.info("client %s stopped driving (%s)", who, decision.ended.value)
+        if decision.started is not None:
+            log.info("client %s is now driving", self._label(decision.started))
+        if decision.expires is not None and self._timer is None:
+            self._arm()
+
+    def _mux_publish(self, outcome: Any, expires: float | None) -> None:
+        if outcome is None:
+            return
+        mux = self.mux
+        assert mux is not None
+        if outcome.stop_movement:
+            self._publish("stop_movement", Bool(True))
+        if outcome.cmd_vel is not None:
+            self._publish(mux.output_topic.stream, outcome.cmd_vel, expires)
+
+    def _on_nav(self, twist: Twist) -> None:
+        """A navigation command arrived (on the loop) for the mux."""
+        mux = self.mux
+        if mux is None or self._outlet is None:
+            return
+        self._publish(mux.nav_cmd_vel.name, twist)
+        self._mux_publish(mux.nav(twist, self.clock()), None)
+
+    def _label(self, client: object) -> str:
         session = self._sessions.get(client) if isinstance(client, str) else None
-        who = session.label if session is not None else f"#{client}"
-        if kind == "lease":
-            log.info("client %s is now driving", who)
-        elif kind in (StopCause.DEADMAN, StopCause.DISCONNECT, StopCause.SHUTDOWN):
-            log.warning("published a zero twist: %s (driver was %s)", kind, who)
+        return session.label if session is not None else f"#{client}"
+
+    # -- the safety timer and the lag monitor ----------------------------------
 
     def _arm(self) -> None:
         # The timer is armed lazily: each twist only moves the deadline later,
@@ -642,7 +791,7 @@ class AsyncRerunWebSocketServer:
         # nothing due and re-arms for the new deadline.
         deadline = self.safety.next_deadline()
         loop = self._loop
-        if deadline is None or loop is None or self._state not in ("running", "starting"):
+        if deadline is None or loop is None or self.state not in (ServerState.RUNNING, ServerState.STARTING):
             return
         if self._timer is not None:
             self._timer.cancel()
@@ -650,15 +799,23 @@ class AsyncRerunWebSocketServer:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.safety.tick(self._clock())
+        now = self.clock()
+        self._apply(self.safety.tick(now), now)
         self._arm()
+
+    def _measure_lag(self, due: float) -> None:
+        now = self.clock()
+        self.stats.loop_lag.observe(max(0.0, now - due))
+        loop = self._loop
+        if loop is not None and self.state in (ServerState.RUNNING, ServerState.STARTING):
+            self._lag_timer = loop.call_at(now + _LAG_PERIOD, self._measure_lag, now + _LAG_PERIOD)
 
     # -- rejections ---------------------------------------------------------
 
     def _count_reject(self, session: _Session, reason: str, detail: str) -> None:
         self.stats.rejects[reason] += 1
         session.rejects += 1
-        now = time.monotonic()
+        now = self.clock()
         last = session.logged.get(reason)
         if last is None or now - last >= _LOG_REPEAT_INTERVAL:
             suppressed = session.suppressed.pop(reason, 0)
@@ -668,34 +825,23 @@ class AsyncRerunWebSocketServer:
         else:
             session.suppressed[reason] = session.suppressed.get(reason, 0) + 1
 
-    def _reject(self, session: _Session, reason: str, detail: str, field: str | None = None) -> None:
-        self._count_reject(session, reason, detail)
-        session.send_frame(encode_error(reason, detail, field))
-
-    def _rate_limited(self, session: _Session, now: float) -> None:
-        detail = (
-            f"more than {self.config.rate_limit:g} messages/s (burst {self.config.rate_burst:g}); "
-            "excess messages are dropped"
-        )
-        self._count_reject(session, Reason.RATE_LIMITED, detail)
-        # Tell a flooding client once a second, not once per dropped message.
-        if now - session.rate_limited_told >= 1.0:
-            session.rate_limited_told = now
-            session.send_frame(encode_error(Reason.RATE_LIMITED, detail))
-
-    def _transport_counts(self) -> dict[tuple[str, str], tuple[int, int]]:
-        return {(s.topic.stream, s.transport.name): (s.published, s.failures) for s in list(self._sinks)}
+    def _refused(self, session: _Session, refusal: Refusal) -> None:
+        self._count_reject(session, refusal.reason, refusal.detail)
+        if refusal.tell:
+            transport = session.writable()
+            if transport is not None:
+                transport.send(_TEXT, refusal.frame)
 
 
-def _ok(body: bytes, content_type: str) -> Any:
-    response = WSUpgradeResponse.create_ok_response(
-        body, {"Content-Type": content_type, "Cache-Control": "no-store"}
-    )
-    return WSUpgradeResponseWithListener(response, None)
-
-
-def _json(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+def _tls_context(config: BridgeConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert or "", config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load TLS certificate {config.tls_cert!r} / key {config.tls_key!r}: {exc}"
+        ) from None
+    return context
 
 
 def _display_host(host: str) -> str:

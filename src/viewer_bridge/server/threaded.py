@@ -4,11 +4,22 @@
 ``start()`` returns once the port is listening (or raises why it is not),
 ``stop()`` is idempotent and safe from any thread at any time, and the
 streams are attributes you can subscribe to before starting. Subscribers run
-on the server thread.
+on a thread of their own, in order: a slow one delays the others, never the
+network, the buses or the watchdog.
 
-Start and stop are serialised by one lock, so a ``stop()`` racing a
-``start()`` waits for the start to finish and then stops: it can neither be
-lost nor hang on a loop that never came up.
+Its life is an explicit :class:`~viewer_bridge.server.pump.ServerState`
+guarded by one condition variable:
+
+* ``start()`` from several threads starts once; a ``start()`` during a
+  ``stop()`` waits for the stop to finish, then starts.
+* ``stop()`` from any other thread asks the server thread to stop and waits
+  for it (bounded). ``stop()`` from one of the bridge's own threads (a
+  subscriber, which is where DimOS-style code calls it) only asks and
+  returns at once: waiting there would wait on itself. A ``stop()`` while a
+  stop is already under way waits for that one (or, on the bridge's own
+  threads, returns).
+* The server thread itself marks the server stopped when its loop ends,
+  however the stop was asked for.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from viewer_bridge.bus.mux import MuxNode
 from viewer_bridge.bus.streams import Stream
 from viewer_bridge.config import BridgeConfig
 from viewer_bridge.core.messages import Bool, PointStamped, Twist
-from viewer_bridge.server.pump import AsyncRerunWebSocketServer
+from viewer_bridge.server.pump import AsyncRerunWebSocketServer, BridgeSnapshot, ServerState
 
 __all__ = ["RerunWebSocketServer"]
 
@@ -54,8 +65,9 @@ class RerunWebSocketServer:
     """
 
     def __init__(self, config: BridgeConfig | None = None, /, **settings: Any) -> None:
-        self._server = AsyncRerunWebSocketServer(config, **settings)
-        self._lock = threading.Lock()
+        self._server = AsyncRerunWebSocketServer(config, subscribers="thread", **settings)
+        self._cond = threading.Condition()
+        self._state = ServerState.STOPPED
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -87,12 +99,20 @@ class RerunWebSocketServer:
         return self._server
 
     @property
+    def state(self) -> ServerState:
+        return self._state
+
+    @property
     def bound_port(self) -> int | None:
         return self._server.bound_port
 
     @property
     def is_running(self) -> bool:
-        return self._server.is_running
+        return self._state is ServerState.RUNNING
+
+    def snapshot(self) -> BridgeSnapshot:
+        """The bridge's state and counters now (driver, zeros by cause, frames, rejects, ...)."""
+        return self._server.snapshot()
 
     def websocket_url(self, host: str | None = None) -> str:
         return self._server.websocket_url(host)
@@ -104,23 +124,32 @@ class RerunWebSocketServer:
 
     def start(self) -> None:
         """Start listening; returns once connections are accepted. No-op if running."""
-        with self._lock:
-            if self._thread is not None:
+        with self._cond:
+            if self._on_own_thread():
+                raise RuntimeError("start() cannot be called from the bridge's own threads (a subscriber)")
+            while self._state in (ServerState.STARTING, ServerState.STOPPING):
+                if not self._cond.wait(_STOP_TIMEOUT):
+                    raise TimeoutError(f"the bridge is still {self._state.value} after {_STOP_TIMEOUT:g} s")
+            if self._state is ServerState.RUNNING:
                 return
-            loop = asyncio.new_event_loop()
-            ready: Future[None] = Future()
-            thread = threading.Thread(
-                target=self._run, args=(loop, ready), name="viewer-bridge", daemon=True
-            )
-            thread.start()
-            try:
-                ready.result(timeout=_START_TIMEOUT)
-            except BaseException:
-                # The loop has already been stopped and closed by _run.
-                thread.join(timeout=_STOP_TIMEOUT)
-                raise
+            self._state = ServerState.STARTING
+        loop = asyncio.new_event_loop()
+        ready: Future[None] = Future()
+        thread = threading.Thread(target=self._run, args=(loop, ready), name="viewer-bridge", daemon=True)
+        with self._cond:
             self._loop, self._thread = loop, thread
-            _running.add(self)
+        thread.start()
+        try:
+            ready.result(timeout=_START_TIMEOUT)
+        except BaseException:
+            # _run has stopped and closed the loop, and marked the server stopped.
+            thread.join(timeout=_STOP_TIMEOUT)
+            raise
+        with self._cond:
+            if self._state is ServerState.STARTING:
+                self._state = ServerState.RUNNING
+                _running.add(self)
+            self._cond.notify_all()
 
     def _run(self, loop: asyncio.AbstractEventLoop, ready: Future[None]) -> None:
         asyncio.set_event_loop(loop)
@@ -138,39 +167,45 @@ class RerunWebSocketServer:
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()
+                with self._cond:
+                    self._state = ServerState.STOPPED
+                    self._loop = self._thread = None
+                    _running.discard(self)
+                    self._cond.notify_all()
+
+    async def _shutdown(self) -> None:
+        try:
+            await self._server.stop()
+        except Exception:
+            log.exception("stopping the bridge failed")
+        finally:
+            asyncio.get_running_loop().stop()
 
     def stop(self) -> None:
         """Stop: close clients, publish a zero twist if someone was driving, end the thread.
 
-        Idempotent; safe before start, during start (it waits for start), and
-        from a subscriber running on the server thread (then it returns at once
-        and the thread stops right after).
+        Idempotent and safe from any thread at any time; from a subscriber it
+        returns at once and the bridge stops right after.
         """
-        if self._thread is not None and threading.current_thread() is self._thread:
-            self._stop_from_server_thread()
-            return
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            if loop is None or thread is None:
+        with self._cond:
+            own = self._on_own_thread()
+            while self._state is ServerState.STARTING and not own:
+                self._cond.wait(_STOP_TIMEOUT)
+            if self._state is ServerState.STOPPED:
                 return
-            self._loop, self._thread = None, None
-            _running.discard(self)
-            try:
-                asyncio.run_coroutine_threadsafe(self._server.stop(), loop).result(timeout=_STOP_TIMEOUT)
-            except Exception:
-                log.exception("stopping the bridge failed")
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(timeout=_STOP_TIMEOUT)
+            if self._state is ServerState.RUNNING:
+                self._state = ServerState.STOPPING
+                loop = self._loop
+                assert loop is not None
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            if own:
+                return
+            if not self._cond.wait_for(lambda: self._state is ServerState.STOPPED, _STOP_TIMEOUT):
+                log.error("the bridge did not stop within %g s", _STOP_TIMEOUT)
 
-    def _stop_from_server_thread(self) -> None:
-        # Blocking here would wait on ourselves: schedule the stop and return.
-        loop = self._loop
-        assert loop is not None
-        self._loop, self._thread = None, None
-        _running.discard(self)
-        task = loop.create_task(self._server.stop())
-        task.add_done_callback(lambda _: loop.stop())
+    def _on_own_thread(self) -> bool:
+        current = threading.current_thread()
+        return current is self._thread or self._server.owns_thread(current)
 
     def __enter__(self) -> RerunWebSocketServer:
         self.start()
@@ -180,5 +215,4 @@ class RerunWebSocketServer:
         self.stop()
 
     def __repr__(self) -> str:
-        state = "running" if self.is_running else "stopped"
-        return f"RerunWebSocketServer({self.websocket_url()!r}, {state})"
+        return f"RerunWebSocketServer({self.websocket_url()!r}, {self._state.value})"

@@ -66,8 +66,15 @@ def run_bridge(args: argparse.Namespace) -> None:
                 elif cmd == "status":
                     # A ping round trip proves the WebSocket side is alive and every earlier frame handled.
                     ws.ping().wait(10)
-                    sinks = {s.topic.stream: [s.published, s.failures] for s in server.server._sinks}
-                    say(sinks=sinks, inprocess=len(inprocess), running=server.is_running)
+                    sinks = {stream: list(n) for (stream, _), n in server.snapshot().deliveries.items()}
+                    health = server.server.health()
+                    say(
+                        sinks=sinks,
+                        inprocess=len(inprocess),
+                        running=server.is_running,
+                        healthy=health["up"],
+                        problems=health["problems"],
+                    )
                     continue
                 elif cmd == "quit":
                     break

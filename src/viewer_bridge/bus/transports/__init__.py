@@ -4,9 +4,10 @@ The in-process transport is the :class:`~viewer_bridge.bus.streams.Stream`
 subscribers themselves; bus transports (LCM, Zenoh) implement
 :class:`Transport` and are attached to every stream by the server.
 
-A transport's ``publish`` runs on the server's event loop for every message,
-in order. It must not block for long and must not raise: a failure mid-run is
-logged and counted by :class:`TransportSink`, and the WebSocket side carries on.
+A transport's ``publish`` runs on a publishing lane's thread (see
+:mod:`viewer_bridge.bus.lanes`), one message at a time, in order. It may
+block (that delays only its own lane) and may raise: the lane counts and logs
+the failure, reports it in ``/healthz``, and carries on.
 
 The receive side is optional (the bridge itself only publishes; the cmd_vel
 mux and ``viewer-bridge listen`` read): ``subscribe`` for one topic and
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from viewer_bridge.core.messages import Message
     from viewer_bridge.core.topics import Topic
 
-__all__ = ["TRANSPORT_NAMES", "Transport", "TransportError", "TransportSink", "create_transport"]
+__all__ = ["TRANSPORT_NAMES", "Transport", "TransportError", "create_transport"]
 
 log = logging.getLogger(__name__)
 
@@ -104,35 +105,6 @@ class Transport(ABC):
         raise NotImplementedError(f"the {self.name} transport cannot receive")
 
 
-class TransportSink:
-    """Binds one transport to one topic as a stream subscriber, counting failures."""
-
-    __slots__ = ("_last_log", "failures", "published", "topic", "transport")
-
-    def __init__(self, transport: Transport, topic: Topic) -> None:
-        self.transport = transport
-        self.topic = topic
-        self.published = 0
-        self.failures = 0
-        self._last_log = -float("inf")
-
-    def __call__(self, message: Message) -> None:
-        try:
-            self.transport.publish(self.topic, message)
-        except Exception as exc:
-            self.failures += 1
-            now = time.monotonic()
-            if now - self._last_log >= _LOG_INTERVAL:
-                self._last_log = now
-                log.error(
-                    "%s transport failed to publish on %s: %s (%d failures so far)",
-                    self.transport.name,
-                    self.transport.describe(self.topic),
-                    exc,
-                    self.failures,
-                )
-        else:
-            self.published += 1
 
 
 def create_transport(name: str, config: BridgeConfig) -> Transport:

@@ -1,6 +1,6 @@
-// viewer-bridge browser client: teleop (keys, buttons, joystick) over the
-// bridge's WebSocket, plus the embedded Rerun viewer whose 3D clicks become
-// `click` goals. No dependencies and no network beyond the bridge itself.
+// viewer-bridge browser client: teleop (keys, buttons, joystick, gamepad)
+// over the bridge's WebSocket, plus the embedded Rerun viewer whose 3D clicks
+// become `click` goals. No dependencies and no network beyond the bridge itself.
 "use strict";
 
 (() => {
@@ -33,7 +33,7 @@
   const RECONNECT_MS = [500, 1000, 2000, 4000, 5000];
 
   function readConfig() {
-    const defaults = { wsPath: "/ws", rerunUrl: null, rerunAssets: null, rerunProblem: null };
+    const defaults = { wsPath: "/ws", rerunUrl: null, rerunAssets: null, rerunProblem: null, estop: false };
     try {
       return { ...defaults, ...JSON.parse(document.getElementById("bridge-config").textContent) };
     } catch {
@@ -63,6 +63,22 @@
     navToggle: $("nav-toggle"),
     clickNav: $("click-nav"),
     goal: $("goal"),
+    pad: $("gamepad"),
+    padStatus: $("pad-status"),
+    padEnable: $("pad-enable"),
+    padEnableName: $("pad-enable-name"),
+    padTurbo: $("pad-turbo"),
+    padTurboName: $("pad-turbo-name"),
+    padLeft: $("pad-left"),
+    padRight: $("pad-right"),
+    padDotLeft: $("pad-dot-left"),
+    padDotRight: $("pad-dot-right"),
+    padSent: $("pad-sent"),
+    padHelp: $("pad-help"),
+    padForm: $("pad-form"),
+    padFormError: $("pad-form-error"),
+    padReset: $("pad-reset"),
+    padEstopRow: $("pad-estop-row"),
   };
 
   // ------------------------------------------------------------ connection
@@ -134,6 +150,7 @@
   function send(message) {
     if (!socket || socket.readyState !== WebSocket.OPEN) return false;
     socket.send(JSON.stringify(message));
+    noteSent(message);
     return true;
   }
 
@@ -208,6 +225,8 @@
   const suppressedKeys = new Set();
   let shift = false;
   let stick = { x: 0, y: 0 }; // unit disc, +x right, +y up
+  const ZERO = Object.freeze({ linear_x: 0, linear_y: 0, angular_z: 0 });
+  let padCmd = ZERO; // the gamepad's share, zero unless its enable button is held
   let speed = loadSpeed();
 
   function loadSpeed() {
@@ -238,6 +257,7 @@
     }
     cmd.linear_x += stick.y * MAX_LINEAR;
     cmd.angular_z += -stick.x * MAX_ANGULAR;
+    for (const axis of Object.keys(cmd)) cmd[axis] += padCmd[axis];
     // Sources add up, but never past what Shift alone would give.
     const limits = { linear_x: 2 * MAX_LINEAR, linear_y: 2 * MAX_LINEAR, angular_z: 2 * MAX_ANGULAR };
     for (const axis of Object.keys(cmd)) {
@@ -278,7 +298,13 @@
       return;
     }
     const now = performance.now();
-    const due = lastSentAt + (same(cmd, lastCmd) ? RESEND_MS : MIN_GAP_MS);
+    // While the gamepad drives, one twist per period of its send rate,
+    // changed or not: an analogue stick moves a little at every poll, and the
+    // robot should get a steady rate rather than a burst per poll.
+    const padDriving = !isZero(padCmd);
+    const resendMs = padDriving ? 1000 / padSettings.rateHz : RESEND_MS;
+    const gapMs = padDriving ? resendMs : MIN_GAP_MS;
+    const due = lastSentAt + (same(cmd, lastCmd) ? resendMs : gapMs);
     if (!active || now >= due) {
       send({
         type: "twist",
@@ -290,10 +316,12 @@
         angular_z: cmd.angular_z,
       });
       if (!active) lastNotDriverAt = -Infinity;
+      // The pad's rate stays steady: the next twist is due a period after
+      // this one was, not after the timer's own lateness.
+      lastSentAt = padDriving && active && now - due < resendMs ? due : now;
       active = true;
       lastCmd = cmd;
-      lastSentAt = now;
-      timer = setTimeout(pump, RESEND_MS);
+      timer = setTimeout(pump, lastSentAt + resendMs - now);
     } else {
       timer = setTimeout(pump, due - now);
     }
@@ -317,6 +345,10 @@
     heldButtons.clear();
     shift = false;
     resetStick();
+    // A gamepad enable button still held must be let go before the pad
+    // drives again, as a key still down must be pressed afresh.
+    padLocked = padLocked || padSeen.enable;
+    padCmd = ZERO;
     if (!sendStop) {
       active = false;
       lastCmd = null;
@@ -494,6 +526,442 @@
     }, ms);
   }
 
+  // --------------------------------------------------------------- gamepad
+
+  // A gamepad through the browser's Gamepad API in its "standard" layout
+  // (w3c.github.io/gamepad, "Remapping"): axes 0/1 are the left stick, 2/3
+  // the right one, +x right and +y *down*. As with ROS's teleop_twist_joy,
+  // nothing moves unless the enable button is held: a pad dropped on the
+  // floor or squeezed in a bag does not drive. The pad only sets `padCmd`;
+  // sending, resending and the one `stop` are the sender's above.
+  const PAD_AXES = ["left stick ↔", "left stick ↕", "right stick ↔", "right stick ↕"];
+  const PAD_BUTTONS = [
+    "A / ✕", "B / ○", "X / □", "Y / △", "LB / L1", "RB / R1", "LT / L2", "RT / R2",
+    "Back / Select", "Start", "left stick press", "right stick press",
+    "D-pad up", "D-pad down", "D-pad left", "D-pad right", "Home",
+  ];
+  const PAD_STORAGE = "viewer-bridge.gamepad";
+  // Sticks: `axis` is an index into PAD_AXES (-1: none); up and left give +,
+  // which is ROS's forward, left and counter-clockwise. Buttons: an index
+  // into PAD_BUTTONS (-1: none).
+  const PAD_DEFAULTS = Object.freeze({
+    linearX: Object.freeze({ axis: 1, invert: false }),
+    linearY: Object.freeze({ axis: 0, invert: false }),
+    angularZ: Object.freeze({ axis: 2, invert: false }),
+    enable: 4,
+    turbo: 5,
+    stop: 1,
+    estop: -1,
+    deadZone: 0.1,
+    curve: 2,
+    turboFactor: 2,
+    rateHz: 20,
+  });
+  // Past half the travel a dead zone leaves too little stick to drive with.
+  // Turbo stops at 2, what Shift gives: no input goes past that (see
+  // currentCommand). 5 Hz keeps several commands inside the bridge's 1 s
+  // deadman even if one is late; 50 Hz is a quarter of its default per-client
+  // rate limit (200 messages/s).
+  const PAD_NUMBERS = {
+    deadZone: ["Dead zone", 0, 0.5],
+    curve: ["Curve", 1, 3],
+    turboFactor: ["Turbo factor", 1, 2],
+    rateHz: ["Send rate", 5, 50],
+  };
+  const PAD_STICKS = { linearX: "Forward", linearY: "Strafe", angularZ: "Turn" };
+  const PAD_ROLES = { enable: "Enable", turbo: "Turbo", stop: "Stop", estop: "Latch e-stop" };
+  const PAD_POLL_MS = 16; // browsers sample pads at about 60 Hz
+
+  // Settings from anywhere (storage, the form) checked field by field: a bad
+  // or missing one takes its default, and each bad one is named.
+  function checkPadSettings(raw) {
+    const given = raw && typeof raw === "object" ? raw : {};
+    const settings = {};
+    const problems = [];
+    for (const [name, [label, lo, hi]] of Object.entries(PAD_NUMBERS)) {
+      const value = given[name];
+      const number = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+      if (typeof number === "number" && Number.isFinite(number) && number >= lo && number <= hi) {
+        settings[name] = number;
+      } else {
+        settings[name] = PAD_DEFAULTS[name];
+        if (value !== undefined) problems.push(`${label} must be ${lo} to ${hi}, not ${JSON.stringify(value)}`);
+      }
+    }
+    const axesUsed = new Map();
+    for (const [name, label] of Object.entries(PAD_STICKS)) {
+      const value = given[name] && typeof given[name] === "object" ? given[name] : {};
+      let axis = value.axis;
+      if (!(Number.isInteger(axis) && axis >= -1 && axis < PAD_AXES.length)) {
+        if (value.axis !== undefined) problems.push(`${label}: no stick axis ${JSON.stringify(value.axis)}`);
+        axis = PAD_DEFAULTS[name].axis;
+      }
+      if (axis >= 0 && axesUsed.has(axis)) {
+        problems.push(`${label} and ${axesUsed.get(axis)} are both on the ${PAD_AXES[axis]}`);
+      }
+      if (axis >= 0) axesUsed.set(axis, label);
+      settings[name] = { axis, invert: value.invert === true };
+    }
+    const buttonsUsed = new Map();
+    for (const [name, label] of Object.entries(PAD_ROLES)) {
+      let button = given[name];
+      // The enable button is the deadman: it cannot be "none".
+      const lowest = name === "enable" ? 0 : -1;
+      if (!(Number.isInteger(button) && button >= lowest && button < PAD_BUTTONS.length)) {
+        if (button !== undefined) problems.push(`${label}: no button ${JSON.stringify(button)}`);
+        button = PAD_DEFAULTS[name];
+      }
+      if (button >= 0 && buttonsUsed.has(button)) {
+        problems.push(`${label} and ${buttonsUsed.get(button)} are both ${PAD_BUTTONS[button]}`);
+      }
+      if (button >= 0) buttonsUsed.set(button, label);
+      settings[name] = button;
+    }
+    return { settings, problems };
+  }
+
+  function loadPadSettings() {
+    let raw = null;
+    try {
+      raw = JSON.parse(localStorage.getItem(PAD_STORAGE) || "null");
+    } catch {
+      raw = { unreadable: true };
+    }
+    const { settings, problems } = checkPadSettings(raw);
+    if (problems.length) {
+      // A conflict found on load leaves two roles on one button: start over.
+      notify(`Gamepad settings reset to defaults: ${problems.join("; ")}`, "error", 10000);
+      return checkPadSettings(null).settings;
+    }
+    return settings;
+  }
+
+  function savePadSettings() {
+    try {
+      localStorage.setItem(PAD_STORAGE, JSON.stringify(padSettings));
+    } catch {
+      notify("The browser would not store the gamepad settings: they last until the page is closed", "error");
+    }
+  }
+
+  let padSettings = loadPadSettings();
+  let padIndex = null; // the navigator.getGamepads() slot in use
+  let padLocked = false; // enable must be seen up before the pad drives again
+  let padSeen = { enable: false, stop: true, estop: true }; // last poll; held at first sight is no press
+  let padPoll = null;
+  const unplugged = new Set(); // slots reported gone that getGamepads() may still list for a moment
+  const padSupported = typeof navigator.getGamepads === "function";
+
+  function connectedPads() {
+    let pads = [];
+    try {
+      pads = Array.from(navigator.getGamepads() || []);
+    } catch {
+      // A Permissions-Policy that forbids gamepads: as if none were there.
+    }
+    return pads.filter((p) => p && p.connected && !unplugged.has(p.index));
+  }
+
+  // The pad in use while it stays; otherwise a standard-layout one first.
+  function pickPad() {
+    const pads = connectedPads();
+    return (
+      pads.find((p) => p.index === padIndex) || pads.find((p) => p.mapping === "standard") || pads[0] || null
+    );
+  }
+
+  const clampAxis = (v) => (Number.isFinite(v) ? Math.max(-1, Math.min(1, v)) : 0);
+
+  function isPressed(gamepad, index) {
+    if (index < 0) return false;
+    const button = gamepad.buttons[index];
+    if (button && typeof button === "object") return !!button.pressed;
+    return Number(button) > 0.5; // very old implementations give numbers
+  }
+
+  // Dead zone, then the curve: the live range is stretched back to 0..1 so
+  // the command starts from zero at the dead zone's edge instead of jumping.
+  function shape(value) {
+    const { deadZone, curve } = padSettings;
+    const magnitude = Math.abs(value);
+    if (!(magnitude > deadZone)) return 0;
+    const live = Math.min(1, (magnitude - deadZone) / (1 - deadZone));
+    return Math.sign(value) * live ** curve;
+  }
+
+  function padCommand(axes, turbo) {
+    const s = padSettings;
+    const boost = turbo ? s.turboFactor : 1;
+    // Standard axes are +right and +down; up and left are + here.
+    const along = ({ axis, invert }) => (axis < 0 ? 0 : shape(-axes[axis]) * (invert ? -1 : 1));
+    const round = (v) => Math.round(v * 1000) / 1000 || 0;
+    return {
+      linear_x: round(along(s.linearX) * MAX_LINEAR * boost),
+      linear_y: round(along(s.linearY) * MAX_LINEAR * boost),
+      angular_z: round(along(s.angularZ) * MAX_ANGULAR * boost),
+    };
+  }
+
+  function pollPad() {
+    const gamepad = pickPad();
+    if (!gamepad) {
+      padGone();
+      return;
+    }
+    if (gamepad.index !== padIndex) {
+      // A pad just connected, or another one after an unplug: it drives
+      // only once its enable button has been seen up, and a button already
+      // held is no press.
+      padIndex = gamepad.index;
+      padLocked = true;
+      padSeen = { enable: true, stop: true, estop: true };
+    }
+    const axes = [0, 1, 2, 3].map((i) => clampAxis(Number(gamepad.axes[i])));
+    const s = padSettings;
+    const enable = isPressed(gamepad, s.enable);
+    const turbo = isPressed(gamepad, s.turbo);
+    const stopButton = isPressed(gamepad, s.stop);
+    const estopButton = isPressed(gamepad, s.estop);
+    const focused = document.hasFocus() && !document.hidden;
+    const fresh = { stop: stopButton && !padSeen.stop, estop: estopButton && !padSeen.estop };
+    padSeen = { enable, stop: stopButton, estop: estopButton };
+    if (!enable) padLocked = false;
+    // Without focus the page would drive blind; the blur handler has sent
+    // the stop, this keeps a held enable from resuming on return.
+    if (!focused && enable) padLocked = true;
+    // Anyone may stop, with or without enable.
+    if (fresh.stop) emergencyStop();
+    if (fresh.estop) latchEstop();
+    const driving = enable && !padLocked && focused;
+    const next = driving ? padCommand(axes, turbo) : ZERO;
+    if (!same(next, padCmd)) {
+      padCmd = next;
+      pump();
+    }
+    renderPad({ gamepad, axes, enable, turbo, focused });
+  }
+
+  function padGone() {
+    if (padPoll !== null) {
+      clearInterval(padPoll);
+      padPoll = null;
+    }
+    if (padIndex === null) return;
+    padIndex = null;
+    padLocked = false;
+    padSeen = { enable: false, stop: true, estop: true };
+    if (!isZero(padCmd)) {
+      padCmd = ZERO;
+      pump(); // the one stop, if the pad was all that drove
+    }
+    renderPad(null);
+  }
+
+  function watchPads() {
+    if (padPoll === null && connectedPads().length) padPoll = setInterval(pollPad, PAD_POLL_MS);
+    pollPad();
+  }
+
+  // Browsers announce a pad only after a button on it is pressed while the page is visible.
+  window.addEventListener("gamepadconnected", (event) => {
+    if (event.gamepad) unplugged.delete(event.gamepad.index);
+    watchPads();
+  });
+  window.addEventListener("gamepaddisconnected", (event) => {
+    if (event.gamepad) unplugged.add(event.gamepad.index);
+    if (event.gamepad && event.gamepad.index === padIndex) {
+      // Stop now, not at the next poll.
+      padGone();
+      watchPads(); // another pad still plugged in takes over, locked
+    } else {
+      pollPad();
+    }
+  });
+
+  // ------------------------------------------------- latched e-stop (hook)
+
+  // The latched e-stop (`{"type":"estop"}`, released only by a deliberate
+  // `estop_clear`) is being designed for the bridge separately. Until a
+  // bridge says it has one (`"estop": true` in the page config), its button
+  // mapping stays disabled and this stops like the Stop button; a bridge
+  // without it would refuse the message as `unknown_type`.
+  const ESTOP_SUPPORTED = config.estop === true;
+
+  function latchEstop() {
+    if (!ESTOP_SUPPORTED) {
+      emergencyStop();
+      return;
+    }
+    releaseAll({ send: false });
+    send({ type: "estop" });
+    notify("E-stop latched", "info");
+  }
+
+  // ------------------------------------------------------ gamepad display
+
+  function setText(el, text) {
+    if (el.textContent !== text) el.textContent = text;
+  }
+
+  const fmt = (v) => (Math.round(v * 100) / 100 || 0).toFixed(2);
+  const padName = (index) => (index >= 0 ? PAD_BUTTONS[index] : "none");
+
+  function renderPad(live) {
+    let state;
+    let status;
+    let title = "";
+    const enableName = padName(padSettings.enable);
+    if (!padSupported) {
+      [state, status] = ["none", "Not available in this browser"];
+    } else if (!live) {
+      [state, status] = ["none", "None: connect one and press a button on it"];
+    } else {
+      const { gamepad, enable, focused } = live;
+      title = `${gamepad.id} (slot ${gamepad.index}, ${gamepad.mapping || "non-standard"} layout)`;
+      const layout = gamepad.mapping === "standard" ? "" : " (not a standard layout: check the mapping)";
+      if (!focused) {
+        [state, status] = ["locked", "Connected: click this page to drive"];
+      } else if (padLocked) {
+        [state, status] = ["locked", `Connected: let go of ${enableName}, then hold it to drive`];
+      } else if (!isZero(padCmd)) {
+        [state, status] = ["driving", "Driving"];
+      } else if (enable) {
+        [state, status] = ["enabled", "Enabled: move a stick"];
+      } else {
+        [state, status] = ["connected", `Connected: hold ${enableName} to drive`];
+      }
+      status += layout;
+    }
+    ui.pad.dataset.state = state;
+    setText(ui.padStatus, status);
+    ui.padStatus.title = title;
+    const axes = live ? live.axes : [0, 0, 0, 0];
+    setText(ui.padLeft, `${fmt(axes[0])}, ${fmt(axes[1])}`);
+    setText(ui.padRight, `${fmt(axes[2])}, ${fmt(axes[3])}`);
+    // The dot is a quarter of its box wide: 150% of itself takes it to the rim.
+    ui.padDotLeft.style.transform = `translate(${axes[0] * 150}%, ${axes[1] * 150}%)`;
+    ui.padDotRight.style.transform = `translate(${axes[2] * 150}%, ${axes[3] * 150}%)`;
+    const enableHeld = !!(live && live.enable);
+    const turboHeld = !!(live && live.turbo);
+    ui.padEnable.dataset.held = String(enableHeld);
+    setText(ui.padEnable, enableHeld ? "held" : "released");
+    ui.padTurbo.dataset.held = String(turboHeld);
+    setText(ui.padTurbo, turboHeld ? `on (×${padSettings.turboFactor})` : "off");
+    setText(ui.padEnableName, `Enable (${enableName})`);
+    setText(ui.padTurboName, `Turbo (${padName(padSettings.turbo)})`);
+  }
+
+  // What the page last sent (from any input), with the twists' rate over
+  // the last second, from the page's own send times.
+  const sentTimes = [];
+
+  function noteSent(message) {
+    const now = performance.now();
+    if (message.type === "twist") {
+      sentTimes.push(now);
+      while (now - sentTimes[0] > 1000) sentTimes.shift();
+      const span = now - sentTimes[0];
+      const rate = sentTimes.length >= 3 && span > 0 ? ((sentTimes.length - 1) * 1000) / span : 0;
+      ui.padSent.dataset.rate = rate.toFixed(1);
+      const values = `${fmt(message.linear_x)}, ${fmt(message.linear_y)}, ${fmt(message.angular_z)}`;
+      setText(ui.padSent, `twist (${values})${rate ? ` · ${rate.toFixed(0)}/s` : ""}`);
+    } else if (message.type === "stop" || message.type === "estop") {
+      sentTimes.length = 0;
+      ui.padSent.dataset.rate = "0";
+      setText(ui.padSent, message.type);
+    }
+  }
+
+  function renderPadHelp() {
+    const s = padSettings;
+    const key = (index) => `<kbd>${padName(index)}</kbd>`;
+    const stick = ({ axis, invert }) => (axis < 0 ? "none" : `${PAD_AXES[axis]}${invert ? " (inverted)" : ""}`);
+    const rows = [
+      [`hold ${key(s.enable)}`, "enable: nothing moves without it"],
+      [stick(s.linearX), "forward / back"],
+      [stick(s.linearY), "strafe left / right"],
+      [stick(s.angularZ), "turn left / right"],
+    ];
+    if (s.turbo >= 0) rows.push([key(s.turbo), `turbo, ×${s.turboFactor}`]);
+    if (s.stop >= 0) rows.push([key(s.stop), "stop, enable or not"]);
+    if (ESTOP_SUPPORTED && s.estop >= 0) rows.push([key(s.estop), "latch the e-stop"]);
+    ui.padHelp.innerHTML =
+      `<ul>${rows.map(([input, effect]) => `<li>${input}: ${effect}</li>`).join("")}</ul>` +
+      `<p>Full stick: 0.5 m/s, 0.8 rad/s, times the Speed slider. Dead zone ${s.deadZone}, curve ${s.curve}; ` +
+      `sent ${s.rateHz} times a second while a stick is out of the dead zone. Letting go of enable, centring ` +
+      "the sticks, unplugging the pad or leaving this tab sends one stop; then let go of enable and hold it " +
+      "again to drive.</p>";
+  }
+
+  // ----------------------------------------------------- gamepad settings
+
+  function fillSelect(select, names, withNone) {
+    const options = withNone ? [[-1, "none"]] : [];
+    names.forEach((name, index) => options.push([index, name]));
+    select.replaceChildren(...options.map(([value, name]) => new Option(name, String(value))));
+  }
+
+  const field = (name) => ui.padForm.elements.namedItem(name);
+
+  function fillPadForm() {
+    const s = padSettings;
+    for (const name of Object.keys(PAD_STICKS)) {
+      field(`${name}.axis`).value = String(s[name].axis);
+      field(`${name}.invert`).checked = s[name].invert;
+    }
+    for (const name of Object.keys(PAD_ROLES)) field(name).value = String(s[name]);
+    for (const name of Object.keys(PAD_NUMBERS)) field(name).value = String(s[name]);
+  }
+
+  function readPadForm() {
+    const raw = {};
+    for (const name of Object.keys(PAD_STICKS)) {
+      raw[name] = { axis: Number(field(`${name}.axis`).value), invert: field(`${name}.invert`).checked };
+    }
+    for (const name of Object.keys(PAD_ROLES)) raw[name] = Number(field(name).value);
+    for (const name of Object.keys(PAD_NUMBERS)) raw[name] = field(name).value;
+    return raw;
+  }
+
+  function applyPadSettings(settings) {
+    padSettings = settings;
+    // The sticks may mean something else now: stop, and wait for a fresh enable.
+    if (!isZero(padCmd)) releaseAll();
+    renderPadHelp();
+    if (padIndex !== null) pollPad();
+    else renderPad(null);
+  }
+
+  for (const name of Object.keys(PAD_STICKS)) fillSelect(field(`${name}.axis`), PAD_AXES, true);
+  for (const name of Object.keys(PAD_ROLES)) fillSelect(field(name), PAD_BUTTONS, name !== "enable");
+  field("estop").disabled = !ESTOP_SUPPORTED;
+  if (ESTOP_SUPPORTED) ui.padEstopRow.title = "Latches the bridge's e-stop until it is released";
+
+  ui.padForm.addEventListener("submit", (event) => event.preventDefault());
+  ui.padForm.addEventListener("change", () => {
+    const { settings, problems } = checkPadSettings(readPadForm());
+    // Nothing is applied while anything is wrong: half a mapping is worse than the old one.
+    setText(ui.padFormError, problems.length ? `Not applied: ${problems.join("; ")}` : "");
+    if (problems.length) return;
+    applyPadSettings(settings);
+    savePadSettings();
+  });
+  ui.padReset.addEventListener("click", () => {
+    try {
+      localStorage.removeItem(PAD_STORAGE);
+    } catch {
+      // Nothing stored, then.
+    }
+    setText(ui.padFormError, "");
+    applyPadSettings(checkPadSettings(null).settings);
+    fillPadForm();
+    notify("Gamepad settings reset to defaults", "info");
+  });
+
+  fillPadForm();
+  renderPadHelp();
+  renderPad(null);
+
   // ------------------------------------------------ Rerun 3D view (optional)
 
   let lastClickAt = -Infinity;
@@ -644,5 +1112,6 @@
 
   connect();
   pump();
+  if (padSupported) watchPads();
   start3d();
 })();

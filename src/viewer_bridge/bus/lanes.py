@@ -1,0 +1,229 @@
+"""Publishing threads: each destination gets messages in order, on a thread of its own.
+
+A :class:`Lane` is a queue and one thread that hands each message to one
+destination: a bus transport, or the in-process subscribers. Putting a
+message on a lane never blocks, so nothing a destination does (a slow
+subscriber, a stuck bus, a full socket) can delay the event loop or any
+other destination, and a lane that falls behind is visible in its counters.
+
+A *command* lane (``conflate=True``) keeps only the newest velocity command
+of a run: when a twist is queued right behind an unsent twist for the same
+stream, it replaces it. A robot needs the newest command, not a backlog of
+old ones, and the replacement never reorders anything (a ``stop_movement``
+queued between two twists stays between them). Other lanes deliver every
+message, up to ``max_pending``; beyond that the oldest is dropped, counted
+and reported once, because a destination that far behind is broken.
+
+Each bus transport gets two lanes, one for commands and one for clicks, so a
+goal that Zenoh holds back under congestion never delays a stop.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from viewer_bridge.core.messages import Message, Twist
+
+__all__ = ["Lane", "LaneHealth"]
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[str, Message], None]
+
+# A failure that keeps happening is logged at most this often.
+_LOG_INTERVAL: Final = 5.0
+# A zero still queued this long after it was put has not reached its destination in time.
+_ZERO_OVERDUE: Final = 0.5
+
+
+class LaneHealth:
+    """Whether a lane's destination is taking its messages; ``problem`` says why not."""
+
+    __slots__ = ("ok", "problem")
+
+    def __init__(self, ok: bool, problem: str | None) -> None:
+        self.ok = ok
+        self.problem = problem
+
+
+class Lane:
+    """One destination's queue and thread.
+
+    ``deliver(stream, message)`` runs on the lane's thread and may block or
+    raise; deliveries and failures are counted by stream (``delivered``,
+    ``failures``), and failures logged at most every few seconds. ``kind``
+    names the destination in metrics (a transport, ``inprocess`` or
+    ``echo``). ``clock`` is the server's monotonic clock.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        deliver: Deliver,
+        *,
+        kind: str = "",
+        conflate: bool = False,
+        max_pending: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.kind = kind or name
+        self._deliver = deliver
+        self._conflate = conflate
+        self._max_pending = max_pending
+        self._clock = clock
+        self._queue: collections.deque[tuple[str, Message]] = collections.deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        # Counters and health, written by the lane's thread (and put() for the drop counters).
+        self.delivered: dict[str, int] = {}  # by stream
+        self.failures: dict[str, int] = {}  # by stream
+        self.conflated = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+        self._last_failed = False
+        self._last_log = -_LOG_INTERVAL
+        self._zero_since: float | None = None  # when the oldest undelivered zero twist was queued
+        self._zero_failed = False
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"viewer-bridge-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Deliver what is queued, then end the thread; False if it did not end within ``timeout``."""
+        thread = self._thread
+        if thread is None:
+            return True
+        self._stopping = True
+        self._wake.set()
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning(
+                "%s: still delivering after %.1f s (%d messages queued); leaving it behind", self.name, timeout,
+                len(self._queue),
+            )
+            return False
+        self._thread = None
+        return True
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    # -- the producer side (any thread) --------------------------------------
+
+    def put(self, stream: str, message: Message) -> None:
+        """Queue ``message`` for ``stream``; never blocks."""
+        with self._lock:
+            queue = self._queue
+            if (
+                self._conflate
+                and queue
+                and type(message) is Twist
+                and queue[-1][0] == stream
+                and type(queue[-1][1]) is Twist
+            ):
+                replaced = queue[-1][1]
+                queue[-1] = (stream, message)
+                self.conflated += 1
+                if self._zero_since is not None and _is_zero(replaced) and not _is_zero(message):
+                    # A newer command superseded the queued zero before it went out.
+                    self._zero_since = self._clock() if self._has_zero() else None
+            else:
+                if len(queue) >= self._max_pending:
+                    queue.popleft()
+                    self.dropped += 1
+                    if self.dropped == 1:
+                        log.error(
+                            "%s: more than %d messages waiting; dropping the oldest (its destination is not "
+                            "keeping up; counted in viewer_bridge_lane_dropped_total)",
+                            self.name,
+                            self._max_pending,
+                        )
+                queue.append((stream, message))
+            if self._zero_since is None and _is_zero(message):
+                self._zero_since = self._clock()
+        if self._idle:
+            self._wake.set()
+
+    # -- health ---------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def health(self, now: float) -> LaneHealth:
+        if self._zero_failed:
+            return LaneHealth(False, f"{self.name}: the last zero twist failed to publish ({self.last_error})")
+        since = self._zero_since
+        if since is not None and now - since >= _ZERO_OVERDUE:
+            return LaneHealth(False, f"{self.name}: a zero twist has waited {now - since:.1f} s to be published")
+        if self._last_failed:
+            return LaneHealth(False, f"{self.name}: publishing fails ({self.last_error})")
+        return LaneHealth(True, None)
+
+    # -- the lane's thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            try:
+                stream, message = queue.popleft()
+            except IndexError:
+                if self._stopping:
+                    return
+                # Announce idleness before the last look, so a put() in between always wakes us.
+                self._wake.clear()
+                self._idle = True
+                if queue:
+                    self._idle = False
+                    continue
+                self._wake.wait()
+                self._idle = False
+                continue
+            self._send(stream, message)
+
+    def _send(self, stream: str, message: Message) -> None:
+        is_zero = _is_zero(message)
+        try:
+            self._deliver(stream, message)
+        except Exception as exc:
+            failures = self.failures[stream] = self.failures.get(stream, 0) + 1
+            self._last_failed = True
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            if is_zero:
+                self._zero_failed = True
+            now = self._clock()
+            if now - self._last_log >= _LOG_INTERVAL:
+                self._last_log = now
+                log.error("%s: publishing %s failed: %s (%d failures so far)", self.name, stream, exc, failures)
+        else:
+            self.delivered[stream] = self.delivered.get(stream, 0) + 1
+            self._last_failed = False
+            if is_zero:
+                self._zero_failed = False
+        if is_zero:
+            with self._lock:
+                # Another zero may be queued behind this one; its clock starts now.
+                self._zero_since = self._clock() if self._has_zero() else None
+
+    def _has_zero(self) -> bool:
+        return any(_is_zero(message) for _, message in self._queue)
+
+
+def _is_zero(message: Message) -> bool:
+    return type(message) is Twist and message.is_zero()

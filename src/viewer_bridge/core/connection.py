@@ -1,0 +1,433 @@
+"""One client's WebSocket session, sans I/O: frames and the time go in, what to do comes out.
+
+The server feeds every frame picows parses to :meth:`Connection.receive`
+together with the current time, and carries out the result:
+
+* an event (:class:`~viewer_bridge.core.protocol.Click`, ``TwistCommand``,
+  ``Stop``, ``Heartbeat``): act on it (safety, publishing);
+* :class:`Refusal`: count it, log it, and send its error frame if ``tell``;
+* :class:`Pong`: answer a ping;
+* :class:`Close`: send a close frame and end the connection;
+* ``None``: nothing.
+
+Flow control is read separately: after a frame, :attr:`Connection.pause_until`
+is set when the client has spent its work budget; the server stops reading
+the socket until then (the kernel's buffers fill and TCP pushes back on the
+sender), and calls :meth:`Connection.resumed`.
+
+Two budgets, because commands and CPU need different treatment:
+
+* The *work* budget is charged for every frame before it is looked at (one
+  unit, plus one per KiB, plus ``malformed_cost`` for a frame that turns out
+  to be bad), whatever its kind: valid, malformed, fragment, ping, binary.
+  It bounds what one client can cost the event loop, so a flood cannot delay
+  anyone else's stop or the deadman. A client that stays in debt for
+  ``flood_close_after`` seconds is closed with 1008.
+* The *message* budget (``rate`` per second, ``burst`` deep) limits accepted
+  messages. Excess messages are dropped and the client told (once a
+  second); they are never queued, because a velocity command that arrives
+  late is worse than none. A ``stop`` and a zero twist are never dropped: a
+  client's own limit must not keep its robot moving.
+
+Frame-level rules follow RFC 6455: reserved bits without an extension,
+a continuation with nothing to continue, a new message inside a fragmented
+one and invalid close codes fail the connection (1002, section 7.1.7); a
+message bigger than ``max_message_size`` or split into more than
+``max_fragments`` frames is closed with 1009. Protocol-level errors (bad
+JSON, unknown types, bad fields, binary messages, 2D clicks) get an error
+frame and the connection stays open; see ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Final, Union
+
+import msgspec
+
+from viewer_bridge.core.protocol import (
+    Click,
+    Event,
+    ProtocolError,
+    Reason,
+    Stop,
+    TwistCommand,
+    encode_error,
+    parse_message,
+)
+from viewer_bridge.core.ratelimit import TokenBucket
+
+__all__ = [
+    "Close",
+    "CloseCode",
+    "Connection",
+    "ConnectionLimits",
+    "MessageAssembler",
+    "Opcode",
+    "Pong",
+    "Refusal",
+    "Result",
+]
+
+
+class Opcode(enum.IntEnum):
+    """WebSocket frame opcodes (RFC 6455 section 5.2)."""
+
+    CONTINUATION = 0
+    TEXT = 1
+    BINARY = 2
+    CLOSE = 8
+    PING = 9
+    PONG = 10
+
+
+class CloseCode(enum.IntEnum):
+    """The close codes the bridge sends (RFC 6455 section 7.4.1)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+
+
+def valid_close_code(code: int) -> bool:
+    """Whether a peer may send ``code`` (RFC 6455 section 7.4; 1012-1014 are IANA-registered since)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+class Refusal(msgspec.Struct, frozen=True, gc=False):
+    """A message or frame that was not accepted.
+
+    The server counts and logs it, and sends :attr:`frame` when ``tell`` is
+    true (a flood is told once a second, not once per dropped message).
+    """
+
+    reason: str
+    detail: str
+    field: str | None = None
+    tell: bool = True
+
+    @property
+    def frame(self) -> bytes:
+        return encode_error(self.reason, self.detail, self.field)
+
+
+class Pong(msgspec.Struct, frozen=True, gc=False):
+    """Answer a ping with this payload (RFC 6455 section 5.5.3)."""
+
+    payload: bytes
+
+
+class Close(msgspec.Struct, frozen=True, gc=False):
+    """Send a close frame with ``code`` and ``reason`` and end the connection.
+
+    ``answered`` is true when the peer's close frame has already arrived (the
+    server then disconnects as soon as its own close frame is written);
+    otherwise the server waits briefly for the peer's answer.
+    """
+
+    code: int
+    reason: str = ""
+    answered: bool = False
+
+
+Result = Union[Event, Refusal, Pong, Close, None]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one client may send. Every limit is explained where the bridge's settings define it."""
+
+    max_message_size: int = 64 * 1024
+    max_fragments: int = 128
+    rate: float = 200.0
+    burst: float = 400.0
+    work_rate: float = 2000.0
+    work_burst: float = 4000.0
+    malformed_cost: float = 8.0
+    flood_close_after: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("rate", "work_rate", "flood_close_after"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        for name in ("burst", "work_burst"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 1):
+                raise ValueError(f"{name} must be a finite number >= 1, got {value!r}")
+        if not (math.isfinite(self.malformed_cost) and self.malformed_cost >= 0):
+            raise ValueError(f"malformed_cost must be a finite number >= 0, got {self.malformed_cost!r}")
+        if self.max_message_size < 1 or self.max_fragments < 1:
+            raise ValueError("max_message_size and max_fragments must be >= 1")
+
+
+class MessageAssembler:
+    """Joins a fragmented message (RFC 6455 section 5.4), bounding its bytes and its frame count.
+
+    ``feed`` takes one data frame and returns the whole message once its last
+    fragment arrives, else ``None``. It raises :class:`ProtocolError` for a
+    framing violation (``reason`` is ``"framing"``), an oversized message
+    (``message_too_big``) and a binary message (``binary_frame``, raised after
+    the last fragment so the stream stays in step).
+    """
+
+    __slots__ = ("_binary", "_chunks", "_frames", "_max_frames", "_max_size", "_open", "_size")
+
+    def __init__(self, max_size: int, max_frames: int = 128) -> None:
+        self._max_size = max_size
+        self._max_frames = max_frames
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._frames = 0
+        self._open = False
+        self._binary = False
+
+    @property
+    def in_message(self) -> bool:
+        """True between a message's first and last fragment."""
+        return self._open
+
+    def feed(self, opcode: int, fin: bool, payload: bytes) -> bytes | None:
+        """``opcode`` is 0 (continuation), 1 (text) or 2 (binary)."""
+        if opcode == Opcode.CONTINUATION:
+            if not self._open:
+                raise ProtocolError(_FRAMING, "continuation frame without a message to continue")
+        else:
+            if self._open:
+                self._reset()
+                raise ProtocolError(_FRAMING, "new message started before the previous one ended")
+            self._open = True
+            self._binary = opcode == Opcode.BINARY
+        self._frames += 1
+        self._size += len(payload)
+        if self._size > self._max_size:
+            self._reset()
+            raise ProtocolError(Reason.MESSAGE_TOO_BIG, f"message exceeds the {self._max_size}-byte limit")
+        if self._frames > self._max_frames:
+            self._reset()
+            raise ProtocolError(Reason.MESSAGE_TOO_BIG, f"message split into more than {self._max_frames} frames")
+        if fin and not self._chunks:
+            # A whole message in one frame: no copy.
+            message = payload
+        else:
+            self._chunks.append(payload)
+            if not fin:
+                return None
+            message = b"".join(self._chunks)
+        binary = self._binary
+        self._reset()
+        if binary:
+            raise ProtocolError(Reason.BINARY_FRAME, "binary frames are not part of the protocol; send JSON text")
+        return message
+
+    def _reset(self) -> None:
+        self._chunks = []
+        self._size = 0
+        self._frames = 0
+        self._open = False
+        self._binary = False
+
+
+# Internal marker for RFC framing violations raised by the assembler.
+_FRAMING: Final = "framing"
+_TEXT: Final = int(Opcode.TEXT)
+_KIB: Final = 1.0 / 1024.0
+
+
+class _State(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # our close frame is sent; waiting for the peer's
+    CLOSED = "closed"
+
+
+class Connection:
+    """The per-client state machine: assembler, budgets and the per-message rules.
+
+    ``now`` is seconds on any monotonic clock, the same one for every call.
+    """
+
+    __slots__ = (
+        "_assembler",
+        "_messages",
+        "_over_since",
+        "_state",
+        "_told_rate_limited",
+        "_work",
+        "dropped",
+        "frames",
+        "limits",
+        "pause_until",
+    )
+
+    def __init__(self, limits: ConnectionLimits, now: float) -> None:
+        self.limits = limits
+        self._messages = TokenBucket(limits.rate, limits.burst, now)
+        self._work = TokenBucket(limits.work_rate, limits.work_burst, now, floor=-limits.work_burst)
+        self._assembler: MessageAssembler | None = None
+        self._state = _State.OPEN
+        self._over_since: float | None = None
+        self._told_rate_limited = -math.inf
+        self.pause_until: float | None = None
+        self.frames = 0
+        self.dropped = 0
+
+    @property
+    def closing(self) -> bool:
+        return self._state is not _State.OPEN
+
+    # -- input ----------------------------------------------------------------
+
+    def receive(self, opcode: int, fin: bool, payload: bytes, now: float, rsv: int = 0) -> Result:
+        """One frame as parsed off the wire (masking removed), at ``now``."""
+        self.frames += 1
+        if self._state is not _State.OPEN:
+            return self._after_close(opcode, payload)
+        if self._over_since is not None and self._work.level(now) >= self.limits.work_burst / 2:
+            self._over_since = None  # the budget refilled halfway: that flood is over
+        # Charged before anything is parsed: the cost of looking at a frame is paid whatever it holds.
+        level = self._work.charge(1.0 + len(payload) * _KIB, now)
+        if level < 0.0:
+            flood = self._in_debt(now)
+            if flood is not None:
+                return flood
+        if rsv:
+            return self._fail(CloseCode.PROTOCOL_ERROR, f"reserved bits {rsv:#x} set, but no extension was negotiated")
+        if opcode == _TEXT and fin and self._assembler is None:
+            message = payload  # the common case: a whole message in one frame
+        elif opcode >= Opcode.CLOSE:
+            return self._control(opcode, payload, now)
+        else:
+            assembled = self._assemble(opcode, fin, payload, now)
+            if not isinstance(assembled, bytes):
+                return assembled
+            message = assembled
+        if len(message) > self.limits.max_message_size:
+            return self._fail(
+                CloseCode.MESSAGE_TOO_BIG,
+                f"message of {len(message)} bytes exceeds the {self.limits.max_message_size}-byte limit",
+            )
+        return self._message(message, now)
+
+    def resumed(self, now: float) -> None:
+        """The server has started reading again after :attr:`pause_until`."""
+        self.pause_until = None
+
+    def closed(self) -> None:
+        """The transport is gone; nothing more will be received."""
+        self._state = _State.CLOSED
+
+    def close(self, code: int, reason: str) -> Close:
+        """The bridge itself ends the connection (shutdown, a client that does not read)."""
+        if self._state is _State.OPEN:
+            self._state = _State.CLOSING
+        return Close(code, reason)
+
+    # -- internals --------------------------------------------------------------
+
+    def _assemble(self, opcode: int, fin: bool, payload: bytes, now: float) -> bytes | Result:
+        assembler = self._assembler
+        if assembler is None:
+            assembler = self._assembler = MessageAssembler(self.limits.max_message_size, self.limits.max_fragments)
+        try:
+            return assembler.feed(opcode, fin, payload)
+        except ProtocolError as exc:
+            return self._framing_error(exc, now)
+        finally:
+            if not assembler.in_message:
+                self._assembler = None
+
+    def _message(self, data: bytes, now: float) -> Result:
+        try:
+            event = parse_message(data)
+        except ProtocolError as exc:
+            return self._penalize(now) or Refusal(exc.reason, exc.detail, exc.field)
+        kind = type(event)
+        if kind is Stop or (kind is TwistCommand and _is_zero(event)):  # type: ignore[arg-type]
+            # Never limited: a client's own rate must not keep its robot moving.
+            return event
+        if not self._messages.allow(now):
+            return self._rate_limited(now)
+        if kind is Click and event.z is None:  # type: ignore[union-attr]
+            assert isinstance(event, Click)
+            where = event.entity_path or "an entity"
+            return Refusal(
+                Reason.CLICK_NOT_3D,
+                f"click at ({event.x}, {event.y}) on {where} has no z: it came from a 2D view and is not a "
+                "point in the world, so it was not published",
+                "z",
+            )
+        return event
+
+    def _rate_limited(self, now: float) -> Refusal:
+        self.dropped += 1
+        tell = now - self._told_rate_limited >= 1.0
+        if tell:
+            self._told_rate_limited = now
+        return Refusal(
+            Reason.RATE_LIMITED,
+            f"more than {self.limits.rate:g} messages/s (burst {self.limits.burst:g}); excess messages are "
+            "dropped ('stop' and zero twists never are)",
+            tell=tell,
+        )
+
+    def _control(self, opcode: int, payload: bytes, now: float) -> Result:
+        if opcode == Opcode.PING:
+            return Pong(payload)
+        if opcode == Opcode.PONG:
+            return None
+        if opcode == Opcode.CLOSE:
+            self._state = _State.CLOSED
+            if len(payload) >= 2:
+                code = int.from_bytes(payload[:2], "big")
+                if not valid_close_code(code):
+                    return Close(CloseCode.PROTOCOL_ERROR, f"invalid close code {code}", answered=True)
+                return Close(code, answered=True)
+            return Close(CloseCode.NORMAL, answered=True)
+        return self._fail(CloseCode.PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
+
+    def _framing_error(self, exc: ProtocolError, now: float) -> Result:
+        if exc.reason == Reason.BINARY_FRAME:
+            return self._penalize(now) or Refusal(exc.reason, exc.detail, exc.field)
+        if exc.reason == Reason.MESSAGE_TOO_BIG:
+            return self._fail(CloseCode.MESSAGE_TOO_BIG, exc.detail)
+        return self._fail(CloseCode.PROTOCOL_ERROR, exc.detail)
+
+    def _penalize(self, now: float) -> Close | None:
+        """The surcharge for a malformed message, which cost the parser more than a valid one."""
+        if self._work.charge(self.limits.malformed_cost, now) < 0.0:
+            return self._in_debt(now)
+        return None
+
+    def _in_debt(self, now: float) -> Close | None:
+        """The work budget is spent: pause reading, and close a client that keeps it spent."""
+        if self._over_since is None:
+            self._over_since = now
+        elif now - self._over_since >= self.limits.flood_close_after:
+            return self._fail(
+                CloseCode.POLICY_VIOLATION,
+                f"flooding: over the frame budget for {self.limits.flood_close_after:g} s",
+            )
+        if self.pause_until is None:
+            self.pause_until = now + self._work.time_until(0.0, now)
+        return None
+
+    def _after_close(self, opcode: int, payload: bytes) -> Result:
+        # After our close frame the peer's data is moot; its close frame completes the handshake.
+        if opcode == Opcode.CLOSE and self._state is _State.CLOSING:
+            self._state = _State.CLOSED
+            return Close(CloseCode.NORMAL, answered=True)
+        return None
+
+    def _fail(self, code: int, reason: str) -> Close:
+        self._state = _State.CLOSING
+        return Close(code, reason)
+
+
+def _is_zero(event: TwistCommand) -> bool:
+    return not (
+        event.linear_x or event.linear_y or event.linear_z or event.angular_x or event.angular_y or event.angular_z
+    )
