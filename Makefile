@@ -12,7 +12,7 @@ TEST_STAMP := $(VENV)/.installed-test
 # The real viewer the interop tests drive (a pre-release; DimOS 0.0.15 itself pins 0.32.0a2).
 DIMOS_VIEWER := dimos-viewer==0.32.0a3
 
-.PHONY: run test test-random lint fuzz bench dist docs system-deps multicast clean
+.PHONY: run test test-random lint fuzz bench dist docs system-deps multicast dimos-venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,12 +40,16 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 
-test: $(TEST_STAMP) system-deps multicast
+# DimOS 0.0.15 with viewer-bridge[dimos] installed beside it, for tests/test_dimos.py (cached).
+dimos-venv:
+	@bash bench/setup_dimos.sh --with-viewer-bridge
+
+test: $(TEST_STAMP) system-deps multicast dimos-venv
 	$(MAKE) lint
 	$(BIN)/pytest -n 2 --dist loadfile
 
 # The whole suite in a random order (pytest-randomly prints the seed; replay one with --randomly-seed=N).
-test-random: $(TEST_STAMP) system-deps multicast
+test-random: $(TEST_STAMP) system-deps multicast dimos-venv
 	$(BIN)/pytest -n 2 --dist loadfile -p randomly
 
 # 100k examples per property, two properties at a time; prints examples/s. About 25 minutes on 2 busy

@@ -131,21 +131,38 @@ def no_leaked_bridge_threads(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 class Recorder:
-    """Collects every message published on a bridge's streams, in order, with arrival times."""
+    """Collects every message published on a bridge's streams, in order, with arrival times.
+
+    Subscribers run on the bridge's own thread a moment after it handles a
+    message, so reading a list first waits for that thread to catch up
+    (``wait_delivered``): after a client's barrier (``sync()``, a close
+    handshake) every message before it is in the lists. ``of(stream,
+    settle=False)`` reads without waiting (for tests that block a subscriber).
+    """
 
     def __init__(self, server: RerunWebSocketServer) -> None:
+        self._server = server
         self._lock = threading.Lock()
-        self.items: list[tuple[str, Any, float]] = []
+        self._items: list[tuple[str, Any, float]] = []
         for name in ("tele_cmd_vel", "clicked_point", "stop_movement"):
             getattr(server, name).subscribe(lambda msg, name=name: self._add(name, msg))
 
     def _add(self, stream: str, message: Any) -> None:
         with self._lock:
-            self.items.append((stream, message, time.monotonic()))
+            self._items.append((stream, message, time.monotonic()))
 
-    def of(self, stream: str) -> list[Any]:
+    @property
+    def items(self) -> list[tuple[str, Any, float]]:
+        """``(stream, message, arrival time)`` in arrival order."""
+        self._server.wait_delivered(timeout=10.0)
         with self._lock:
-            return [m for s, m, _ in self.items if s == stream]
+            return list(self._items)
+
+    def of(self, stream: str, settle: bool = True) -> list[Any]:
+        if settle:
+            self._server.wait_delivered(timeout=10.0)
+        with self._lock:
+            return [m for s, m, _ in self._items if s == stream]
 
     @property
     def twists(self) -> list[Twist]:
@@ -168,8 +185,9 @@ class Recorder:
         return self.points
 
     def streams(self) -> list[str]:
+        self._server.wait_delivered(timeout=10.0)
         with self._lock:
-            return [s for s, _, _ in self.items]
+            return [s for s, _, _ in self._items]
 
 
 BridgeFactory = Callable[..., tuple[RerunWebSocketServer, Recorder]]

@@ -150,6 +150,31 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
         _setting("seconds after the last teleop command before navigation commands pass again", ge=0, metavar="S"),
     ] = 1.0
 
+    # -- compatibility profile (DimOS 0.0.15's stack; see docs/dimos.md) ---
+    # "off" suits a DimOS 0.0.15 stack, whose MovementManager announces it (viewer_bridge.dimos's default).
+    stop_movement: Annotated[
+        Literal["publish", "off"],
+        _setting("publish: one stop_movement Bool(True) when someone starts driving (and when teleop takes the "
+                 "mux from navigation), so a planner can cancel its goal; off: never"),
+    ] = "publish"
+    click_frame: Annotated[
+        Literal["frame_id", "entity_path"],
+        _setting("frame_id of published clicks: the frame_id setting, or the viewer's entity path as DimOS 0.0.15 "
+                 "does (frame_id when a click carries none)"),
+    ] = "frame_id"
+    # A far pick is a mis-click: DimOS's MovementManager drops goals beyond 500 m horizontally and 50 m
+    # vertically, and the DimOS module defaults to those.
+    max_goal_distance: Annotated[
+        OptionalNumber,
+        _setting("refuse clicks farther than this from the frame's origin horizontally, in metres, with "
+                 "goal_out_of_range (none = no limit)", gt=0, metavar="M"),
+    ] = None
+    max_goal_height: Annotated[
+        OptionalNumber,
+        _setting("refuse clicks more than this above or below the frame's origin, in metres, with "
+                 "goal_out_of_range (none = no limit)", gt=0, metavar="M"),
+    ] = None
+
     # -- safety -----------------------------------------------------------
     # The viewer's key-repeat gap is ~0.6 s: a shorter deadman stops a held key mid-drive.
     deadman_timeout: Annotated[

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from viewer_bridge.core.connection import (
+    Answered,
     Close,
     Connection,
     ConnectionLimits,
@@ -16,7 +17,7 @@ from viewer_bridge.core.connection import (
     Refusal,
     valid_close_code,
 )
-from viewer_bridge.core.protocol import Click, Heartbeat, ProtocolError, Reason, Stop, TwistCommand
+from viewer_bridge.core.protocol import Click, Estop, EstopClear, Heartbeat, ProtocolError, Reason, Stop, TwistCommand
 
 TEXT, BINARY, CONT = int(Opcode.TEXT), int(Opcode.BINARY), int(Opcode.CONTINUATION)
 PING, PONG, CLOSE = int(Opcode.PING), int(Opcode.PONG), int(Opcode.CLOSE)
@@ -210,13 +211,16 @@ def test_reserved_bits_without_an_extension_fail_the_connection() -> None:
 
 def test_a_message_over_the_size_limit_in_one_frame_closes_with_1009() -> None:
     c = conn(max_message_size=10)
-    assert text(c, b"x" * 11) == Close(1009, "message of 11 bytes exceeds the 10-byte limit")
+    assert text(c, b"x" * 11) == Close(1009, "message exceeds the 10-byte limit")
 
 
-def test_pings_are_answered_pongs_ignored() -> None:
+def test_pings_are_answered_and_answers_to_ours_reported() -> None:
     c = conn()
     assert c.receive(PING, True, b"hi", 0) == Pong(b"hi")
-    assert c.receive(PONG, True, b"hi", 0) is None
+    assert c.receive(PONG, True, b"vb\x00\x00\x00\x00\x00\x00\x00\x01", 0) == Answered(
+        b"vb\x00\x00\x00\x00\x00\x00\x00\x01"
+    )
+    assert c.receive(PONG, True, b"", 0) is None  # an unsolicited or keepalive pong: nothing to do
 
 
 @pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999])
@@ -283,3 +287,12 @@ class TestAssembler:
         with pytest.raises(ProtocolError, match="more than 3 frames"):
             assembler.feed(0, False, b"")
         assert not assembler.in_message
+
+
+def test_an_estop_is_never_rate_limited_and_its_clear_is() -> None:
+    c = conn(rate=1, burst=1)
+    assert text(c, TWIST) == TwistCommand(linear_x=0.5)
+    assert text(c, b'{"type":"estop","reason":"wall"}') == Estop("wall")
+    assert text(c, b'{"type":"estop"}') == Estop()
+    assert isinstance(text(c, b'{"type":"estop_clear"}'), Refusal)
+    assert text(c, b'{"type":"estop_clear"}', now=1.0) == EstopClear()

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from viewer_bridge.core.connection import (
+    Answered,
     Close,
     Connection,
     ConnectionLimits,
@@ -27,6 +28,8 @@ from viewer_bridge.core.connection import (
 )
 from viewer_bridge.core.protocol import (
     Click,
+    Estop,
+    EstopClear,
     Heartbeat,
     ProtocolError,
     Stop,
@@ -48,8 +51,8 @@ json_values = st.recursive(
 )
 field_names = st.sampled_from(["type", "x", "y", "z", "entity_path", "timestamp_ms", *AXES]) | st.text(max_size=8)
 message_like = st.dictionaries(field_names, json_values, max_size=8) | st.fixed_dictionaries(
-    {"type": st.sampled_from(["click", "twist", "stop", "heartbeat", "other", ""])},
-    optional={name: json_values for name in ("x", "y", "z", "timestamp_ms", *AXES)},
+    {"type": st.sampled_from(["click", "twist", "stop", "heartbeat", "estop", "estop_clear", "other", ""])},
+    optional={name: json_values for name in ("x", "y", "z", "timestamp_ms", "reason", *AXES)},
 )
 
 
@@ -64,8 +67,10 @@ def assert_sound(event: Any) -> None:
         assert event.timestamp_ms is None or (math.isfinite(event.timestamp_ms) and event.timestamp_ms >= 0)
     elif isinstance(event, Heartbeat):
         assert event.timestamp_ms is None or math.isfinite(event.timestamp_ms)
+    elif isinstance(event, Estop):
+        assert event.reason is None or (isinstance(event.reason, str) and len(event.reason) <= 200)
     else:
-        assert isinstance(event, Stop)
+        assert isinstance(event, (Stop, EstopClear))
 
 
 def parse_or_reject(data: bytes | str) -> Any:
@@ -208,6 +213,6 @@ def test_the_connection_answers_any_frame_sequence_with_a_known_result(
         elif isinstance(result, Refusal):
             json.loads(result.frame)
         elif result is not None:
-            assert isinstance(result, (Pong, Click, TwistCommand, Stop, Heartbeat))
-            if not isinstance(result, Pong):
+            assert isinstance(result, (Pong, Answered, Click, TwistCommand, Stop, Heartbeat, Estop, EstopClear))
+            if not isinstance(result, (Pong, Answered)):
                 assert_sound(result)

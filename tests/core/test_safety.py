@@ -37,8 +37,8 @@ class Harness:
             self.events.append(("lease", decision.started))
         return decision.refused
 
-    def twist(self, client: str, twist: Twist, now: float) -> str | None:
-        return self._record(self.s.twist(client, twist, now))
+    def twist(self, client: str, twist: Twist, now: float, factor: float = 1.0) -> str | None:
+        return self._record(self.s.twist(client, twist, now, factor))
 
     def stop(self, client: str, now: float) -> str | None:
         return self._record(self.s.stop(client, now))
@@ -94,11 +94,12 @@ def test_after_a_stop_nothing_more_until_a_new_command() -> None:
     h.twist("a", FWD, 0.0)
     h.stop("a", 0.1)
     h.take()
-    h.stop("a", 0.2)
-    h.twist("a", ZERO, 0.3)
+    h.twist("a", ZERO, 0.3)  # a key-up after the stop: not a stream of zeros
     h.tick(100.0)
     assert h.take() == []
     assert h.s.next_deadline() is None
+    h.stop("a", 100.1)  # but another explicit stop acts again
+    assert h.take() == [("tele_cmd_vel", ZERO)]
 
 
 def test_zero_twist_from_driver_is_one_zero_and_release() -> None:
@@ -305,3 +306,135 @@ def test_snapshot() -> None:
     h.stop("b", 5.5)
     snap = h.s.snapshot()
     assert (snap.driver, snap.command, snap.deadline, snap.zeros) == (None, None, None, {"stop": 1})
+
+
+# -- every stop acts (a stop while nobody drives is one zero: the bridge may not know who drives) ----------
+
+
+def test_a_stop_while_nobody_drives_is_one_zero_per_stop() -> None:
+    h = Harness()
+    h.stop("a", 0.0)
+    assert h.take() == [("tele_cmd_vel", ZERO)]
+    assert h.decisions[-1].ended is None and h.decisions[-1].expires is None
+    assert h.s.driver is None and h.s.next_deadline() is None
+    # While someone drives, a stop is the usual one zero that ends the drive, not two.
+    h.twist("a", FWD, 0.1)
+    h.take()
+    h.stop("b", 0.2)
+    assert h.take() == [("tele_cmd_vel", ZERO)]
+    assert h.s.zeros == {Cause.STOP: 2}
+    # Nothing else: no republished zero, no zero from time passing.
+    h.tick(10.0)
+    assert h.take() == []
+
+
+# -- a stop that lasts until the driver lets go ---------------------------------------------------
+
+
+def test_someone_elses_stop_holds_the_driver_until_it_releases() -> None:
+    h = Harness(deadman_timeout=1.0)
+    h.twist("a", FWD, 0.0)
+    h.stop("b", 0.1)
+    h.take()
+    # The driver's key is still held: its next refreshes are refused, naming who stopped it.
+    assert h.twist("a", FWD, 0.3) == "stopped_by_other"
+    assert h.decisions[-1].by == "b"
+    assert h.twist("a", FWD, 1.2) == "stopped_by_other"  # each refused twist counts as holding on
+    assert h.take() == [] and h.s.driver is None
+    assert h.s.snapshot().held == {"a": "b"}
+    # Anyone else may drive meanwhile.
+    assert h.twist("c", TURN, 1.3) is None
+    h.stop("c", 1.4)
+    h.take()
+    # A zero twist is the release (nothing to publish: nobody drives); then a new press drives.
+    assert h.twist("a", ZERO, 1.5) is None
+    assert h.take() == [] and h.s.snapshot().held == {}
+    assert h.twist("a", FWD, 1.6) is None
+    assert h.take() == [("stop_movement", Bool(True)), ("tele_cmd_vel", FWD)]
+
+
+def test_the_held_driver_is_released_by_its_own_stop_or_silence_past_the_deadman() -> None:
+    h = Harness(deadman_timeout=1.0)
+    h.twist("a", FWD, 0.0)
+    h.stop("b", 0.0)
+    assert h.twist("a", FWD, 0.5) == "stopped_by_other"
+    h.stop("a", 0.6)  # its own stop: one zero (every stop acts) and the release
+    assert h.take()[-1] == ("tele_cmd_vel", ZERO)
+    assert h.twist("a", FWD, 0.7) is None
+    h.stop("b", 0.8)
+    assert h.twist("a", FWD, 1.0) == "stopped_by_other"
+    # Silence exactly one deadman long after its last (refused) twist: the key was let go.
+    assert h.twist("a", FWD, 1.999999) == "stopped_by_other"
+    assert h.twist("a", FWD, 2.999999 + 1e-6) is None
+    assert h.s.driver == "a"
+
+
+def test_the_drivers_own_stop_does_not_hold_it() -> None:
+    h = Harness()
+    h.twist("a", FWD, 0.0)
+    h.stop("a", 0.1)
+    assert h.twist("a", FWD, 0.2) is None
+
+
+def test_a_held_client_that_disconnects_is_forgotten() -> None:
+    h = Harness()
+    h.twist("a", FWD, 0.0)
+    h.stop("b", 0.1)
+    h.disconnect("a", 0.2)
+    assert h.s.snapshot().held == {}
+
+
+# -- the latched e-stop ---------------------------------------------------------------------------
+
+
+def latch(h: Harness, client: str, now: float, reason: str | None = None) -> None:
+    h._record(h.s.latch(client, f"{client}-name", 1_700_000_000.0 + now, now, reason))
+
+
+def test_an_estop_publishes_one_zero_and_the_latch_even_with_nobody_driving() -> None:
+    h = Harness()
+    latch(h, "panel", 0.0, "person in the aisle")
+    assert h.take() == [("estop", Bool(True)), ("tele_cmd_vel", ZERO)]
+    assert h.s.estop is not None and (h.s.estop.by, h.s.estop.reason) == ("panel-name", "person in the aisle")
+    assert h.s.zeros == {Cause.ESTOP: 1}
+    latch(h, "other", 1.0)  # latching again changes nothing and publishes nothing
+    assert h.take() == [] and h.s.estop.by == "panel-name"
+
+
+def test_while_latched_no_one_drives_and_goals_are_refused_but_stops_still_act() -> None:
+    h = Harness()
+    h.twist("a", FWD, 0.0)
+    h.take()
+    latch(h, "panel", 0.1)
+    assert h.take() == [("estop", Bool(True)), ("tele_cmd_vel", ZERO)]
+    assert h.events[-1] == (Cause.ESTOP, "a")
+    for client in ("a", "b", "panel"):
+        assert h.twist(client, FWD, 0.2) == "estopped"
+    assert h.s.click_refused() == "estopped"
+    h.stop("b", 0.3)
+    assert h.take() == [("tele_cmd_vel", ZERO)]
+    # Clearing releases the latch, not the driver it stopped: that one must let go first.
+    h._record(h.s.clear("c", 0.4))
+    assert h.take() == [("estop", Bool(False))]
+    assert h.s.click_refused() is None
+    assert h.twist("a", FWD, 0.5) == "stopped_by_other" and h.decisions[-1].by == "panel"
+    assert h.twist("b", TURN, 0.6) is None  # anyone else drives at once
+    h._record(h.s.clear("c", 0.7))
+    assert h.take()[-1] == ("tele_cmd_vel", TURN)  # clearing again: nothing
+
+
+def test_a_controller_can_start_latched() -> None:
+    from viewer_bridge.core.safety import Latch
+
+    h = Harness(estop=Latch("field-laptop", 1_700_000_000.0, "restart"))
+    assert h.twist("a", FWD, 0.0) == "estopped"
+    h._record(h.s.clear("a", 1.0))
+    assert h.take() == [("estop", Bool(False))]
+    assert h.twist("a", FWD, 1.1) is None
+
+
+def test_a_slow_link_scales_the_command_after_the_limits() -> None:
+    h = Harness(limits=Limits(clamp=(0.4, None, None, None, None, None)))
+    h.twist("a", Twist(Vector3(1.0, 0, 0), Vector3(0, 0, 0.5)), 0.0, factor=0.5)
+    assert h.take()[-1] == ("tele_cmd_vel", Twist(Vector3(0.2, 0, 0), Vector3(0, 0, 0.25)))
+    assert h.s.command == Twist(Vector3(0.2, 0, 0), Vector3(0, 0, 0.25))

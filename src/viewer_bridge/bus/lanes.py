@@ -37,6 +37,8 @@ Deliver = Callable[[str, Message], None]
 
 # A failure that keeps happening is logged at most this often.
 _LOG_INTERVAL: Final = 5.0
+# The stream name of a barrier's queue entry (see Lane.barrier): no stream has this name.
+_BARRIER: Final = "\x00barrier"
 # A zero still queued this long after it was put has not reached its destination in time.
 _ZERO_OVERDUE: Final = 0.5
 
@@ -126,13 +128,24 @@ class Lane:
 
     # -- the producer side (any thread) --------------------------------------
 
-    def put(self, stream: str, message: Message) -> None:
-        """Queue ``message`` for ``stream``; never blocks."""
+    def put(self, stream: str, message: Message, wake: bool = True) -> None:
+        """Queue ``message`` for ``stream``; never blocks.
+
+        ``wake=False`` leaves waking the thread to a later :meth:`wake`, so a
+        burst of messages costs one thread switch instead of one each.
+        """
+        queue = self._queue
+        if not self._conflate:
+            # deque.append is atomic: no lock for lanes that deliver everything.
+            queue.append((stream, message))
+            if len(queue) > self._max_pending:
+                self._drop_oldest()
+            if wake and self._idle:
+                self._wake.set()
+            return
         with self._lock:
-            queue = self._queue
             if (
-                self._conflate
-                and queue
+                queue
                 and type(message) is Twist
                 and queue[-1][0] == stream
                 and type(queue[-1][1]) is Twist
@@ -144,19 +157,37 @@ class Lane:
                     # A newer command superseded the queued zero before it went out.
                     self._zero_since = self._clock() if self._has_zero() else None
             else:
-                if len(queue) >= self._max_pending:
-                    queue.popleft()
-                    self.dropped += 1
-                    if self.dropped == 1:
-                        log.error(
-                            "%s: more than %d messages waiting; dropping the oldest (its destination is not "
-                            "keeping up; counted in viewer_bridge_lane_dropped_total)",
-                            self.name,
-                            self._max_pending,
-                        )
                 queue.append((stream, message))
+                if len(queue) > self._max_pending:
+                    self._drop_oldest()
             if self._zero_since is None and _is_zero(message):
                 self._zero_since = self._clock()
+        if wake and self._idle:
+            self._wake.set()
+
+    def _drop_oldest(self) -> None:
+        try:
+            self._queue.popleft()
+        except IndexError:  # the thread took it meanwhile
+            return
+        self.dropped += 1
+        if self.dropped == 1:
+            log.error(
+                "%s: more than %d messages waiting; dropping the oldest (its destination is not "
+                "keeping up; counted in viewer_bridge_lane_dropped_total)",
+                self.name,
+                self._max_pending,
+            )
+
+    def barrier(self) -> threading.Event:
+        """An event set once everything queued before this call has been delivered (or dropped)."""
+        reached = threading.Event()
+        self._queue.append((_BARRIER, reached))  # type: ignore[arg-type]
+        self.wake()
+        return reached
+
+    def wake(self) -> None:
+        """Make the thread look at its queue (after puts with ``wake=False``)."""
         if self._idle:
             self._wake.set()
 
@@ -180,6 +211,7 @@ class Lane:
 
     def _run(self) -> None:
         queue = self._queue
+        send = self._send if self._conflate else self._send_plain
         while True:
             try:
                 stream, message = queue.popleft()
@@ -195,22 +227,31 @@ class Lane:
                 self._wake.wait()
                 self._idle = False
                 continue
-            self._send(stream, message)
+            if stream is _BARRIER:
+                message.set()  # type: ignore[union-attr]
+                continue
+            send(stream, message)
 
-    def _send(self, stream: str, message: Message) -> None:
-        is_zero = _is_zero(message)
+    def _send_plain(self, stream: str, message: Message) -> None:
+        # The lean path of lanes without zero tracking (subscribers, clicks, echo): every message counts.
         try:
             self._deliver(stream, message)
         except Exception as exc:
-            failures = self.failures[stream] = self.failures.get(stream, 0) + 1
-            self._last_failed = True
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._failed(stream, exc)
+            return
+        delivered = self.delivered
+        delivered[stream] = delivered.get(stream, 0) + 1
+        self._last_failed = False
+
+    def _send(self, stream: str, message: Message) -> None:
+        # Only command lanes report on zeros (their health is /healthz's).
+        is_zero = self._conflate and _is_zero(message)
+        try:
+            self._deliver(stream, message)
+        except Exception as exc:
+            self._failed(stream, exc)
             if is_zero:
                 self._zero_failed = True
-            now = self._clock()
-            if now - self._last_log >= _LOG_INTERVAL:
-                self._last_log = now
-                log.error("%s: publishing %s failed: %s (%d failures so far)", self.name, stream, exc, failures)
         else:
             self.delivered[stream] = self.delivered.get(stream, 0) + 1
             self._last_failed = False
@@ -220,6 +261,15 @@ class Lane:
             with self._lock:
                 # Another zero may be queued behind this one; its clock starts now.
                 self._zero_since = self._clock() if self._has_zero() else None
+
+    def _failed(self, stream: str, exc: Exception) -> None:
+        failures = self.failures[stream] = self.failures.get(stream, 0) + 1
+        self._last_failed = True
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        now = self._clock()
+        if now - self._last_log >= _LOG_INTERVAL:
+            self._last_log = now
+            log.error("%s: publishing %s failed: %s (%d failures so far)", self.name, stream, exc, failures)
 
     def _has_zero(self) -> bool:
         return any(_is_zero(message) for _, message in self._queue)

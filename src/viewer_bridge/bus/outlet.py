@@ -13,6 +13,14 @@ zero for the same drive, when it comes, then goes only where the watchdog's
 could not (inline subscribers): exactly one zero reaches each destination.
 One lock orders the loop's publishes and the watchdog's zero, so a lane
 never sees a stale command after the zero that ended it.
+
+Waking a lane's thread costs a thread switch, so with ``defer`` (the loop's
+``call_soon``) the loop's publishes wake their lanes once, after the
+callback that published them (one read of a socket may hold hundreds of
+messages). A zero twist wakes its lanes at once: it must not wait for the
+loop to come round. With in-process subscribers called inline (the asyncio
+server) every publish wakes its lanes before they run, since they may hold
+the loop for any time.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ class Outlet:
         clock: Callable[[], float],
         inline: Inline | None = None,
         grace: float = DEFAULT_GRACE,
+        defer: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self._lanes = {stream: tuple(stream_lanes) for stream, stream_lanes in lanes.items()}
         self._inline = inline
@@ -54,7 +63,10 @@ class Outlet:
         self._lock = threading.Lock()
         self._armed: dict[str, float] = {}
         self._expired: set[str] = set()  # streams the watchdog zeroed and the loop has not yet
-        self.watchdog = Watchdog(self.expire, clock, grace)
+        self._defer = defer
+        self._asleep: set[Lane] = set()  # lanes with messages put but not yet woken (loop thread only)
+        self.grace = grace
+        self.watchdog = Watchdog(self.due, self.expire, clock, grace)
 
     @property
     def lanes(self) -> list[Lane]:
@@ -83,35 +95,65 @@ class Outlet:
     def publish(self, stream: str, message: Message, expires: float | None = None) -> None:
         """Publish ``message`` on ``stream``; ``expires`` arms the watchdog for a command."""
         to_lanes = True
+        # Inline subscribers may hold the loop for any time: whatever is queued goes out before they run.
+        urgent = self._defer is None or self._inline is not None
         with self._lock:
             if stream in self._commands:
-                if type(message) is Twist and message.is_zero():
-                    if self._armed.pop(stream, None) is not None:
-                        self.watchdog.disarm(stream)
-                    elif stream in self._expired:
+                armed = self._armed
+                if message == _ZERO:
+                    urgent = True
+                    if armed.pop(stream, None) is None and stream in self._expired:
                         # The watchdog already put this drive's zero on the lanes.
                         self._expired.discard(stream)
                         to_lanes = False
                 elif expires is not None:
-                    self._armed[stream] = expires
-                    self._expired.discard(stream)
-                    self.watchdog.arm(stream, expires)
-                elif self._armed.pop(stream, None) is not None:
+                    previous = armed.get(stream)
+                    armed[stream] = expires
+                    if previous is None:
+                        self._expired.discard(stream)
+                        self.watchdog.poke()
+                    elif expires < previous:
+                        self.watchdog.poke()
+                else:
                     # A command nobody guards (navigation through the mux) replaces a guarded one.
-                    self.watchdog.disarm(stream)
+                    armed.pop(stream, None)
             if to_lanes:
-                for lane in self._lanes.get(stream, ()):
-                    lane.put(stream, message)
+                lanes = self._lanes.get(stream, ())
+                for lane in lanes:
+                    lane.put(stream, message, wake=urgent)
+                if not urgent and lanes:
+                    self._wake_later(lanes)
         if self._inline is not None:
             self._inline(stream, message)
 
-    def expire(self, stream: str, deadline: float) -> bool:
-        """The watchdog's call: zero ``stream`` if ``deadline`` is still the command in force's."""
+    def _wake_later(self, lanes: Sequence[Lane]) -> None:
+        asleep = self._asleep
+        if not asleep:
+            assert self._defer is not None
+            self._defer(self._wake_all)
+        asleep.update(lanes)
+
+    def _wake_all(self) -> None:
+        asleep = list(self._asleep)
+        self._asleep.clear()
+        for lane in asleep:
+            lane.wake()
+
+    def due(self) -> float | None:
+        """The earliest deadline of a command in force (the watchdog's question)."""
         with self._lock:
-            if self._armed.get(stream) != deadline:
-                return False
-            del self._armed[stream]
-            self._expired.add(stream)
-            for lane in self._lanes.get(stream, ()):
-                lane.put(stream, _ZERO)
-        return True
+            return min(self._armed.values(), default=None)
+
+    def expire(self, now: float) -> int:
+        """The watchdog's call: one zero on every stream whose command lapsed ``grace`` ago or more."""
+        fired = 0
+        with self._lock:
+            for stream, deadline in list(self._armed.items()):
+                if deadline + self.grace > now:
+                    continue
+                del self._armed[stream]
+                self._expired.add(stream)
+                for lane in self._lanes.get(stream, ()):
+                    lane.put(stream, _ZERO)
+                fired += 1
+        return fired

@@ -34,82 +34,66 @@ DEFAULT_GRACE: Final = 0.03
 
 
 class Watchdog:
-    """Calls ``expire(stream, deadline)`` once per armed deadline that passes without ``disarm`` or a new ``arm``.
+    """A thread that calls ``expire(now)`` whenever the earliest deadline ``due()`` reports is ``grace`` past.
 
-    ``expire`` returns whether it published a zero (it does not when the loop
-    got there first, between the deadline passing and the call); ``fired``
-    counts the zeros it did publish.
-
-    ``clock`` must be the clock the deadlines are on (the server's monotonic
-    clock); ``arm``/``disarm`` are called with the caller's own lock held, and
-    ``expire`` runs on the watchdog's thread.
+    ``due()`` returns the earliest armed deadline or ``None``; ``expire(now)``
+    zeroes what has lapsed and returns how many zeros it published (none when
+    the loop got there first). The owner calls :meth:`poke` when a deadline
+    appears or moves earlier; a deadline that only moves later (every refresh
+    of a held key) costs nothing here: the thread wakes at the old one, asks
+    again, and sleeps on.
     """
 
     def __init__(
         self,
-        expire: Callable[[str, float], bool],
+        due: Callable[[], float | None],
+        expire: Callable[[float], int],
         clock: Callable[[], float],
         grace: float = DEFAULT_GRACE,
     ) -> None:
+        self._due = due
         self._expire = expire
         self._clock = clock
         self.grace = grace
-        self._deadlines: dict[str, float] = {}
-        self._cond = threading.Condition()
+        self._wake = threading.Event()
         self._running = False
         self._thread: threading.Thread | None = None
         self.fired = 0  # zeros published by the watchdog (the loop was late)
-
-    def start(self) -> None:
-        with self._cond:
-            if self._thread is not None:
-                return
-            self._running = True
-            self._thread = threading.Thread(target=self._run, name="viewer-bridge-watchdog", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        with self._cond:
-            thread, self._thread = self._thread, None
-            self._running = False
-            self._deadlines.clear()
-            self._cond.notify()
-        if thread is not None:
-            thread.join()
 
     @property
     def thread(self) -> threading.Thread | None:
         return self._thread
 
-    def arm(self, stream: str, deadline: float) -> None:
-        with self._cond:
-            earliest = min(self._deadlines.values(), default=None)
-            self._deadlines[stream] = deadline
-            if earliest is None or deadline < earliest:
-                self._cond.notify()
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="viewer-bridge-watchdog", daemon=True)
+        self._thread.start()
 
-    def disarm(self, stream: str) -> None:
-        with self._cond:
-            self._deadlines.pop(stream, None)
+    def stop(self) -> None:
+        thread, self._thread = self._thread, None
+        self._running = False
+        self._wake.set()
+        if thread is not None:
+            thread.join()
+
+    def poke(self) -> None:
+        """A deadline appeared or moved earlier: look again now."""
+        self._wake.set()
 
     def _run(self) -> None:
-        with self._cond:
-            while self._running:
-                if not self._deadlines:
-                    self._cond.wait()
+        wake = self._wake
+        while self._running:
+            # Cleared before looking, so a poke while we look makes the wait below return at once.
+            wake.clear()
+            try:
+                deadline = self._due()
+                timeout = None if deadline is None else deadline + self.grace - self._clock()
+                if timeout is not None and timeout <= 0:
+                    self.fired += self._expire(self._clock())
                     continue
-                stream, deadline = min(self._deadlines.items(), key=lambda item: item[1])
-                wait = deadline + self.grace - self._clock()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                del self._deadlines[stream]
-                # expire() takes the outlet's lock; release ours so arm() from the loop never waits on it.
-                self._cond.release()
-                try:
-                    if self._expire(stream, deadline):
-                        self.fired += 1
-                except Exception:
-                    log.exception("the watchdog could not publish the zero for %s", stream)
-                finally:
-                    self._cond.acquire()
+            except Exception:
+                log.exception("the watchdog could not check or publish the zero")
+                timeout = self.grace
+            wake.wait(timeout)

@@ -49,6 +49,7 @@ import msgspec
 
 from viewer_bridge.core.protocol import (
     Click,
+    Estop,
     Event,
     ProtocolError,
     Reason,
@@ -60,6 +61,7 @@ from viewer_bridge.core.protocol import (
 from viewer_bridge.core.ratelimit import TokenBucket
 
 __all__ = [
+    "Answered",
     "Close",
     "CloseCode",
     "Connection",
@@ -121,6 +123,12 @@ class Pong(msgspec.Struct, frozen=True, gc=False):
     payload: bytes
 
 
+class Answered(msgspec.Struct, frozen=True, gc=False):
+    """The client answered a ping of ours with this payload (the server measures its round trip)."""
+
+    payload: bytes
+
+
 class Close(msgspec.Struct, frozen=True, gc=False):
     """Send a close frame with ``code`` and ``reason`` and end the connection.
 
@@ -134,7 +142,7 @@ class Close(msgspec.Struct, frozen=True, gc=False):
     answered: bool = False
 
 
-Result = Union[Event, Refusal, Pong, Close, None]
+Result = Union[Event, Refusal, Pong, Answered, Close, None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +259,10 @@ class Connection:
     """
 
     __slots__ = (
+        "_allow",
         "_assembler",
+        "_charge",
+        "_max_size",
         "_messages",
         "_over_since",
         "_state",
@@ -268,6 +279,10 @@ class Connection:
         self._messages = TokenBucket(limits.rate, limits.burst, now)
         self._work = TokenBucket(limits.work_rate, limits.work_burst, now, floor=-limits.work_burst)
         self._assembler: MessageAssembler | None = None
+        # Bound once: receive() runs for every frame.
+        self._charge = self._work.charge
+        self._allow = self._messages.allow
+        self._max_size = limits.max_message_size
         self._state = _State.OPEN
         self._over_since: float | None = None
         self._told_rate_limited = -math.inf
@@ -289,28 +304,33 @@ class Connection:
         if self._over_since is not None and self._work.level(now) >= self.limits.work_burst / 2:
             self._over_since = None  # the budget refilled halfway: that flood is over
         # Charged before anything is parsed: the cost of looking at a frame is paid whatever it holds.
-        level = self._work.charge(1.0 + len(payload) * _KIB, now)
-        if level < 0.0:
+        if self._charge(1.0 + len(payload) * _KIB, now) < 0.0:
             flood = self._in_debt(now)
             if flood is not None:
                 return flood
         if rsv:
             return self._fail(CloseCode.PROTOCOL_ERROR, f"reserved bits {rsv:#x} set, but no extension was negotiated")
-        if opcode == _TEXT and fin and self._assembler is None:
-            message = payload  # the common case: a whole message in one frame
-        elif opcode >= Opcode.CLOSE:
+        if opcode == _TEXT and fin and self._assembler is None and len(payload) <= self._max_size:
+            # The common case, in one piece: a whole message in one frame, a valid twist.
+            try:
+                event = parse_message(payload)
+            except ProtocolError as exc:
+                return self._penalize(now) or Refusal(exc.reason, exc.detail, exc.field)
+            if type(event) is TwistCommand:
+                if (
+                    event.linear_x or event.linear_y or event.linear_z
+                    or event.angular_x or event.angular_y or event.angular_z
+                ) and not self._allow(now):
+                    return self._rate_limited(now)
+                return event  # a zero twist is never limited: a client's own rate must not keep its robot moving
+            return self._event(event, now)
+        if opcode >= Opcode.CLOSE:
             return self._control(opcode, payload, now)
-        else:
-            assembled = self._assemble(opcode, fin, payload, now)
-            if not isinstance(assembled, bytes):
-                return assembled
-            message = assembled
-        if len(message) > self.limits.max_message_size:
-            return self._fail(
-                CloseCode.MESSAGE_TOO_BIG,
-                f"message of {len(message)} bytes exceeds the {self.limits.max_message_size}-byte limit",
-            )
-        return self._message(message, now)
+        # Fragments, binary frames, and a frame too big (the assembler refuses it by size).
+        assembled = self._assemble(opcode, fin, payload, now)
+        if not isinstance(assembled, bytes):
+            return assembled
+        return self._message(assembled, now)
 
     def resumed(self, now: float) -> None:
         """The server has started reading again after :attr:`pause_until`."""
@@ -345,11 +365,14 @@ class Connection:
             event = parse_message(data)
         except ProtocolError as exc:
             return self._penalize(now) or Refusal(exc.reason, exc.detail, exc.field)
+        return self._event(event, now)
+
+    def _event(self, event: Event, now: float) -> Result:
         kind = type(event)
-        if kind is Stop or (kind is TwistCommand and _is_zero(event)):  # type: ignore[arg-type]
+        if kind is Stop or kind is Estop or (kind is TwistCommand and _is_zero(event)):  # type: ignore[arg-type]
             # Never limited: a client's own rate must not keep its robot moving.
             return event
-        if not self._messages.allow(now):
+        if not self._allow(now):
             return self._rate_limited(now)
         if kind is Click and event.z is None:  # type: ignore[union-attr]
             assert isinstance(event, Click)
@@ -378,7 +401,7 @@ class Connection:
         if opcode == Opcode.PING:
             return Pong(payload)
         if opcode == Opcode.PONG:
-            return None
+            return Answered(payload) if payload else None
         if opcode == Opcode.CLOSE:
             self._state = _State.CLOSED
             if len(payload) >= 2:

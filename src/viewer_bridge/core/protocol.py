@@ -14,6 +14,7 @@ per bad frame, never for good ones).
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 from typing import Any, Final, Union
@@ -23,14 +24,23 @@ import msgspec
 from viewer_bridge.core.messages import Twist, Vector3
 
 __all__ = [
+    "Axes",
     "Click",
+    "ErrorFrame",
+    "Estop",
+    "EstopClear",
+    "EstopState",
     "Event",
     "Heartbeat",
     "ProtocolError",
     "Reason",
+    "ServerFrame",
+    "Status",
     "Stop",
     "TwistCommand",
+    "decode_server_frame",
     "encode_error",
+    "encode_status",
     "parse_message",
 ]
 
@@ -39,21 +49,27 @@ __all__ = [
 MAX_TIMESTAMP_MS: Final = (2**31 - 1) * 1000
 
 
-class Reason:
+class Reason(enum.StrEnum):
     """Stable, machine-readable rejection reasons sent to clients and used as metric labels."""
 
-    BINARY_FRAME: Final = "binary_frame"
-    INVALID_UTF8: Final = "invalid_utf8"
-    INVALID_JSON: Final = "invalid_json"
-    NOT_AN_OBJECT: Final = "not_an_object"
-    MISSING_TYPE: Final = "missing_type"
-    UNKNOWN_TYPE: Final = "unknown_type"
-    INVALID_FIELD: Final = "invalid_field"
-    NON_FINITE: Final = "non_finite"
-    MESSAGE_TOO_BIG: Final = "message_too_big"
-    CLICK_NOT_3D: Final = "click_not_3d"
-    NOT_DRIVER: Final = "not_driver"
-    RATE_LIMITED: Final = "rate_limited"
+    BINARY_FRAME = "binary_frame"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_TYPE = "missing_type"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_FIELD = "invalid_field"
+    NON_FINITE = "non_finite"
+    MESSAGE_TOO_BIG = "message_too_big"
+    CLICK_NOT_3D = "click_not_3d"
+    GOAL_OUT_OF_RANGE = "goal_out_of_range"
+    NOT_DRIVER = "not_driver"
+    RATE_LIMITED = "rate_limited"
+    FORBIDDEN = "forbidden"
+    ESTOPPED = "estopped"
+    STOPPED_BY_OTHER = "stopped_by_other"
+    LINK_TOO_SLOW = "link_too_slow"
+    STALE = "stale"
 
 
 class ProtocolError(Exception):
@@ -74,10 +90,81 @@ class ProtocolError(Exception):
 
 def encode_error(reason: str, detail: str, field: str | None = None) -> bytes:
     """The JSON error frame sent back to a client: ``{"type":"error","reason":...}``."""
-    body: dict[str, str] = {"type": "error", "reason": reason, "detail": detail}
-    if field is not None:
-        body["field"] = field
-    return msgspec.json.encode(body)
+    return _encoder.encode(ErrorFrame(reason, detail, field))
+
+
+# -- frames the bridge sends ------------------------------------------------------------
+
+
+class ErrorFrame(msgspec.Struct, tag_field="type", tag="error", frozen=True, omit_defaults=True):
+    """Why a message was refused: ``reason`` is stable (see :class:`Reason`), ``detail`` is for people."""
+
+    reason: str
+    detail: str
+    field: Union[str, None] = None
+
+
+class Axes(msgspec.Struct, frozen=True):
+    """A velocity command's six components, as the protocol names them."""
+
+    linear_x: float = 0.0
+    linear_y: float = 0.0
+    linear_z: float = 0.0
+    angular_x: float = 0.0
+    angular_y: float = 0.0
+    angular_z: float = 0.0
+
+    @classmethod
+    def of(cls, twist: Twist) -> Axes:
+        lin, ang = twist.linear, twist.angular
+        return cls(lin.x, lin.y, lin.z, ang.x, ang.y, ang.z)
+
+
+class EstopState(msgspec.Struct, frozen=True):
+    """A latched e-stop: who latched it, when (epoch seconds), why."""
+
+    by: str
+    at: float
+    reason: Union[str, None] = None
+
+
+class Status(msgspec.Struct, tag_field="type", tag="status", frozen=True, kw_only=True):
+    """What the bridge tells each client on connect and whenever it changes (at most 10 per second).
+
+    ``you`` is this client's name in the bridge (its token's name, or its
+    address and id); ``driver`` who drives (``None``: nobody) and
+    ``you_drive`` whether that is you. ``command`` is the command in force
+    after the limits and the link's speed factor. ``stopped_by`` says who
+    stopped you while you drove: release (``stop``, a zero twist, or let go)
+    before driving again. ``speed_factor`` is what your link allows (``None``:
+    too slow to drive), from ``rtt_ms``, your measured round trip.
+    """
+
+    you: str
+    driver: Union[str, None] = None
+    you_drive: bool = False
+    command: Union[Axes, None] = None
+    estop: Union[EstopState, None] = None
+    stopped_by: Union[str, None] = None
+    deadman_remaining_s: Union[float, None] = None
+    rtt_ms: Union[float, None] = None
+    speed_factor: Union[float, None] = 1.0
+    clients: int = 0
+
+
+ServerFrame = Union[Status, ErrorFrame]
+_encoder: Final = msgspec.json.Encoder()
+_server_frames: Final = msgspec.json.Decoder(ServerFrame)
+
+
+def encode_status(status: Status) -> bytes:
+    return _encoder.encode(status)
+
+
+def decode_server_frame(data: bytes | str) -> ServerFrame:
+    """A frame from the bridge (for clients). Raises ``msgspec.DecodeError``/``ValidationError`` otherwise."""
+    frame: ServerFrame = _server_frames.decode(data)
+    return frame
 
 
 class Click(msgspec.Struct, tag_field="type", tag="click", frozen=True, gc=False):
@@ -94,7 +181,12 @@ class Click(msgspec.Struct, tag_field="type", tag="click", frozen=True, gc=False
 
 
 class TwistCommand(msgspec.Struct, tag_field="type", tag="twist", frozen=True, gc=False):
-    """A velocity command; a missing component is 0, as in DimOS."""
+    """A velocity command; a missing component is 0, as in DimOS.
+
+    ``timestamp_ms`` (wall-clock epoch milliseconds when the client sent it) is
+    this project's extension: our clients add it so the bridge can refuse a
+    command that spent too long on its way (``stale``); the viewer sends none.
+    """
 
     linear_x: float = 0.0
     linear_y: float = 0.0
@@ -102,6 +194,7 @@ class TwistCommand(msgspec.Struct, tag_field="type", tag="twist", frozen=True, g
     angular_x: float = 0.0
     angular_y: float = 0.0
     angular_z: float = 0.0
+    timestamp_ms: Union[float, None] = None
 
     def to_twist(self) -> Twist:
         return Twist(
@@ -120,9 +213,23 @@ class Heartbeat(msgspec.Struct, tag_field="type", tag="heartbeat", frozen=True, 
     timestamp_ms: Union[float, None] = None
 
 
-Event = Union[Click, TwistCommand, Stop, Heartbeat]
+# Longest e-stop reason kept (it is shown to every operator and logged).
+MAX_REASON: Final = 200
 
-_KNOWN_TYPES: Final = ("click", "twist", "stop", "heartbeat")
+
+class Estop(msgspec.Struct, tag_field="type", tag="estop", frozen=True, gc=False):
+    """Latch the emergency stop (this project's extension): one zero now, no driving until cleared."""
+
+    reason: Union[str, None] = None
+
+
+class EstopClear(msgspec.Struct, tag_field="type", tag="estop_clear", frozen=True, gc=False):
+    """Release a latched emergency stop (this project's extension)."""
+
+
+Event = Union[Click, TwistCommand, Stop, Heartbeat, Estop, EstopClear]
+
+_KNOWN_TYPES: Final = ("click", "twist", "stop", "heartbeat", "estop", "estop_clear")
 _decoder: Final = msgspec.json.Decoder(Event)
 
 
@@ -143,8 +250,15 @@ def parse_message(data: bytes | str) -> Event:
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
         # msgspec reports invalid UTF-8 inside a string as UnicodeDecodeError.
         raise _explain(data) from None
-    if type(event) is Click or type(event) is Heartbeat:
-        ts = event.timestamp_ms
+    kind = type(event)
+    if kind is Estop:
+        reason = event.reason  # type: ignore[union-attr]
+        if reason is not None and len(reason) > MAX_REASON:
+            raise ProtocolError(
+                Reason.INVALID_FIELD, f"reason is {len(reason)} characters; at most {MAX_REASON}", "reason"
+            )
+    elif kind is not Stop and kind is not EstopClear:
+        ts = event.timestamp_ms  # type: ignore[union-attr]
         if ts is not None and not 0 <= ts <= MAX_TIMESTAMP_MS:
             raise ProtocolError(
                 Reason.INVALID_FIELD,

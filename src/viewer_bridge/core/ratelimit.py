@@ -49,9 +49,15 @@ class TokenBucket:
                 tokens = min(self.burst, tokens + elapsed * self.rate)
         return tokens
 
+    # allow() and charge() run for every frame, so they repeat level()'s arithmetic inline.
+
     def allow(self, now: float) -> bool:
         """Spend one token if one is available; say whether it was."""
-        tokens = self.level(now)
+        tokens = self._tokens
+        if tokens < self.burst:
+            tokens += (now - self._updated) * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
         self._updated = now
         if tokens >= 1.0:
             self._tokens = tokens - 1.0
@@ -61,7 +67,14 @@ class TokenBucket:
 
     def charge(self, cost: float, now: float) -> float:
         """Spend ``cost`` tokens whatever the level, down to ``floor``; returns the new level."""
-        tokens = max(self.floor, self.level(now) - cost)
+        tokens = self._tokens
+        if tokens < self.burst:
+            tokens += (now - self._updated) * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
+        tokens -= cost
+        if tokens < self.floor:
+            tokens = self.floor
         self._tokens = tokens
         self._updated = now
         return tokens

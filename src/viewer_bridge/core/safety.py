@@ -14,8 +14,18 @@ The rules, and why:
   lease; other clients' twists are refused (``not_driver``) until it stops,
   disconnects or falls silent. Two people steering one robot at once is
   never what either of them meant.
-* Anyone may stop. An explicit ``stop`` from any client publishes one zero
-  and ends the lease at once: an emergency stop must not need permission.
+* Anyone may stop, and every explicit stop acts. A ``stop`` from any client
+  publishes one zero and ends the lease at once, whoever drives or nobody:
+  after a bridge restart, or with another command source on the robot's
+  bus, the operator's stop must still reach the robot.
+* A stop lasts until the driver lets go. When someone else stops the driver
+  (or an e-stop is latched), the driver's continuing twists are refused
+  (``stopped_by_other``) until it releases: a ``stop``, a zero twist, or
+  silence past the deadman. Otherwise the next key repeat would take the
+  lease straight back and drive on.
+* A latched e-stop holds until someone clears it: one zero at once, the
+  ``estop`` stream set, and every twist refused (``estopped``), whoever
+  latched it and whether or not they are still connected.
 * A deadman on silence and on disconnect. The viewer sends twists only while
   a key is held and may vanish without a close frame; if the driver's last
   command was non-zero and nothing refreshes it for ``deadman_timeout``
@@ -40,6 +50,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+import msgspec
+
 from viewer_bridge.core.messages import Bool, Message, Twist, Vector3
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,6 +69,7 @@ class Cause(enum.StrEnum):
     """Why a drive ended (and one zero twist was published); used in logs and metric labels."""
 
     STOP = "stop"
+    ESTOP = "estop"
     RELEASE = "release"
     DEADMAN = "deadman"
     DISCONNECT = "disconnect"
@@ -68,6 +81,8 @@ class Refused(enum.StrEnum):
 
     NON_FINITE = "non_finite"
     NOT_DRIVER = "not_driver"
+    STOPPED_BY_OTHER = "stopped_by_other"
+    ESTOPPED = "estopped"
 
 
 @dataclass(frozen=True)
@@ -121,8 +136,11 @@ class Limits:
 
 TELE_CMD_VEL: Final = "tele_cmd_vel"
 STOP_MOVEMENT: Final = "stop_movement"
+ESTOP: Final = "estop"
 _ZERO: Final = Twist.zero()
 _STOP_MOVEMENT: Final = Bool(True)
+_LATCHED: Final = Bool(True)
+_CLEARED: Final = Bool(False)
 
 Publish = tuple[str, Message]
 
@@ -135,15 +153,15 @@ def _finite(twist: Twist) -> bool:
     return total - total == 0.0 or twist.is_finite()
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True, gc=False):
     """What one input led to.
 
     ``publish`` lists ``(stream, message)`` pairs to publish, in order.
     ``expires`` is when the command just published lapses unless refreshed
     (``None`` when nothing non-zero was published). ``started`` names the
     client that took the lease with this input; ``ended`` says why a drive
-    ended with it, and ``previous`` who was driving.
+    ended with it, and ``previous`` who was driving. ``by`` names who is
+    to blame for a refusal (who stopped the driver, who latched the e-stop).
     """
 
     publish: tuple[Publish, ...] = ()
@@ -152,11 +170,21 @@ class Decision:
     started: ClientId | None = None
     ended: Cause | None = None
     previous: ClientId | None = None
+    by: ClientId | None = None
 
 
 _NOTHING: Final = Decision()
+_ONE_ZERO: Final = Decision(((TELE_CMD_VEL, _ZERO),))
 _NOT_DRIVER: Final = Decision(refused=Refused.NOT_DRIVER)
 _NON_FINITE: Final = Decision(refused=Refused.NON_FINITE)
+
+
+class Latch(msgspec.Struct, frozen=True):
+    """A latched e-stop: who latched it, when (wall-clock epoch seconds) and why."""
+
+    by: str
+    at: float
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +197,9 @@ class SafetySnapshot:
     clamped: int
     lease_changes: int
     zeros: dict[str, int] = field(default_factory=dict)
+    estop: Latch | None = None
+    held: dict[ClientId, ClientId] = field(default_factory=dict)
+    """Clients stopped by someone else, who must release before driving again: client -> who stopped it."""
 
 
 class SafetyController:
@@ -179,7 +210,8 @@ class SafetyController:
     rate while it is valid, for bases whose own watchdog is shorter than the
     gaps between the viewer's key repeats. ``announce_drive`` publishes one
     ``stop_movement`` when someone starts driving, so a planner cancels its
-    goal (the original DimOS server's behaviour).
+    goal (the original DimOS server's behaviour). ``estop`` starts the
+    controller latched (a latch restored from the state file after a restart).
     """
 
     def __init__(
@@ -189,6 +221,7 @@ class SafetyController:
         republish_hz: float = 0.0,
         limits: Limits | None = None,
         announce_drive: bool = True,
+        estop: Latch | None = None,
     ) -> None:
         if not (math.isfinite(deadman_timeout) and deadman_timeout > 0):
             raise ValueError(f"deadman_timeout must be a finite number > 0, got {deadman_timeout!r}")
@@ -198,6 +231,9 @@ class SafetyController:
         self.republish_period = 1.0 / republish_hz if republish_hz > 0 else 0.0
         self.limits = limits or Limits()
         self.announce_drive = announce_drive
+        self.estop = estop
+        # A driver stopped by someone else -> (who stopped it, when it last sent a twist).
+        self._held: dict[ClientId, tuple[ClientId, float]] = {}
         self._identity = self.limits.is_identity
         self.driver: ClientId | None = None
         self.command: Twist | None = None  # the non-zero command in force, if any
@@ -210,15 +246,21 @@ class SafetyController:
 
     # -- inputs -----------------------------------------------------------
 
-    def twist(self, client: ClientId, twist: Twist, now: float) -> Decision:
-        """A twist from ``client`` at ``now``."""
+    def twist(self, client: ClientId, twist: Twist, now: float, factor: float = 1.0) -> Decision:
+        """A twist from ``client`` at ``now``; ``factor`` (0..1) scales it after the limits (a slow link)."""
         driver = self.driver
         if driver is not None and now >= self.last_command_at + self.deadman_timeout:
             # The command in force lapsed before this one was handled (a late timer): end that drive first.
             ended = self._halt(Cause.DEADMAN)
-            return self._merge(ended, self.twist(client, twist, now))
+            return self._merge(ended, self.twist(client, twist, now, factor))
         if driver is not None and driver != client:
             return _NOT_DRIVER
+        if self.estop is not None:
+            return _ESTOPPED
+        if self._held and client in self._held:
+            refused = self._still_held(client, twist, now)
+            if refused is not None:
+                return refused
         # Non-finite input is refused whole, never clamped into range; and a
         # finite input that scaling pushes past the float range is refused too.
         if not _finite(twist):
@@ -229,6 +271,8 @@ class SafetyController:
                 return _NON_FINITE
             if clamped:
                 self.clamped += 1
+        if factor != 1.0:
+            twist = _scaled(twist, factor)
         lin, ang = twist.linear, twist.angular
         if not (lin.x or lin.y or lin.z or ang.x or ang.y or ang.z):
             if driver is not None:
@@ -252,13 +296,47 @@ class SafetyController:
         return Decision(((TELE_CMD_VEL, twist),), expires=expires)
 
     def stop(self, client: ClientId, now: float) -> Decision:
-        """An explicit ``stop`` from any client: honoured at once."""
-        if self.driver is not None:
+        """An explicit ``stop`` from any client: one zero at once, whoever drives or nobody."""
+        # A stop is also its sender's release, if someone else had stopped it.
+        self._held.pop(client, None)
+        driver = self.driver
+        if driver is not None:
+            if driver != client:
+                self._held[driver] = (client, now)
             return self._halt(Cause.STOP)
-        return _NOTHING
+        self.zeros[Cause.STOP] = self.zeros.get(Cause.STOP, 0) + 1
+        return _ONE_ZERO
+
+    def latch(self, client: ClientId, name: str, wall: float, now: float, reason: str | None = None) -> Decision:
+        """Latch the e-stop (``name`` shows who, ``wall`` when): one zero now, ``estop`` set, no driving until cleared.
+
+        Latching an already latched e-stop changes nothing.
+        """
+        if self.estop is not None:
+            return _NOTHING
+        self.estop = Latch(name, wall, reason)
+        driver = self.driver
+        if driver is not None:
+            self._held[driver] = (client, now)
+            halted = self._halt(Cause.ESTOP)
+            return Decision(((ESTOP, _LATCHED), *halted.publish), ended=Cause.ESTOP, previous=driver)
+        self.zeros[Cause.ESTOP] = self.zeros.get(Cause.ESTOP, 0) + 1
+        return Decision(((ESTOP, _LATCHED), (TELE_CMD_VEL, _ZERO)))
+
+    def clear(self, client: ClientId, now: float) -> Decision:
+        """Release a latched e-stop. Whoever was driving when it latched must still release before driving."""
+        if self.estop is None:
+            return _NOTHING
+        self.estop = None
+        return Decision(((ESTOP, _CLEARED),))
+
+    def click_refused(self) -> Refused | None:
+        """Whether a click (a navigation goal) may be published now."""
+        return Refused.ESTOPPED if self.estop is not None else None
 
     def disconnect(self, client: ClientId, now: float) -> Decision:
         """``client``'s connection ended, however it ended."""
+        self._held.pop(client, None)
         if self.driver is not None and self.driver == client:
             return self._halt(Cause.DISCONNECT)
         return _NOTHING
@@ -297,10 +375,30 @@ class SafetyController:
     def snapshot(self) -> SafetySnapshot:
         deadline = self.last_command_at + self.deadman_timeout if self.driver is not None else None
         return SafetySnapshot(
-            self.driver, self.command, deadline, self.clamped, self.lease_changes, dict(self.zeros)
+            self.driver,
+            self.command,
+            deadline,
+            self.clamped,
+            self.lease_changes,
+            dict(self.zeros),
+            self.estop,
+            {client: who for client, (who, _) in self._held.items()},
         )
 
     # -- internals --------------------------------------------------------
+
+    def _still_held(self, client: ClientId, twist: Twist, now: float) -> Decision | None:
+        """A twist from a client someone else stopped: refused until it lets go (None: it has)."""
+        who, last = self._held[client]
+        lin, ang = twist.linear, twist.angular
+        if now - last >= self.deadman_timeout:
+            del self._held[client]  # silence past the deadman: the key was let go
+            return None
+        if not (lin.x or lin.y or lin.z or ang.x or ang.y or ang.z):
+            del self._held[client]  # a zero twist: the key was let go (nothing to publish: nobody drives)
+            return _NOTHING
+        self._held[client] = (who, now)
+        return Decision(refused=Refused.STOPPED_BY_OTHER, by=who)
 
     def _halt(self, cause: Cause) -> Decision:
         previous = self.driver
@@ -321,4 +419,16 @@ class SafetyController:
             then.started,
             first.ended,
             first.previous,
+            then.by,
         )
+
+
+_ESTOPPED: Final = Decision(refused=Refused.ESTOPPED)
+
+
+def _scaled(twist: Twist, factor: float) -> Twist:
+    lin, ang = twist.linear, twist.angular
+    return Twist(
+        Vector3(lin.x * factor, lin.y * factor, lin.z * factor),
+        Vector3(ang.x * factor, ang.y * factor, ang.z * factor),
+    )

@@ -1,11 +1,18 @@
-"""HTTP on the bridge's port, before any WebSocket upgrade: who may connect, and the small endpoints.
+"""HTTP on the bridge's port: who may connect, and the small endpoints.
 
-picows parses each request's head and calls :meth:`HttpRoutes.route`, which
-returns either a session (the WebSocket path, once the token, Origin and
-connection cap allow it) or a finished response: ``/healthz``, ``/metrics``
-and ``/status`` (token required when one is set), the browser page's files,
-or an error (401, 403, 404, 503) with a JSON body saying why. Every refusal
-is counted by status and logged with the request target redacted.
+The :class:`~viewer_bridge.server.front.FrontDoor` parses each request head
+and asks :meth:`HttpRoutes.front` what to do with it:
+
+* a WebSocket upgrade on the viewer path, once the token, Origin and
+  connection cap allow it, becomes an :class:`~viewer_bridge.server.front.Upgrade`
+  carrying a new session (picows completes the handshake);
+* ``/healthz`` (503 when the bridge is not taking commands, with the
+  reasons), ``/metrics`` and ``/status`` answer with the token when one is set;
+* anything else is the browser page's files, or an error (401, 403, 404,
+  405, 426, 503) with a JSON body saying why.
+
+Every refusal is counted by status and logged with the request target
+redacted.
 """
 
 from __future__ import annotations
@@ -13,11 +20,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
-
-from picows import WSListener, WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
+from typing import TYPE_CHECKING, Final
 
 from viewer_bridge.core.auth import check_origin, check_token, redact_target, split_target
+from viewer_bridge.server.front import Request, Response, Upgrade
 from viewer_bridge.server.metrics import render_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,6 +35,9 @@ log = logging.getLogger(__name__)
 
 StaticResponder = Callable[[str, Mapping[str, str]], "tuple[bytes, dict[str, str]] | None"]
 
+_READ_METHODS: Final = ("GET", "HEAD")
+_JSON: Final = {"Content-Type": "application/json"}
+
 
 class HttpRoutes:
     """The request router of one server (runs on its event loop)."""
@@ -37,13 +46,24 @@ class HttpRoutes:
         self._server = server
         self.static: StaticResponder | None = None
 
-    def route(self, request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener:
+    def body_limit(self, request: Request) -> int:
+        """The largest request body accepted (the endpoints here take none, or small JSON)."""
+        return 4096
+
+    def front(self, request: Request) -> Response | Upgrade:
         server = self._server
         config = server.config
-        target = request.path.decode("latin-1")
+        target = request.target
         path, query = split_target(target)
         headers = request.headers
-        if path == config.path:
+        if "websocket" in headers.get("upgrade", "").lower():
+            if path != config.path:
+                return self.refuse(404, f"nothing to upgrade at {path}; the viewer endpoint is {config.path}", target)
+            if request.method != "GET":
+                return self.refuse(405, "a WebSocket upgrade is a GET", target, {"Allow": "GET"})
+            if headers.get("sec-websocket-version") != "13":
+                # RFC 6455 section 4.4: say which version we speak.
+                return self.refuse(426, "WebSocket version 13 only", target, {"Sec-WebSocket-Version": "13"})
             if not check_token(server.token, query, headers):
                 return self.refuse(401, "missing or wrong token", target, {"WWW-Authenticate": "Bearer"})
             if not check_origin(headers.get("origin"), headers.get("host"), config.allowed_origins, server.secure):
@@ -52,7 +72,13 @@ class HttpRoutes:
                 return self.refuse(
                     503, f"connection limit reached ({config.max_connections})", target, {"Retry-After": "1"}
                 )
-            return server.new_session()
+            return Upgrade(server.new_session())
+        if path == config.path:
+            return self.refuse(
+                426, "this is the WebSocket endpoint: upgrade to websocket", target, {"Upgrade": "websocket"}
+            )
+        if request.method not in _READ_METHODS:
+            return self.refuse(405, f"{request.method} is not supported at {path}", target, {"Allow": "GET, HEAD"})
         if path in ("/healthz", "/metrics", "/status"):
             if not check_token(server.token, query, headers):
                 return self.refuse(401, "missing or wrong token", target, {"WWW-Authenticate": "Bearer"})
@@ -60,36 +86,28 @@ class HttpRoutes:
                 return _ok(render_metrics(server.registry), "text/plain; version=0.0.4; charset=utf-8")
             if path == "/healthz":
                 health = server.health()
-                status = 200 if health["up"] else 503
-                return _respond(status, _json(health), {"Content-Type": "application/json"})
+                return Response(200 if health["up"] else 503, _json(health), _no_store(_JSON))
             return _ok(_json(server.client_status()), "application/json")
         if self.static is not None:
             found = self.static(path, headers)
             if found is not None:
                 body, response_headers = found
-                return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(body, response_headers), None)
+                return Response(200, body, response_headers)
         return self.refuse(404, f"nothing at {path}; the viewer endpoint is {config.path}", target)
 
-    def refuse(
-        self, status: int, why: str, target: str, headers: dict[str, str] | None = None
-    ) -> WSUpgradeResponseWithListener:
+    def refuse(self, status: int, why: str, target: str, headers: dict[str, str] | None = None) -> Response:
         self._server.stats.http_refused[status] += 1
         log.info("HTTP %d for %s: %s", status, redact_target(target), why)
         body = _json({"type": "error", "status": status, "reason": why})
-        return _respond(status, body, {"Content-Type": "application/json", **(headers or {})})
+        return Response(status, body, _no_store({**_JSON, **(headers or {})}))
 
 
-def _ok(body: bytes, content_type: str) -> WSUpgradeResponseWithListener:
-    return _respond(200, body, {"Content-Type": content_type})
+def _ok(body: bytes, content_type: str) -> Response:
+    return Response(200, body, _no_store({"Content-Type": content_type}))
 
 
-def _respond(status: int, body: bytes, headers: dict[str, str]) -> WSUpgradeResponseWithListener:
-    headers = {"Cache-Control": "no-store", **headers}
-    if status == 200:
-        response = WSUpgradeResponse.create_ok_response(body, headers)
-    else:
-        response = WSUpgradeResponse.create_error_response(status, body, headers)
-    return WSUpgradeResponseWithListener(response, None)
+def _no_store(headers: Mapping[str, str]) -> dict[str, str]:
+    return {"Cache-Control": "no-store", **headers}
 
 
 def _json(value: object) -> bytes:

@@ -28,8 +28,10 @@ loop's own timers) but not the buses, and not the watchdog's zero. The
 threaded server (:class:`~viewer_bridge.server.threaded.RerunWebSocketServer`)
 calls them on their own lane instead, so there they delay only each other.
 
-HTTP on the same port is answered before any upgrade by
-:class:`~viewer_bridge.server.http.HttpRoutes`.
+Every connection starts at the :class:`~viewer_bridge.server.front.FrontDoor`,
+which reads the request head and asks :class:`~viewer_bridge.server.http.HttpRoutes`
+whether to hand it to picows (a WebSocket upgrade) or answer it (every other
+request).
 """
 
 from __future__ import annotations
@@ -66,10 +68,12 @@ from viewer_bridge.bus.streams import Stream
 from viewer_bridge.bus.transports import Transport, create_transport
 from viewer_bridge.config import BridgeConfig, ConfigError, from_mapping
 from viewer_bridge.core.connection import Close, CloseCode, Connection, ConnectionLimits, Pong, Refusal
+from viewer_bridge.core.goals import goal_out_of_range
 from viewer_bridge.core.messages import Bool, Message, PointStamped, Twist
-from viewer_bridge.core.protocol import Click, Heartbeat, Stop, TwistCommand
+from viewer_bridge.core.protocol import Click, Heartbeat, Reason, Stop, TwistCommand
 from viewer_bridge.core.safety import TELE_CMD_VEL, Decision, Limits, Refused, SafetyController
 from viewer_bridge.core.topics import STREAM_TYPES, Topic, TopicMap
+from viewer_bridge.server.front import FrontDoor
 from viewer_bridge.server.http import HttpRoutes
 from viewer_bridge.server.metrics import BridgeStats, make_registry
 from viewer_bridge.version import __version__
@@ -308,7 +312,12 @@ class AsyncRerunWebSocketServer:
             deadman_timeout=config.deadman_timeout,
             republish_hz=config.republish_hz,
             limits=Limits.from_config(config),
+            announce_drive=config.stop_movement == "publish",
         )
+        # The DimOS 0.0.15 compatibility profile (docs/dimos.md).
+        self._announce = config.stop_movement == "publish"
+        self._entity_frames = config.click_frame == "entity_path"
+        self._goal_limits = config.max_goal_distance is not None or config.max_goal_height is not None
         self.stats = BridgeStats()
         self.registry = make_registry(self)
         self.wall_clock: Callable[[], float] = time.time
@@ -359,7 +368,9 @@ class AsyncRerunWebSocketServer:
     async def _start(self) -> None:
         config = self.config
         loop = self._loop = asyncio.get_running_loop()
-        self.clock = loop.time
+        # The loop's clock; asyncio's own loop.time() *is* time.monotonic(), called directly where it is
+        # (it is read several times per message, and the method call costs more than the read).
+        self.clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
         self.token = config.resolved_token()
         if not config.is_loopback and not self.token and not config.insecure:
             raise ConfigError(
@@ -392,7 +403,7 @@ class AsyncRerunWebSocketServer:
             self.mux.start(loop, self.transports, self._on_nav)
         try:
             self._server = await loop.create_server(
-                self._protocol,
+                self._front_door,
                 config.host,
                 config.port,
                 ssl=ssl_context,
@@ -407,13 +418,17 @@ class AsyncRerunWebSocketServer:
         self._lag_timer = loop.call_at(self.clock() + _LAG_PERIOD, self._measure_lag, self.clock() + _LAG_PERIOD)
         log.info("listening on %s", self.websocket_url())
 
-    def _protocol(self) -> WSProtocol:
+    def _front_door(self) -> FrontDoor:
+        return FrontDoor(self._http, self._ws_protocol, _HANDSHAKE_TIMEOUT)
+
+    def _ws_protocol(self, session: WSListener) -> WSProtocol:
+        """picows's protocol for a connection the front door has vetted; ``session`` gets its frames."""
         config = self.config
         return _BoundedReads(
             None,  # host:port (client side only)
             None,  # path (client side only)
             False,  # is_client_side
-            self._http.route,
+            lambda _request: session,
             logging.getLogger("viewer_bridge.picows"),
             True,  # disconnect_on_exception
             _HANDSHAKE_TIMEOUT,
@@ -471,7 +486,9 @@ class AsyncRerunWebSocketServer:
         commands_streams = {TELE_CMD_VEL}
         if self.mux is not None:
             commands_streams.add(self.mux.output_topic.stream)
-        return Outlet(lanes, command_streams=commands_streams, clock=clock, inline=inline)
+        loop = self._loop
+        assert loop is not None
+        return Outlet(lanes, command_streams=commands_streams, clock=clock, inline=inline, defer=loop.call_soon)
 
     async def stop(self) -> None:
         """Close every client (1001 Going Away), stop whoever was driving, and stop listening.
@@ -557,6 +574,25 @@ class AsyncRerunWebSocketServer:
         """A session for a request that passed the HTTP checks (called by the router)."""
         client_id = f"{next(self._ids):04x}"
         return _Session(self, client_id, Connection(self.limits, self.clock()))
+
+    async def wait_delivered(self, timeout: float = 5.0) -> bool:
+        """Wait until every message published so far has been handed to the in-process subscribers.
+
+        With subscribers on the loop that is already so; on their own thread
+        (the threaded server) this waits for that thread to catch up. Returns
+        False if it did not within ``timeout`` (a subscriber is stuck).
+        """
+        outlet = self._outlet
+        lanes = [lane for lane in outlet.lanes if lane.kind == "inprocess"] if outlet is not None else []
+        if not lanes:
+            return True
+        reached = [lane.barrier() for lane in lanes]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for event in reached:
+            if not await asyncio.to_thread(event.wait, max(0.0, deadline - loop.time())):
+                return False
+        return True
 
     def owns_thread(self, thread: threading.Thread) -> bool:
         """Whether ``thread`` is one of the bridge's own (a publishing lane's, or the watchdog's)."""
@@ -707,8 +743,16 @@ class AsyncRerunWebSocketServer:
             stats.frames["click"] += 1
             click: Click = result  # type: ignore[assignment]
             assert click.z is not None  # the connection refuses 2D clicks
+            frame_id = click.entity_path if self._entity_frames and click.entity_path else self.config.frame_id
+            if self._goal_limits:
+                refused = goal_out_of_range(
+                    click.x, click.y, click.z, frame_id, self.config.max_goal_distance, self.config.max_goal_height
+                )
+                if refused is not None:
+                    self._refused(session, Refusal(Reason.GOAL_OUT_OF_RANGE, refused[1], refused[0]))
+                    return
             ts = click.timestamp_ms / 1000.0 if click.timestamp_ms else self.wall_clock()
-            self._publish("clicked_point", PointStamped(click.x, click.y, click.z, ts, self.config.frame_id))
+            self._publish("clicked_point", PointStamped(click.x, click.y, click.z, ts, frame_id))
         elif kind is Heartbeat:
             stats.frames["heartbeat"] += 1
             return
@@ -730,7 +774,7 @@ class AsyncRerunWebSocketServer:
                 self._count_reject(session, _CLOSE_REASONS[close.code], close.reason)
             session.close(close)
             return
-        stats.observe_latency(self.clock() - now)
+        stats.latency.observe(self.clock() - now)
 
     def _publish(self, stream: str, message: Message, expires: float | None = None) -> None:
         outlet = self._outlet
@@ -741,6 +785,18 @@ class AsyncRerunWebSocketServer:
 
     def _apply(self, decision: Decision, now: float) -> None:
         """Publish what the safety controller decided, feed the mux, log lease changes, keep the timer."""
+        publish = decision.publish
+        if len(publish) == 1 and self.mux is None and decision.started is None and decision.ended is None:
+            # The common case, a driver's next command, without the general path's bookkeeping.
+            stream, message = publish[0]
+            outlet = self._outlet
+            if outlet is not None:
+                outlet.publish(stream, message, decision.expires)
+                self.stats.published[stream] += 1
+            self._last_command_at = now
+            if self._timer is None and decision.expires is not None:
+                self._arm()
+            return
         announced = False
         for stream, message in decision.publish:
             self._publish(stream, message, decision.expires)
@@ -766,7 +822,7 @@ class AsyncRerunWebSocketServer:
             return
         mux = self.mux
         assert mux is not None
-        if outcome.stop_movement:
+        if outcome.stop_movement and self._announce:
             self._publish("stop_movement", Bool(True))
         if outcome.cmd_vel is not None:
             self._publish(mux.output_topic.stream, outcome.cmd_vel, expires)

@@ -114,6 +114,27 @@ class RerunWebSocketServer:
         """The bridge's state and counters now (driver, zeros by cause, frames, rejects, ...)."""
         return self._server.snapshot()
 
+    def wait_delivered(self, timeout: float = 5.0) -> bool:
+        """Wait until every message the bridge has published so far has reached the subscribers.
+
+        Subscribers run on a thread of their own, a moment after the bridge
+        handles a message; this waits for that thread to catch up (after, for
+        example, a client's ``sync()`` showed the bridge has handled
+        everything the client sent). Returns False after ``timeout`` (a
+        subscriber is stuck, or it was called from a subscriber), and True at
+        once when the bridge is not running.
+        """
+        loop = self._loop
+        if loop is None or self._state is not ServerState.RUNNING:
+            return True
+        if self._on_own_thread():
+            return False  # a subscriber waiting for subscribers would wait for itself
+        future = asyncio.run_coroutine_threadsafe(self._server.wait_delivered(timeout), loop)
+        try:
+            return future.result(timeout + 1.0)
+        except TimeoutError:
+            return False
+
     def websocket_url(self, host: str | None = None) -> str:
         return self._server.websocket_url(host)
 

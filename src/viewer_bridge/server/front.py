@@ -1,0 +1,289 @@
+"""The front door: every connection's request head is read here, then upgraded by picows or answered here.
+
+picows parses only ``GET`` requests and sends each answer as one in-memory
+response. The bridge needs more of HTTP than that: ``POST`` endpoints, big
+files sent in pieces as the client reads them (the Rerun web viewer is
+43 MB), a bound on connections that have not yet said who they are, and
+precise errors for malformed requests. So every accepted connection starts
+with a :class:`FrontDoor`, which
+
+1. reads the request head, bounded in size (``MAX_HEAD``) and time (the
+   handshake timeout; TLS has the same bound for its own handshake);
+2. parses it strictly (RFC 9112 section 3: one request line, ``name: value``
+   fields of token characters and visible bytes); anything else is a 400;
+3. asks the router (:class:`~viewer_bridge.server.http.HttpRoutes`) what to do:
+   an :class:`Upgrade` hands the connection, with the bytes read so far, to
+   a picows protocol whose listener is the session the router made; a
+   :class:`Response` is written here, a large body in chunks with the
+   transport's flow control, and the connection closed.
+
+Nothing here blocks: writing a body only queues what the socket takes and
+waits for ``resume_writing`` to queue more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+__all__ = ["MAX_HEAD", "FrontDoor", "Request", "Response", "Upgrade", "reason_phrase"]
+
+log = logging.getLogger(__name__)
+
+# A request head larger than this is refused (431): real ones are a few hundred bytes.
+MAX_HEAD: Final = 16 * 1024
+# Bodies are written this much at a time, as the transport drains.
+_CHUNK: Final = 256 * 1024
+# The transport may hold this much unsent before writing pauses (asyncio's flow control).
+_HIGH_WATER: Final = 512 * 1024
+_TOKEN: Final = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_FIELD_VALUE: Final = re.compile(rb"^[\t\x20-\x7e\x80-\xff]*$")
+_REASONS: Final = {
+    200: "OK",
+    204: "No Content",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    413: "Content Too Large",
+    426: "Upgrade Required",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def reason_phrase(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+@dataclass(frozen=True)
+class Request:
+    """A parsed request head. Header names are lower-case; values are decoded as latin-1 (RFC 9110 5.5)."""
+
+    method: str
+    target: str
+    headers: Mapping[str, str]
+    peer: tuple[str, int] | None
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class Response:
+    """A complete HTTP answer; the connection closes after it."""
+
+    status: int
+    body: bytes | memoryview = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """Hand the connection to picows; ``listener`` (a WSListener) gets its frames."""
+
+    listener: Any
+
+
+class Router(Protocol):
+    def front(self, request: Request) -> Response | Upgrade: ...
+
+    def body_limit(self, request: Request) -> int: ...
+
+
+MakeProtocol = Callable[[Any], asyncio.BaseProtocol]
+
+
+class FrontDoor(asyncio.BufferedProtocol):
+    """One connection until its request head is read and answered (or handed to picows)."""
+
+    def __init__(
+        self,
+        router: Router,
+        make_ws_protocol: MakeProtocol,
+        timeout: float,
+        on_open: Callable[[FrontDoor], bool] | None = None,
+        on_close: Callable[[FrontDoor], None] | None = None,
+    ) -> None:
+        self._router = router
+        self._make_ws_protocol = make_ws_protocol
+        self._timeout = timeout
+        self._on_open = on_open
+        self._on_close = on_close
+        self._buffer = bytearray(4096)
+        self._used = 0
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._body: memoryview | None = None
+        self._writing = True
+        self._done = False
+        self.peer: tuple[str, int] | None = None
+
+    # -- asyncio.BufferedProtocol -----------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
+        if self._on_open is not None and not self._on_open(self):
+            self._finish()  # refused before reading anything (the caller logged why)
+            transport.abort()
+            return
+        transport.set_write_buffer_limits(high=_HIGH_WATER)
+        self._timer = asyncio.get_running_loop().call_later(self._timeout, self._timed_out)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._used == len(self._buffer):
+            self._buffer.extend(bytes(len(self._buffer)))
+        return memoryview(self._buffer)[self._used :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._done:
+            return
+        self._used += nbytes
+        data = bytes(self._buffer[: self._used])
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            if self._used > MAX_HEAD:
+                self._answer(Response(431, b"request head too large\n"))
+            return
+        request = _parse(data[:end], self.peer)
+        if isinstance(request, Response):
+            self._answer(request)
+            return
+        rest = data[end + 4 :]
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > self._router.body_limit(request):
+                self._answer(Response(413 if length.isdigit() else 400, b"bad or too large Content-Length\n"))
+                return
+            if len(rest) < int(length):
+                if self._used > MAX_HEAD + int(length):
+                    self._answer(Response(413, b"request too large\n"))
+                return  # the rest of the body is still coming
+            request = Request(request.method, request.target, request.headers, request.peer, rest[: int(length)])
+            rest = rest[int(length) :]
+        elif "transfer-encoding" in request.headers:
+            self._answer(Response(400, b"Transfer-Encoding is not supported; send Content-Length\n"))
+            return
+        try:
+            decision = self._router.front(request)
+        except Exception:
+            log.exception("answering %s %s failed", request.method, request.target[:80])
+            decision = Response(500, b"internal error\n")
+        if isinstance(decision, Upgrade):
+            self._hand_over(data[: end + 4], rest, decision)
+        else:
+            self._answer(decision, head_only=request.method == "HEAD")
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    def pause_writing(self) -> None:
+        self._writing = False
+
+    def resume_writing(self) -> None:
+        self._writing = True
+        self._write_more()
+
+    # -- internals ----------------------------------------------------------------
+
+    def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._done:
+            self._done = True
+            if self._on_close is not None:
+                self._on_close(self)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._done or self._transport is None:
+            return
+        log.debug("no complete request from %s within %.0f s; closed", self.peer, self._timeout)
+        self._finish()
+        self._transport.abort()
+
+    def _hand_over(self, head: bytes, rest: bytes, upgrade: Upgrade) -> None:
+        transport = self._transport
+        assert transport is not None
+        self._finish()
+        protocol = self._make_ws_protocol(upgrade.listener)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        _feed(protocol, head + rest)
+
+    def _answer(self, response: Response, head_only: bool = False) -> None:
+        transport = self._transport
+        self._finish()
+        if transport is None or transport.is_closing():
+            return
+        body = memoryview(response.body) if not isinstance(response.body, memoryview) else response.body
+        lines = [f"HTTP/1.1 {response.status} {reason_phrase(response.status)}"]
+        headers = {"Content-Length": str(len(body)), "Connection": "close", **response.headers}
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self._body = None if head_only else body
+        self._write_more()
+
+    def _write_more(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        body = self._body
+        while body is not None and len(body) and self._writing:
+            transport.write(body[:_CHUNK])
+            body = body[_CHUNK:]
+        self._body = body if body is not None and len(body) else None
+        if self._body is None:
+            transport.close()  # after what is queued has been sent
+
+
+def _feed(protocol: Any, data: bytes) -> None:
+    """Give ``data`` to a buffered protocol as if it had just been read."""
+    view = memoryview(data)
+    while len(view):
+        buffer = protocol.get_buffer(len(view))
+        n = min(len(buffer), len(view))
+        buffer[:n] = view[:n]
+        protocol.buffer_updated(n)
+        view = view[n:]
+
+
+def _parse(head: bytes, peer: tuple[str, int] | None) -> Request | Response:
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
+        return Response(400, b"malformed request line\n")
+    method, target, version = parts
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return Response(400, b"HTTP/1.1 only\n")
+    if not all(0x21 <= byte <= 0x7E for byte in target):
+        return Response(400, b"the request target has bytes that are not allowed (RFC 9112 3.2)\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.match(name) or not _FIELD_VALUE.match(value):
+            return Response(400, b"malformed header field\n")
+        key = name.decode("ascii").lower()
+        text = value.strip(b" \t").decode("latin-1")
+        if key in headers:
+            if key in ("host", "content-length", "authorization", "origin", "sec-websocket-key"):
+                return Response(400, f"duplicate {key} header\n".encode())
+            headers[key] = f"{headers[key]}, {text}"
+        else:
+            headers[key] = text
+    return Request(method.decode("ascii"), target.decode("ascii"), headers, peer)
