@@ -22,6 +22,16 @@ finite = st.floats(allow_nan=False, allow_infinity=False)
 vectors = st.builds(Vector3, finite, finite, finite)
 
 
+@pytest.fixture(autouse=True)
+def dimos_lcm_installed() -> None:
+    # These tests compare with dimos-lcm (the lcm extra; make test installs it). Importing it here,
+    # not in the first example that needs it, keeps its import time out of Hypothesis's deadline
+    # whatever order the tests run in.
+    require(importlib.util.find_spec("dimos_lcm") is not None, "dimos-lcm is not installed (pip install -e '.[lcm]')")
+    importlib.import_module("dimos_lcm.geometry_msgs")
+    importlib.import_module("dimos_lcm.std_msgs")
+
+
 def test_twist_helpers() -> None:
     assert Twist.zero().is_zero() and Twist.zero() == Twist(Vector3(), Vector3())
     assert not Twist(Vector3(0.5, 0, 0), Vector3()).is_zero()
@@ -63,10 +73,6 @@ def test_lcm_objects_are_fresh() -> None:
     assert a.linear is not b.linear and a.linear.x == 1 and b.linear.x == 2
 
 
-@pytest.fixture(autouse=True)
-def dimos_lcm_installed() -> None:
-    # These tests compare with dimos-lcm (the lcm extra; make test installs it).
-    require(importlib.util.find_spec("dimos_lcm") is not None, "dimos-lcm is not installed (pip install -e '.[lcm]')")
 
 
 def test_fingerprints_are_dimos_lcms() -> None:
