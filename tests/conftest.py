@@ -144,7 +144,7 @@ class Recorder:
         self._server = server
         self._lock = threading.Lock()
         self._items: list[tuple[str, Any, float]] = []
-        for name in ("tele_cmd_vel", "clicked_point", "stop_movement"):
+        for name in ("tele_cmd_vel", "clicked_point", "stop_movement", "estop"):
             getattr(server, name).subscribe(lambda msg, name=name: self._add(name, msg))
 
     def _add(self, stream: str, message: Any) -> None:
@@ -224,7 +224,18 @@ def client(server: RerunWebSocketServer, **kwargs: Any) -> ClientConnection:
     return connect(server.websocket_url(), open_timeout=5, **kwargs)
 
 
-def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    data = ws.recv(timeout=timeout)
-    result: dict[str, Any] = json.loads(data)
-    return result
+def recv_json(ws: ClientConnection, timeout: float = 5.0, status: bool = False) -> dict[str, Any]:
+    """The next frame from the bridge, skipping status frames (sent on connect and on changes) unless ``status``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = ws.recv(timeout=max(0.0, deadline - time.monotonic()))
+        result: dict[str, Any] = json.loads(data)
+        if status or result.get("type") != "status":
+            return result
+
+
+def until_closed(ws: ClientConnection, timeout: float = 5.0) -> None:
+    """Read (and drop) frames until the bridge closes the connection; raises its ConnectionClosed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ws.recv(timeout=max(0.0, deadline - time.monotonic()))

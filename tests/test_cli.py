@@ -19,7 +19,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.conftest import twist
+from tests.conftest import twist, until_closed
 
 
 class Serve:
@@ -116,7 +116,7 @@ def test_echo_json_lines_and_sigterm_stops_the_driver(serve: type[Serve]) -> Non
         # one zero twist published, exit status 0.
         assert srv.finish() == 0
         with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=5)
+            until_closed(ws)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     assert json.loads(srv.stdout_line()) == {
         "stream": "tele_cmd_vel",

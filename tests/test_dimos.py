@@ -26,7 +26,7 @@ import pytest
 from packaging.requirements import Requirement
 from websockets.sync.client import connect
 
-from tests.conftest import require, wait_until
+from tests.conftest import recv_json, require, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".bench" / "dimos-vb-venv"
@@ -220,11 +220,11 @@ def test_a_blueprint_carries_the_viewer_to_another_worker_over_dimos_transport(
         ws.send(_click(1.0, 2.0, 3.0, 5000))
         ws.send("not json {")
         if ours:
-            error = json.loads(ws.recv(timeout=10))
+            error = recv_json(ws, timeout=10)
             assert error["type"] == "error" and error["reason"] == "invalid_json", error
             # MovementManager's goal limits, applied by the bridge: refused with a reason, never published.
             ws.send(_click(600.0, 0.0, 0.0, 5500))
-            error = json.loads(ws.recv(timeout=10))
+            error = recv_json(ws, timeout=10)
             assert error["reason"] == "goal_out_of_range", error
         ws.send(_click(4.0, 5.0, 6.0, 6000))
         # Fences: the last message on each stream. Everything before them has arrived once they have.

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Final, Literal, Union
 
 import msgspec
 
+from viewer_bridge.core.link import LinkLimits
 from viewer_bridge.core.topics import TopicMap, mux_topics
 
 __all__ = [
@@ -154,25 +155,37 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     # "off" suits a DimOS 0.0.15 stack, whose MovementManager announces it (viewer_bridge.dimos's default).
     stop_movement: Annotated[
         Literal["publish", "off"],
-        _setting("publish: one stop_movement Bool(True) when someone starts driving (and when teleop takes the "
-                 "mux from navigation), so a planner can cancel its goal; off: never"),
+        _setting(
+            "publish: one stop_movement Bool(True) when someone starts driving (and when teleop takes the "
+            "mux from navigation), so a planner can cancel its goal; off: never"
+        ),
     ] = "publish"
     click_frame: Annotated[
         Literal["frame_id", "entity_path"],
-        _setting("frame_id of published clicks: the frame_id setting, or the viewer's entity path as DimOS 0.0.15 "
-                 "does (frame_id when a click carries none)"),
+        _setting(
+            "frame_id of published clicks: the frame_id setting, or the viewer's entity path as DimOS 0.0.15 "
+            "does (frame_id when a click carries none)"
+        ),
     ] = "frame_id"
     # A far pick is a mis-click: DimOS's MovementManager drops goals beyond 500 m horizontally and 50 m
     # vertically, and the DimOS module defaults to those.
     max_goal_distance: Annotated[
         OptionalNumber,
-        _setting("refuse clicks farther than this from the frame's origin horizontally, in metres, with "
-                 "goal_out_of_range (none = no limit)", gt=0, metavar="M"),
+        _setting(
+            "refuse clicks farther than this from the frame's origin horizontally, in metres, with "
+            "goal_out_of_range (none = no limit)",
+            gt=0,
+            metavar="M",
+        ),
     ] = None
     max_goal_height: Annotated[
         OptionalNumber,
-        _setting("refuse clicks more than this above or below the frame's origin, in metres, with "
-                 "goal_out_of_range (none = no limit)", gt=0, metavar="M"),
+        _setting(
+            "refuse clicks more than this above or below the frame's origin, in metres, with "
+            "goal_out_of_range (none = no limit)",
+            gt=0,
+            metavar="M",
+        ),
     ] = None
 
     # -- safety -----------------------------------------------------------
@@ -198,6 +211,52 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     max_angular_x: Annotated[OptionalNumber, _clamp("angular_x")] = None
     max_angular_y: Annotated[OptionalNumber, _clamp("angular_y")] = None
     max_angular_z: Annotated[OptionalNumber, _clamp("angular_z")] = None
+
+    # -- operator control (e-stop, the link) ------------------------------
+    estop_state_file: Annotated[
+        OptionalText,
+        _setting(
+            "file that keeps a latched e-stop across restarts: a bridge that finds it latched starts latched "
+            "(an unreadable one counts as latched); none = the latch lives only in memory",
+            metavar="FILE",
+        ),
+    ] = None
+    link_limits: Annotated[
+        bool,
+        _setting(
+            "scale each driver's commands by its measured round trip, refuse driving on a link too slow, and "
+            "refuse stale commands (the link_* settings); off turns all of it off"
+        ),
+    ] = True
+    link_full_speed_rtt: Annotated[
+        Number, _setting("round trip (s) up to which a driver gets full speed", gt=0, metavar="S")
+    ] = 0.15
+    link_slow_rtt: Annotated[
+        Number,
+        _setting(
+            "round trip (s) at which the speed factor has fallen linearly to link_min_speed_factor", gt=0, metavar="S"
+        ),
+    ] = 0.6
+    link_min_speed_factor: Annotated[
+        Number, _setting("the speed factor from link_slow_rtt up to link_max_rtt, in (0, 1]", gt=0, le=1, metavar="X")
+    ] = 0.3
+    link_max_rtt: Annotated[
+        Number,
+        _setting(
+            "round trip (s) beyond which (or a ping unanswered that long) driving is refused: link_too_slow",
+            gt=0,
+            metavar="S",
+        ),
+    ] = 1.5
+    max_command_age: Annotated[
+        Number,
+        _setting(
+            "twists that carry timestamp_ms (the bridge's own clients add it) and took this much longer (s) "
+            "than the link's best to arrive are refused as stale",
+            gt=0,
+            metavar="S",
+        ),
+    ] = 0.5
 
     # -- security and limits ----------------------------------------------
     token: Annotated[
@@ -293,11 +352,27 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             raise ConfigError(str(exc)) from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
+        if not self.link_full_speed_rtt < self.link_slow_rtt <= self.link_max_rtt:
+            raise ConfigError(
+                "link_full_speed_rtt < link_slow_rtt <= link_max_rtt must hold, got "
+                f"{self.link_full_speed_rtt:g} / {self.link_slow_rtt:g} / {self.link_max_rtt:g}"
+            )
         # The pong must be due before the next ping would be (picows refuses otherwise, per connection).
         if self.ping_timeout > self.ping_interval:
             raise ConfigError(
                 f"ping_timeout ({self.ping_timeout:g} s) must not exceed ping_interval ({self.ping_interval:g} s)"
             )
+
+    def link(self) -> LinkLimits:
+        """The link_* settings as the link monitor takes them."""
+        return LinkLimits(
+            enabled=self.link_limits,
+            full_speed_rtt=self.link_full_speed_rtt,
+            slow_rtt=self.link_slow_rtt,
+            min_factor=self.link_min_speed_factor,
+            max_rtt=self.link_max_rtt,
+            max_command_age=self.max_command_age,
+        )
 
     @property
     def is_loopback(self) -> bool:

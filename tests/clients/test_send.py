@@ -108,7 +108,7 @@ def test_a_refusal_exits_1_with_the_bridges_reason(
         driver.sync()
         code, err = send(capsys, "twist", "--linear-x", "-1", "--url", url)
         assert code == 1
-        assert err.startswith("viewer-bridge send: rejected: not_driver: another client is driving")
+        assert err.startswith("viewer-bridge send: rejected: not_driver: #0001 is driving")
     code, err = send(capsys, "heartbeat", "--timestamp-ms", "99999999999999", "--url", url)
     assert code == 1
     assert "rejected: invalid_field:" in err and "[field timestamp_ms]" in err

@@ -284,7 +284,7 @@ def test_shows_the_bridges_errors(bridge: tuple[RerunWebSocketServer, Recorder],
         other.twist(linear_x=0.1)
         other.sync()
         term.keys("w")
-        term.wait_screen("not_driver: another client is driving")
+        term.wait_screen("not_driver: #0002 is driving")
         other.stop()
     assert rec.twists == [drive(0.1), Twist.zero()]
 

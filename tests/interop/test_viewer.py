@@ -328,8 +328,8 @@ def test_w_and_a_combine(ctx: Ctx) -> None:
 
 def test_click_publishes_point_on_the_surface(ctx: Ctx, session: ViewerSession) -> None:
     # With teleop engaged the click also disengages it, and the viewer may
-    # send a stop first (it did after a drive, not on a fresh viewer); with
-    # nobody driving, such a stop must publish nothing.
+    # send a stop first (it did after a drive, not on a fresh viewer); every
+    # explicit stop acts, so such a stop publishes exactly one zero.
     ctx.viewer.engage_teleop()
     since = ctx.checkpoint()
     x, y = ctx.viewer.find_cloud_pixel()
@@ -342,8 +342,10 @@ def test_click_publishes_point_on_the_surface(ctx: Ctx, session: ViewerSession) 
     after = time.time()
     assert health["driver"] is None
     items = ctx.items()
-    assert [stream for stream, _ in items] == ["clicked_point"], items
-    point = items[0][1]
+    stops = ctx.viewer.published()["stop"] - since.sent["stop"]
+    assert [stream for stream, _ in items] == ["tele_cmd_vel"] * stops + ["clicked_point"], items
+    assert all(message == Twist.zero() for _, message in items[:stops]), items
+    point = items[-1][1]
     assert type(point) is PointStamped
     assert point.frame_id == "world"
     # The view centre hits the grid (z = 0) at the origin; the viewer picks

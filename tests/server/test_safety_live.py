@@ -54,14 +54,14 @@ def test_silence_trips_the_deadman_once(bridge_factory: BridgeFactory) -> None:
         tripped_at = rec.items[-1][2]
         assert tripped_at - sent_at >= 0.3
         assert server.snapshot().zeros.get("deadman", 0) == 1
-        # After the deadman the client's stop publishes nothing more, and the
+        # After the deadman an explicit stop still acts (one zero: every stop does), and the
         # lease is free: the next twist drives again (announced again).
         ws.send('{"type":"stop"}')
         ws.send(twist(linear_x=0.1))
-        rec.wait_twists(3)
-        ws.send('{"type":"stop"}')
         rec.wait_twists(4)
-    assert rec.twists[2:] == [Twist(Vector3(0.1, 0, 0), Vector3()), Twist.zero()]
+        ws.send('{"type":"stop"}')
+        rec.wait_twists(5)
+    assert rec.twists[2:] == [Twist.zero(), Twist(Vector3(0.1, 0, 0), Vector3()), Twist.zero()]
     assert len(rec.stops) == 2
 
 
@@ -137,8 +137,10 @@ def test_a_zero_stream_is_never_published(bridge_factory: BridgeFactory) -> None
     server, rec = bridge_factory()
     with client(server) as ws:
         for _ in range(50):
-            ws.send(json.dumps({"type": "stop"}))
+            ws.send(twist())  # key-ups from a client that is not driving: nothing
+        ws.send(json.dumps({"type": "stop"}))  # an explicit stop: exactly one zero
+        for _ in range(50):
             ws.send(twist())
         ws.send('{"type":"click","x":0,"y":0,"z":0}')
         rec.wait_points(1)
-    assert rec.twists == []
+    assert rec.twists == [Twist.zero()]

@@ -16,7 +16,7 @@ import trustme
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.conftest import BridgeFactory, client, recv_json, twist, wait_until
+from tests.conftest import BridgeFactory, client, recv_json, twist, until_closed, wait_until
 from viewer_bridge import PointStamped, Twist, Vector3
 from viewer_bridge.core.auth import check_origin, check_token, redact_target
 
@@ -128,13 +128,13 @@ def test_message_too_big_closes_1009(bridge_factory: BridgeFactory) -> None:
     with client(server) as ws:
         ws.send(json.dumps({"type": "click", "x": 1, "y": 2, "z": 3, "entity_path": "x" * 2000}))
         with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=5)
+            until_closed(ws)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
     with client(server) as ws:
         # Fragments that add up past the limit are refused the same way.
         ws.send(iter(['{"type":"click","x":1,"y":2,"z":3,"entity_path":"', "y" * 600, "y" * 600, '"}']))
         with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=5)
+            until_closed(ws)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
     assert rec.points == [], (rec.points, server.snapshot().frames, server.snapshot().rejects)
 

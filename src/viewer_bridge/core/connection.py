@@ -266,7 +266,7 @@ class Connection:
         "_messages",
         "_over_since",
         "_state",
-        "_told_rate_limited",
+        "_told",
         "_work",
         "dropped",
         "frames",
@@ -285,7 +285,7 @@ class Connection:
         self._max_size = limits.max_message_size
         self._state = _State.OPEN
         self._over_since: float | None = None
-        self._told_rate_limited = -math.inf
+        self._told: dict[str, float] = {}
         self.pause_until: float | None = None
         self.frames = 0
         self.dropped = 0
@@ -385,11 +385,16 @@ class Connection:
             )
         return event
 
+    def tell_once(self, reason: str, now: float) -> bool:
+        """Whether to send a refusal for ``reason`` now: a repeated one is told at most once a second."""
+        if now - self._told.get(reason, -math.inf) >= 1.0:
+            self._told[reason] = now
+            return True
+        return False
+
     def _rate_limited(self, now: float) -> Refusal:
         self.dropped += 1
-        tell = now - self._told_rate_limited >= 1.0
-        if tell:
-            self._told_rate_limited = now
+        tell = self.tell_once(Reason.RATE_LIMITED, now)
         return Refusal(
             Reason.RATE_LIMITED,
             f"more than {self.limits.rate:g} messages/s (burst {self.limits.burst:g}); excess messages are "

@@ -24,6 +24,7 @@ import msgspec
 from viewer_bridge.core.messages import Twist, Vector3
 
 __all__ = [
+    "MESSAGE_TYPES",
     "Axes",
     "Click",
     "ErrorFrame",
@@ -83,9 +84,6 @@ class ProtocolError(Exception):
         self.reason = reason
         self.detail = detail
         self.field = field
-
-    def to_frame(self) -> bytes:
-        return encode_error(self.reason, self.detail, self.field)
 
 
 def encode_error(reason: str, detail: str, field: str | None = None) -> bytes:
@@ -176,9 +174,6 @@ class Click(msgspec.Struct, tag_field="type", tag="click", frozen=True, gc=False
     entity_path: str = ""
     timestamp_ms: Union[float, None] = None
 
-    def is_world_point(self) -> bool:
-        return self.z is not None
-
 
 class TwistCommand(msgspec.Struct, tag_field="type", tag="twist", frozen=True, gc=False):
     """A velocity command; a missing component is 0, as in DimOS.
@@ -229,7 +224,7 @@ class EstopClear(msgspec.Struct, tag_field="type", tag="estop_clear", frozen=Tru
 
 Event = Union[Click, TwistCommand, Stop, Heartbeat, Estop, EstopClear]
 
-_KNOWN_TYPES: Final = ("click", "twist", "stop", "heartbeat", "estop", "estop_clear")
+MESSAGE_TYPES: Final = ("click", "twist", "stop", "heartbeat", "estop", "estop_clear")
 _decoder: Final = msgspec.json.Decoder(Event)
 
 
@@ -312,10 +307,10 @@ def _diagnose(data: bytes | str) -> ProtocolError:
     if "type" not in obj:
         return ProtocolError(Reason.MISSING_TYPE, "message has no 'type' field", "type")
     kind = obj["type"]
-    if kind not in _KNOWN_TYPES:
+    if kind not in MESSAGE_TYPES:
         return ProtocolError(
             Reason.UNKNOWN_TYPE,
-            f"unknown message type {_shorten(kind)}; expected one of {', '.join(_KNOWN_TYPES)}",
+            f"unknown message type {_shorten(kind)}; expected one of {', '.join(MESSAGE_TYPES)}",
             "type",
         )
     if constants:

@@ -330,6 +330,11 @@ class SafetyController:
         self.estop = None
         return Decision(((ESTOP, _CLEARED),))
 
+    def held_by(self, client: ClientId) -> ClientId | None:
+        """Who stopped ``client`` while it drove, if it has not let go since."""
+        held = self._held.get(client)
+        return None if held is None else held[0]
+
     def click_refused(self) -> Refused | None:
         """Whether a click (a navigation goal) may be published now."""
         return Refused.ESTOPPED if self.estop is not None else None

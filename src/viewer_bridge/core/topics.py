@@ -32,6 +32,7 @@ STREAM_TYPES: Final[Mapping[str, type[Message]]] = {
     "clicked_point": PointStamped,
     "tele_cmd_vel": Twist,
     "stop_movement": Bool,
+    "estop": Bool,
 }
 
 # Every type the bridge publishes or the mux reads, by its LCM type name.
@@ -114,9 +115,6 @@ class TopicMap:
 
     def __iter__(self) -> Iterator[Topic]:
         return iter(self._topics.values())
-
-    def topics(self) -> list[Topic]:
-        return list(self._topics.values())
 
 
 def clean_namespace(namespace: str) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
 from viewer_bridge.core.auth import check_origin, check_token, redact_target, split_target
+from viewer_bridge.core.protocol import MAX_REASON
 from viewer_bridge.server.front import Request, Response, Upgrade
 from viewer_bridge.server.metrics import render_metrics
 
@@ -77,6 +78,8 @@ class HttpRoutes:
             return self.refuse(
                 426, "this is the WebSocket endpoint: upgrade to websocket", target, {"Upgrade": "websocket"}
             )
+        if path in ("/estop", "/estop/clear"):
+            return self._estop(request, path, query)
         if request.method not in _READ_METHODS:
             return self.refuse(405, f"{request.method} is not supported at {path}", target, {"Allow": "GET, HEAD"})
         if path in ("/healthz", "/metrics", "/status"):
@@ -94,6 +97,33 @@ class HttpRoutes:
                 body, response_headers = found
                 return Response(200, body, response_headers)
         return self.refuse(404, f"nothing at {path}; the viewer endpoint is {config.path}", target)
+
+    def _estop(self, request: Request, path: str, query: Mapping[str, list[str]]) -> Response:
+        """``POST /estop`` (optional JSON body ``{"reason": ...}``) latches; ``POST /estop/clear`` releases."""
+        server = self._server
+        target = request.target
+        if request.method != "POST":
+            return self.refuse(405, f"{path} takes POST", target, {"Allow": "POST"})
+        if not check_token(server.token, query, request.headers):
+            return self.refuse(401, "missing or wrong token", target, {"WWW-Authenticate": "Bearer"})
+        who = f"http:{request.peer[0]}" if request.peer else "http"
+        now = server.clock()
+        if path == "/estop":
+            reason: str | None = None
+            if request.body.strip():
+                try:
+                    body = json.loads(request.body)
+                except (ValueError, UnicodeDecodeError):
+                    return self.refuse(400, 'the body must be JSON: {"reason": "..."} (or empty)', target)
+                reason = body.get("reason") if isinstance(body, dict) else None
+                if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
+                    return self.refuse(400, f"reason must be a string of at most {MAX_REASON} characters", target)
+            server.latch_estop(who, reason, now)
+        else:
+            server.clear_estop(who, now)
+        latch = server.safety.estop
+        state = None if latch is None else {"by": latch.by, "at": latch.at, "reason": latch.reason}
+        return Response(200, _json({"estop": state}), _no_store(_JSON))
 
     def refuse(self, status: int, why: str, target: str, headers: dict[str, str] | None = None) -> Response:
         self._server.stats.http_refused[status] += 1

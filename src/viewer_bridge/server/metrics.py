@@ -19,9 +19,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from viewer_bridge.core.protocol import MESSAGE_TYPES
+
 if TYPE_CHECKING:  # pragma: no cover
     from viewer_bridge.bus.lanes import Lane
     from viewer_bridge.core.safety import SafetyController
+    from viewer_bridge.server.status import StatusBoard
 
 __all__ = ["LAG_BUCKETS", "LATENCY_BUCKETS", "BridgeStats", "Histogram", "make_registry", "render_metrics"]
 
@@ -70,7 +73,7 @@ class BridgeStats:
         self.paused = 0  # clients whose socket is not being read (over their frame budget)
         self.flood_closes = 0
         self.http_refused: Counter[int] = Counter()  # by HTTP status
-        self.frames: dict[str, int] = dict.fromkeys(("click", "twist", "stop", "heartbeat"), 0)  # by type
+        self.frames: dict[str, int] = dict.fromkeys(MESSAGE_TYPES, 0)  # by type
         self.rejects: Counter[str] = Counter()  # by reason
         # Messages handed to the outlet, by stream (each destination counts its own deliveries).
         self.published: Counter[str] = Counter()
@@ -90,6 +93,13 @@ class _Source(Protocol):
     def safety(self) -> SafetyController: ...
 
     def metric_lanes(self) -> list[Lane]: ...
+
+    def metric_links(self) -> list[tuple[str, float | None, float | None]]:
+        """(client name, round trip in seconds, speed factor) for every client."""
+        ...
+
+    @property
+    def status(self) -> StatusBoard: ...
 
     def watchdog_zeros(self) -> int: ...
 
@@ -120,7 +130,7 @@ class _StatsCollector(Collector):
             refused.add_metric([str(status)], n)
         yield refused
         frames = CounterMetricFamily("viewer_bridge_frames", "Valid messages received, by type", labels=["type"])
-        for kind in ("click", "twist", "stop", "heartbeat"):
+        for kind in MESSAGE_TYPES:
             frames.add_metric([kind], s.frames.get(kind, 0))
         yield frames
         rejects = CounterMetricFamily("viewer_bridge_rejects", "Messages refused, by reason", labels=["reason"])
@@ -176,6 +186,26 @@ class _StatsCollector(Collector):
             value=source.watchdog_zeros(),
         )
         yield CounterMetricFamily("viewer_bridge_lease_changes", "Driver lease changes", value=safety.lease_changes)
+        yield GaugeMetricFamily(
+            "viewer_bridge_estop_latched", "1 while the e-stop is latched", value=0 if safety.estop is None else 1
+        )
+        yield CounterMetricFamily(
+            "viewer_bridge_status_frames", "Status frames sent to clients", value=source.status.frames_sent
+        )
+        rtt = GaugeMetricFamily(
+            "viewer_bridge_client_rtt_seconds", "Each client's last measured round trip", labels=["client"]
+        )
+        factor = GaugeMetricFamily(
+            "viewer_bridge_client_speed_factor",
+            "The speed factor each client's link allows (0: too slow to drive)",
+            labels=["client"],
+        )
+        for name, seconds, allowed in source.metric_links():
+            if seconds is not None:
+                rtt.add_metric([name], seconds)
+            factor.add_metric([name], 0.0 if allowed is None else allowed)
+        yield rtt
+        yield factor
         yield s.latency.family(
             "viewer_bridge_publish_latency_seconds", "Time from a message's arrival to the end of its handling"
         )

@@ -41,6 +41,7 @@ import enum
 import errno
 import itertools
 import logging
+import math
 import os
 import socket
 import ssl
@@ -67,15 +68,18 @@ from viewer_bridge.bus.outlet import Outlet
 from viewer_bridge.bus.streams import Stream
 from viewer_bridge.bus.transports import Transport, create_transport
 from viewer_bridge.config import BridgeConfig, ConfigError, from_mapping
-from viewer_bridge.core.connection import Close, CloseCode, Connection, ConnectionLimits, Pong, Refusal
+from viewer_bridge.core.connection import Answered, Close, CloseCode, Connection, ConnectionLimits, Pong, Refusal
 from viewer_bridge.core.goals import goal_out_of_range
+from viewer_bridge.core.link import LinkMonitor
 from viewer_bridge.core.messages import Bool, Message, PointStamped, Twist
-from viewer_bridge.core.protocol import Click, Heartbeat, Reason, Stop, TwistCommand
-from viewer_bridge.core.safety import TELE_CMD_VEL, Decision, Limits, Refused, SafetyController
+from viewer_bridge.core.protocol import Click, Estop, EstopClear, Heartbeat, Reason, Stop, TwistCommand
+from viewer_bridge.core.safety import ESTOP, TELE_CMD_VEL, Decision, Latch, Limits, Refused, SafetyController
 from viewer_bridge.core.topics import STREAM_TYPES, Topic, TopicMap
+from viewer_bridge.server.estop_store import EstopStore
 from viewer_bridge.server.front import FrontDoor
 from viewer_bridge.server.http import HttpRoutes
 from viewer_bridge.server.metrics import BridgeStats, make_registry
+from viewer_bridge.server.status import StatusBoard
 from viewer_bridge.version import __version__
 
 __all__ = ["AsyncRerunWebSocketServer", "BindError", "BridgeSnapshot", "ServerState"]
@@ -104,6 +108,12 @@ _CLOSE_REASONS: Final[dict[int, str]] = {
 _CLOSE_GRACE: Final = 1.0
 # How often the loop measures its own lag.
 _LAG_PERIOD: Final = 0.05
+# How often the loop looks for round-trip pings that are due (each client's come about once a second).
+_LINK_PERIOD: Final = 0.1
+# A client is pinged while it drives, and for this long after its last twist (it may drive again).
+_LINK_WATCH: Final = 5.0
+# Names of clients kept after they leave, for "stopped by ..." and "latched by ..." messages.
+_NAMES_KEPT: Final = 1024
 # The WebSocket handshake (after TCP, and TLS) must finish within this.
 _HANDSHAKE_TIMEOUT: Final = 10.0
 _TEXT: Final = WSMsgType.TEXT
@@ -175,13 +185,20 @@ class _BoundedReads(WSProtocol):  # type: ignore[misc]
 class _Session(WSListener):
     """One WebSocket client: hands its frames to its :class:`Connection` and the result to the server."""
 
-    def __init__(self, server: AsyncRerunWebSocketServer, client_id: str, connection: Connection) -> None:
+    def __init__(
+        self, server: AsyncRerunWebSocketServer, client_id: str, connection: Connection, link: LinkMonitor
+    ) -> None:
         super().__init__()
         self.server = server
         self.id = client_id
         self.peer = "?"
         self.label = f"? #{client_id}"
+        # How operators and status frames name this client (a token's name, once tokens have names).
+        self.name = f"#{client_id}"
         self.conn = connection
+        self.link = link
+        self.last_status: bytes | None = None
+        self.last_twist_at = -math.inf
         self.transport: WSTransport | None = None
         self.connected_wall = time.time()
         self.rejects = 0
@@ -216,6 +233,11 @@ class _Session(WSListener):
         self.conn.closed()
         self.server._session_closed(self)
 
+    def is_user_specific_pong(self, frame: WSFrame) -> bool:
+        # picows's keepalive pings are empty; answers to the bridge's round-trip pings carry a payload
+        # and come to on_ws_frame.
+        return frame.msg_type == WSMsgType.PONG and frame.payload_size == 0
+
     # output ------------------------------------------------------------------
 
     def writable(self) -> WSTransport | None:
@@ -229,6 +251,14 @@ class _Session(WSListener):
             transport.disconnect(graceful=False)
             return None
         return transport
+
+    def send_status(self, frame: bytes) -> None:
+        transport = self.writable()
+        if transport is not None:
+            transport.send(_TEXT, frame)
+
+    def link_view(self, now: float) -> tuple[float | None, float | None]:
+        return self.link.estimate(now), self.link.factor(now)
 
     def close(self, close: Close) -> None:
         """Send our close frame; drop TCP once the peer has answered, or after a grace period.
@@ -247,10 +277,14 @@ class _Session(WSListener):
         else:
             asyncio.get_running_loop().call_later(_CLOSE_GRACE, transport.disconnect)
 
-    def status(self, driver: object) -> dict[str, Any]:
+    def status(self, driver: object, now: float) -> dict[str, Any]:
+        rtt, factor = self.link_view(now)
         return {
             "id": self.id,
+            "name": self.name,
             "address": self.peer,
+            "rtt_ms": None if rtt is None else round(rtt * 1000.0, 1),
+            "speed_factor": factor,
             "since": self.connected_wall,
             "frames": self.conn.frames,
             "rejects": self.rejects,
@@ -289,10 +323,12 @@ class AsyncRerunWebSocketServer:
         self.clicked_point: Stream[PointStamped] = Stream("clicked_point", PointStamped)
         self.tele_cmd_vel: Stream[Twist] = Stream("tele_cmd_vel", Twist)
         self.stop_movement: Stream[Bool] = Stream("stop_movement", Bool)
+        self.estop: Stream[Bool] = Stream("estop", Bool)
         self.streams: dict[str, Stream[Any]] = {
             "clicked_point": self.clicked_point,
             "tele_cmd_vel": self.tele_cmd_vel,
             "stop_movement": self.stop_movement,
+            "estop": self.estop,
         }
         assert set(self.streams) == set(STREAM_TYPES)
         self.mux: MuxNode | None = None
@@ -314,6 +350,11 @@ class AsyncRerunWebSocketServer:
             limits=Limits.from_config(config),
             announce_drive=config.stop_movement == "publish",
         )
+        self.link_limits = config.link()
+        self._estop_store = EstopStore(config.estop_state_file) if config.estop_state_file else None
+        # Names of clients that took part in a stop or a latch, kept after they leave (for who-did-it messages).
+        self._names: dict[str, str] = {}
+        self.status = StatusBoard(self.safety, lambda: self._sessions.values(), self._name_of, self._now)
         # The DimOS 0.0.15 compatibility profile (docs/dimos.md).
         self._announce = config.stop_movement == "publish"
         self._entity_frames = config.click_frame == "entity_path"
@@ -336,6 +377,7 @@ class AsyncRerunWebSocketServer:
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self._lag_timer: asyncio.TimerHandle | None = None
+        self._link_timer: asyncio.TimerHandle | None = None
         self._started_at = 0.0
         self._last_command_at: float | None = None  # when tele_cmd_vel last got a message
 
@@ -399,6 +441,15 @@ class AsyncRerunWebSocketServer:
             await asyncio.to_thread(transport.start)
         self._outlet = self._build_outlet()
         self._outlet.start()
+        if self._estop_store is not None:
+            latch = await asyncio.to_thread(self._estop_store.load, self.wall_clock())
+            if latch is not None:
+                # Restored latched: the robot side hears it again, with one zero, before anyone connects.
+                now = self.clock()
+                self._apply(self.safety.latch("estop_state_file", latch.by, latch.at, now, latch.reason), now)
+                log.warning("starting with the e-stop latched (by %s%s), from %s", latch.by,
+                            f": {latch.reason}" if latch.reason else "", self._estop_store.path)
+        self.status.start(loop)
         if self.mux is not None:
             self.mux.start(loop, self.transports, self._on_nav)
         try:
@@ -416,6 +467,7 @@ class AsyncRerunWebSocketServer:
         self.bound_port = sockets[0].getsockname()[1] if sockets else config.port
         self._started_at = self.clock()
         self._lag_timer = loop.call_at(self.clock() + _LAG_PERIOD, self._measure_lag, self.clock() + _LAG_PERIOD)
+        self._link_timer = loop.call_at(self.clock() + _LINK_PERIOD, self._link_tick)
         log.info("listening on %s", self.websocket_url())
 
     def _front_door(self) -> FrontDoor:
@@ -522,16 +574,19 @@ class AsyncRerunWebSocketServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-        for timer in (self._timer, self._lag_timer):
+        for timer in (self._timer, self._lag_timer, self._link_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._lag_timer = None
+        self._timer = self._lag_timer = self._link_timer = None
+        self.status.stop()
         if self.mux is not None:
             self.mux.stop()
         if self._outlet is not None:
             # Lanes deliver what they hold (the shutdown zero among it) before their threads end.
             await asyncio.to_thread(self._outlet.stop)
             self._outlet = None
+        if self._estop_store is not None:
+            await asyncio.to_thread(self._estop_store.close)
         transports, self.transports = self.transports, []
         for transport in transports:
             try:
@@ -573,7 +628,8 @@ class AsyncRerunWebSocketServer:
     def new_session(self) -> _Session:
         """A session for a request that passed the HTTP checks (called by the router)."""
         client_id = f"{next(self._ids):04x}"
-        return _Session(self, client_id, Connection(self.limits, self.clock()))
+        now = self.clock()
+        return _Session(self, client_id, Connection(self.limits, now), LinkMonitor(self.link_limits, now))
 
     async def wait_delivered(self, timeout: float = 5.0) -> bool:
         """Wait until every message published so far has been handed to the in-process subscribers.
@@ -608,6 +664,10 @@ class AsyncRerunWebSocketServer:
     def metric_lanes(self) -> list[Lane]:
         return self._outlet.lanes if self._outlet is not None else []
 
+    def metric_links(self) -> list[tuple[str, float | None, float | None]]:
+        now = self.clock()
+        return [(session.name, *session.link_view(now)) for session in list(self._sessions.values())]
+
     def watchdog_zeros(self) -> int:
         return self._outlet.watchdog.fired if self._outlet is not None else 0
 
@@ -626,6 +686,7 @@ class AsyncRerunWebSocketServer:
                 problems.append(str(lane_health.problem))
         if not self.is_running:
             problems.insert(0, f"server is {self.state.value}")
+        estop = self.safety.estop
         return {
             "up": not problems,
             "version": __version__,
@@ -635,6 +696,7 @@ class AsyncRerunWebSocketServer:
             "last_command_age_s": age,
             "transports": transports,
             "problems": problems,
+            "estop": None if estop is None else {"by": estop.by, "at": estop.at, "reason": estop.reason},
         }
 
     def snapshot(self) -> BridgeSnapshot:
@@ -671,7 +733,8 @@ class AsyncRerunWebSocketServer:
 
     def client_status(self) -> list[dict[str, Any]]:
         driver = self.safety.driver
-        return [session.status(driver) for session in self._sessions.values()]
+        now = self.clock()
+        return [session.status(driver, now) for session in self._sessions.values()]
 
     # -- sessions ---------------------------------------------------------
 
@@ -683,9 +746,14 @@ class AsyncRerunWebSocketServer:
             session.peer = f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
             session.label = f"{session.peer} #{session.id}"
         self._sessions[session.id] = session
+        self._remember(session)
         self.stats.connections_total += 1
         self.stats.connections_open = len(self._sessions)
         log.info("client %s connected (%d open)", session.label, len(self._sessions))
+        # One round trip measured right away, so a first twist already knows its link.
+        self._ping(session, self.clock())
+        self.status.greet(session)
+        self.status.changed()
 
     def _session_closed(self, session: _Session) -> None:
         if self._sessions.pop(session.id, None) is None:
@@ -697,6 +765,7 @@ class AsyncRerunWebSocketServer:
         if self._outlet is not None:
             now = self.clock()
             self._apply(self.safety.disconnect(session.id, now), now)
+        self.status.changed()
         close = session.transport.close_handshake if session.transport is not None else None
         received = close.recv if close is not None else None
         how = f"close code {received.code.value}" if received is not None else "no close frame"
@@ -731,9 +800,21 @@ class AsyncRerunWebSocketServer:
         stats = self.stats
         if kind is TwistCommand:
             stats.frames["twist"] += 1
-            decision = self.safety.twist(session.id, result.to_twist(), now)  # type: ignore[attr-defined]
+            command: TwistCommand = result  # type: ignore[assignment]
+            session.last_twist_at = now
+            factor = 1.0
+            if self.link_limits.enabled and (
+                command.linear_x or command.linear_y or command.linear_z
+                or command.angular_x or command.angular_y or command.angular_z
+            ):
+                # A release (a zero twist) always passes: only moving is held back by a bad link.
+                checked = self._link_check(session, command, now)
+                if checked is None:
+                    return
+                factor = checked
+            decision = self.safety.twist(session.id, command.to_twist(), now, factor)
             if decision.refused is not None:
-                self._refused(session, Refusal(decision.refused, _SAFETY_DETAIL[decision.refused]))
+                self._refused(session, self._safety_refusal(decision))
                 return
             self._apply(decision, now)
         elif kind is Stop:
@@ -743,6 +824,9 @@ class AsyncRerunWebSocketServer:
             stats.frames["click"] += 1
             click: Click = result  # type: ignore[assignment]
             assert click.z is not None  # the connection refuses 2D clicks
+            if self.safety.click_refused() is not None:
+                self._refused(session, self._estopped("a goal is not sent"))
+                return
             frame_id = click.entity_path if self._entity_frames and click.entity_path else self.config.frame_id
             if self._goal_limits:
                 refused = goal_out_of_range(
@@ -755,6 +839,16 @@ class AsyncRerunWebSocketServer:
             self._publish("clicked_point", PointStamped(click.x, click.y, click.z, ts, frame_id))
         elif kind is Heartbeat:
             stats.frames["heartbeat"] += 1
+            return
+        elif kind is Estop:
+            stats.frames["estop"] += 1
+            self.latch_estop(session.id, result.reason, now)  # type: ignore[attr-defined]
+        elif kind is EstopClear:
+            stats.frames["estop_clear"] += 1
+            self.clear_estop(session.id, now)
+        elif kind is Answered:
+            if session.link.pong(result.payload, now):  # type: ignore[attr-defined]
+                self.status.changed()
             return
         elif kind is Refusal:
             self._refused(session, result)  # type: ignore[arg-type]
@@ -786,7 +880,13 @@ class AsyncRerunWebSocketServer:
     def _apply(self, decision: Decision, now: float) -> None:
         """Publish what the safety controller decided, feed the mux, log lease changes, keep the timer."""
         publish = decision.publish
-        if len(publish) == 1 and self.mux is None and decision.started is None and decision.ended is None:
+        if (
+            len(publish) == 1
+            and self.mux is None
+            and decision.started is None
+            and decision.ended is None
+            and publish[0][0] == TELE_CMD_VEL
+        ):
             # The common case, a driver's next command, without the general path's bookkeeping.
             stream, message = publish[0]
             outlet = self._outlet
@@ -796,6 +896,7 @@ class AsyncRerunWebSocketServer:
             self._last_command_at = now
             if self._timer is None and decision.expires is not None:
                 self._arm()
+            self.status.changed()
             return
         announced = False
         for stream, message in decision.publish:
@@ -804,6 +905,9 @@ class AsyncRerunWebSocketServer:
                 self._last_command_at = now
                 if self.mux is not None:
                     self._mux_publish(self.mux.teleop(message, now, announced), decision.expires)  # type: ignore[arg-type]
+            elif stream == ESTOP:
+                if self._estop_store is not None:
+                    self._estop_store.save(self.safety.estop)
             else:
                 announced = True
         if decision.ended is not None:
@@ -816,6 +920,7 @@ class AsyncRerunWebSocketServer:
             log.info("client %s is now driving", self._label(decision.started))
         if decision.expires is not None and self._timer is None:
             self._arm()
+        self.status.changed()
 
     def _mux_publish(self, outcome: Any, expires: float | None) -> None:
         if outcome is None:
@@ -834,6 +939,111 @@ class AsyncRerunWebSocketServer:
             return
         self._publish(mux.nav_cmd_vel.name, twist)
         self._mux_publish(mux.nav(twist, self.clock()), None)
+
+    # -- operator control: the e-stop, the link, names ---------------------------------------
+
+    def latch_estop(self, client: str, reason: str | None, now: float) -> Latch | None:
+        """Latch the e-stop for ``client`` (a session id, or e.g. ``"http:ADDRESS"``); returns the latch in force."""
+        name = self._name_of(client)
+        decision = self.safety.latch(client, name, self.wall_clock(), now, reason)
+        if decision.publish:
+            log.warning("e-stop LATCHED by %s%s", name, f": {reason}" if reason else "")
+        self._apply(decision, now)
+        return self.safety.estop
+
+    def clear_estop(self, client: str, now: float) -> None:
+        decision = self.safety.clear(client, now)
+        if decision.publish:
+            log.warning("e-stop cleared by %s", self._name_of(client))
+        self._apply(decision, now)
+
+    def _link_check(self, session: _Session, command: TwistCommand, now: float) -> float | None:
+        """The speed factor for a moving twist, or None after refusing it (link too slow, or stale)."""
+        link = session.link
+        factor = link.factor(now)
+        if factor is None:
+            rtt = link.estimate(now) or 0.0
+            self._refused(session, Refusal(
+                Reason.LINK_TOO_SLOW,
+                f"your round trip is {rtt * 1000:.0f} ms, over the {self.link_limits.max_rtt * 1000:.0f} ms "
+                "that driving allows; the robot is not moved from this link",
+                tell=session.conn.tell_once(Reason.LINK_TOO_SLOW, now),
+            ))
+            return None
+        if command.timestamp_ms is not None:
+            age = link.stale(command.timestamp_ms, self.wall_clock())
+            if age is not None:
+                self._refused(session, Refusal(
+                    Reason.STALE,
+                    f"command arrived {age * 1000:.0f} ms later than this link's best (limit "
+                    f"{self.link_limits.max_command_age * 1000:.0f} ms): not sent to the robot",
+                    "timestamp_ms",
+                    tell=session.conn.tell_once(Reason.STALE, now),
+                ))
+                return None
+        return factor
+
+    def _link_tick(self) -> None:
+        """Ping the clients that drive, or did a moment ago, when their next round trip is due."""
+        now = self.clock()
+        driver = self.safety.driver
+        for session in self._sessions.values():
+            if session.id == driver or now - session.last_twist_at < _LINK_WATCH:
+                self._ping(session, now)
+        loop = self._loop
+        if loop is not None and self.state in (ServerState.RUNNING, ServerState.STARTING):
+            self._link_timer = loop.call_at(now + _LINK_PERIOD, self._link_tick)
+
+    def _ping(self, session: _Session, now: float) -> None:
+        payload = session.link.ping_due(now)
+        if payload is None:
+            return
+        transport = session.writable()
+        if transport is not None:
+            transport.send_ping(payload)
+
+    def _safety_refusal(self, decision: Decision) -> Refusal:
+        refused = decision.refused
+        if refused is Refused.ESTOPPED:
+            return self._estopped("twists are refused")
+        if refused is Refused.STOPPED_BY_OTHER:
+            return Refusal(
+                Reason.STOPPED_BY_OTHER,
+                f"{self._name_of(decision.by)} stopped you; let go (send stop or a zero twist, or stop "
+                "sending for the deadman time) before driving again",
+            )
+        if refused is Refused.NOT_DRIVER:
+            return Refusal(
+                Reason.NOT_DRIVER,
+                f"{self._name_of(self.safety.driver)} is driving; wait for it to stop (or send 'stop')",
+            )
+        return Refusal(str(refused), _SAFETY_DETAIL[refused])  # type: ignore[index]
+
+    def _estopped(self, what: str) -> Refusal:
+        latch = self.safety.estop
+        assert latch is not None
+        when = time.strftime("%H:%M:%S", time.localtime(latch.at))
+        why = f" ({latch.reason})" if latch.reason else ""
+        return Refusal(
+            Reason.ESTOPPED,
+            f"e-stop latched by {latch.by} at {when}{why}: {what} until someone sends estop_clear",
+        )
+
+    def _remember(self, session: _Session) -> None:
+        names = self._names
+        names[session.id] = session.name
+        if len(names) > _NAMES_KEPT:
+            for stale in [key for key in names if key not in self._sessions][: len(names) - _NAMES_KEPT]:
+                del names[stale]
+
+    def _name_of(self, client: object) -> str:
+        session = self._sessions.get(client) if isinstance(client, str) else None
+        if session is not None:
+            return session.name
+        return self._names.get(client, str(client)) if isinstance(client, str) else str(client)
+
+    def _now(self) -> float:
+        return self.clock()
 
     def _label(self, client: object) -> str:
         session = self._sessions.get(client) if isinstance(client, str) else None

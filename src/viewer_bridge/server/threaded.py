@@ -85,6 +85,11 @@ class RerunWebSocketServer:
         return self._server.stop_movement
 
     @property
+    def estop(self) -> Stream[Bool]:
+        """``Bool(True)`` when the e-stop latches, ``Bool(False)`` when it is cleared."""
+        return self._server.estop
+
+    @property
     def mux(self) -> MuxNode | None:
         """The cmd_vel mux when ``mux`` is configured: subscribe to ``mux.cmd_vel``, feed ``mux.feed_nav``."""
         return self._server.mux

@@ -1,0 +1,123 @@
+"""Status frames: what each client is told about the bridge, on connect and when it changes.
+
+Each client gets its own :class:`~viewer_bridge.core.protocol.Status` (who
+drives and whether that is it, the command in force after the limits, the
+e-stop, its own round trip and speed factor). The server marks the board
+dirty whenever something in it may have changed; the board then sends, at
+most ``MAX_RATE`` times a second, each client whose frame differs from the
+last one it got. Values that drift continuously are rounded (the deadman to
+a tenth of a second, the round trip to a millisecond) so that a held key's
+refreshes do not count as changes.
+
+dimos-viewer ignores every frame the bridge sends, so it is unaffected; the
+bridge's own clients (the page, the terminal teleop, ``ViewerClient``) show
+them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Final, Protocol
+
+from viewer_bridge.core.protocol import Axes, EstopState, Status, encode_status
+from viewer_bridge.core.safety import SafetyController
+
+__all__ = ["MAX_RATE", "StatusBoard"]
+
+# Status frames per second at most, to all clients together.
+MAX_RATE: Final = 10.0
+
+
+class Client(Protocol):
+    """What the board needs of a session."""
+
+    id: str
+    name: str
+    last_status: bytes | None
+
+    def send_status(self, frame: bytes) -> None: ...
+
+    def link_view(self, now: float) -> tuple[float | None, float | None]:
+        """(round trip in seconds or None, speed factor or None when too slow)."""
+        ...
+
+
+class StatusBoard:
+    """Builds and sends status frames for one server (on its event loop)."""
+
+    def __init__(
+        self,
+        safety: SafetyController,
+        clients: Callable[[], Iterable[Client]],
+        name_of: Callable[[object], str],
+        clock: Callable[[], float],
+    ) -> None:
+        self._safety = safety
+        self._clients = clients
+        self._name_of = name_of
+        self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_sent = -1.0
+        self.frames_sent = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._loop = None
+
+    def status_for(self, client: Client, now: float) -> Status:
+        safety = self._safety
+        driver = safety.driver
+        command = safety.command
+        estop = safety.estop
+        held = safety.held_by(client.id)
+        rtt, factor = client.link_view(now)
+        deadline = safety.last_command_at + safety.deadman_timeout if driver is not None else None
+        return Status(
+            you=client.name,
+            driver=None if driver is None else self._name_of(driver),
+            you_drive=driver == client.id,
+            command=None if command is None else Axes.of(command),
+            estop=None if estop is None else EstopState(estop.by, estop.at, estop.reason),
+            stopped_by=None if held is None else self._name_of(held),
+            deadman_remaining_s=None if deadline is None else round(max(0.0, deadline - now), 1),
+            rtt_ms=None if rtt is None else round(rtt * 1000.0, 1),
+            speed_factor=None if factor is None else round(factor, 3),
+            clients=sum(1 for _ in self._clients()),
+        )
+
+    def greet(self, client: Client) -> None:
+        """A new client gets its status at once."""
+        self._send(client, self._clock())
+
+    def changed(self) -> None:
+        """Something in the status may have changed: send what differs, now or at the next allowed time."""
+        loop = self._loop
+        if loop is None or self._timer is not None:
+            return
+        due = self._last_sent + 1.0 / MAX_RATE
+        now = self._clock()
+        if now >= due:
+            self._flush()
+        else:
+            self._timer = loop.call_at(due, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        now = self._clock()
+        self._last_sent = now
+        for client in list(self._clients()):
+            self._send(client, now)
+
+    def _send(self, client: Client, now: float) -> None:
+        frame = encode_status(self.status_for(client, now))
+        if frame != client.last_status:
+            client.last_status = frame
+            client.send_status(frame)
+            self.frames_sent += 1
