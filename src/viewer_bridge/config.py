@@ -328,6 +328,31 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             metavar="URL",
         ),
     ] = None
+    rerun_connect: Annotated[
+        OptionalText,
+        _setting(
+            "Rerun gRPC URL to log the bridge into (status, goals, refusals, commands), e.g. "
+            "rerun+http://127.0.0.1:9877/proxy, the server DimOS's Rerun bridge runs; none = off; needs the "
+            "rerun extra (docs/viewer-awareness.md)",
+            metavar="URL",
+        ),
+    ] = None
+    # The robot's application id (DimOS's is "dimos"), so the entities join its recording.
+    rerun_app_id: Annotated[str, _setting("Rerun application id to log under", nonempty=True, metavar="ID")] = "dimos"
+    # None: $RERUN_RECORDING_ID if set, else the id rr.init() picks in this process (shared by every process
+    # multiprocessing starts from one parent: DimOS's module workers).
+    rerun_recording_id: Annotated[
+        OptionalText,
+        _setting("Rerun recording id to log into; none = $RERUN_RECORDING_ID, else the SDK's own", metavar="ID"),
+    ] = None
+    # A 3D view shows the goal only if this is under its origin: DimOS's 3D view is "world".
+    rerun_prefix: Annotated[
+        str,
+        _setting(
+            "entity path the bridge logs under (status, goal, refused, cmd_vel); world/bridge/ with DimOS's layout",
+            metavar="PATH",
+        ),
+    ] = "bridge/"
     web: Annotated[bool, _setting("serve the browser teleop page at /")] = True
     echo: Annotated[
         Union[Literal["text", "json"], None], _setting("print every published message on stdout, as text or JSON lines")
@@ -352,6 +377,12 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             raise ConfigError(str(exc)) from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
+        if self.rerun_connect is not None:
+            _check_rerun_url(self.rerun_connect)
+        if not self.rerun_prefix.strip("/") or any(c.isspace() for c in self.rerun_prefix):
+            raise ConfigError(
+                f"rerun_prefix must be an entity path like 'bridge/' (not empty, no spaces), got {self.rerun_prefix!r}"
+            )
         if not self.link_full_speed_rtt < self.link_slow_rtt <= self.link_max_rtt:
             raise ConfigError(
                 "link_full_speed_rtt < link_slow_rtt <= link_max_rtt must hold, got "
@@ -396,6 +427,24 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     def replace(self, **changes: Any) -> BridgeConfig:
         """A copy with ``changes`` applied and validated."""
         return from_mapping({**msgspec.structs.asdict(self), **changes}, source="arguments")
+
+
+_RERUN_SCHEMES: Final = ("rerun", "rerun+http", "rerun+https")
+
+
+def _check_rerun_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ConfigError(f"rerun_connect {url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in _RERUN_SCHEMES or not parts.hostname or parts.path != "/proxy":
+        raise ConfigError(
+            f"rerun_connect must look like rerun+http://HOST:PORT/proxy (scheme rerun, rerun+http or "
+            f"rerun+https, path /proxy), got {url!r}"
+        )
 
 
 # -- one description per setting ----------------------------------------------------------
@@ -562,7 +611,7 @@ class Setting:
             starts = self.extra.get("starts_with")
             if starts and not value.startswith(starts):
                 return False
-            if self.extra.get("nonempty") and not value:
+            if self.extra.get("nonempty") and not value.strip():
                 return False
         return True
 

@@ -115,8 +115,8 @@ def test_a_refusal_exits_1_with_the_bridges_reason(
 
 
 def test_the_real_command_exits_non_zero_with_the_reason(bridge_factory: BridgeFactory) -> None:
-    # A deadman longer than a loaded machine takes to start Python, so the driver still drives.
-    server, _ = bridge_factory(deadman_timeout=30.0)
+    # The driver must still hold the lease when the command's interpreter has started: a long deadman.
+    server, _ = bridge_factory(deadman_timeout=60.0)
     with ViewerClient(server.websocket_url()) as driver:
         driver.twist(angular_z=0.5)
         driver.sync()
