@@ -264,7 +264,11 @@ class _Session(WSListener):
             transport.send(_TEXT, frame)
 
     def link_view(self, now: float) -> tuple[float | None, float | None]:
-        return self.link.estimate(now), self.link.factor(now)
+        link = self.link
+        # Until a first round trip is measured there is none to show: the first ping has only been out
+        # a moment when the greeting is sent (the factor still counts a ping that never comes back).
+        rtt = link.estimate(now) if link.rtt is not None else None
+        return rtt, link.factor(now)
 
     def close(self, close: Close) -> None:
         """Send our close frame; drop TCP once the peer has answered, or after a grace period.

@@ -131,6 +131,8 @@ class StaticFiles:
                 "rerunUrl": self._config.rerun_url,
                 "rerunAssets": self.rerun_prefix,
                 "rerunProblem": self._rerun_problem,
+                # This bridge has the latched e-stop (estop / estop_clear): the page's STOP latches it.
+                "estop": True,
             },
             separators=(",", ":"),
         )
