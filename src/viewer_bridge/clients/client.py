@@ -65,7 +65,7 @@ from urllib.parse import urlsplit
 import msgspec
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
 from websockets.uri import parse_uri
 
 from viewer_bridge.core.protocol import (
@@ -207,6 +207,10 @@ def make_ssl_context(cafile: str | None = None, verify: bool = True) -> ssl_modu
         context.check_hostname = False
         context.verify_mode = ssl_module.CERT_NONE
     return context
+
+
+def _with_scheme(url: str, scheme: str) -> str:
+    return scheme + url[url.index(":") :]
 
 
 def redact_url(url: str) -> str:
@@ -368,15 +372,26 @@ class AsyncViewerClient:
                 status=response.status_code,
             )
         except ssl_module.SSLError as exc:
-            error = ConnectError(f"TLS to {where} failed: {exc.reason or exc}")
+            hint = ""
+            if exc.reason == "WRONG_VERSION_NUMBER":
+                # The far end answered in plain text: a bridge without TLS.
+                hint = f"; the bridge does not seem to serve TLS: use {_with_scheme(where, 'ws')}"
+            error = ConnectError(f"TLS to {where} failed: {exc.reason or exc}{hint}")
         except TimeoutError:
-            error = ConnectError(f"no answer from {where} within {self.open_timeout:g} s")
+            # A bridge without TLS waits for an HTTP request that a TLS hello never completes.
+            hint = f"; if the bridge does not serve TLS, use {_with_scheme(where, 'ws')}" if self.url.startswith(
+                "wss://") else ""
+            error = ConnectError(f"no answer from {where} within {self.open_timeout:g} s{hint}")
         except OSError as exc:
             # asyncio's "Connect call failed (...)" hides the errno's meaning.
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             error = ConnectError(f"cannot connect to {where}: {why}")
         except InvalidHandshake as exc:
-            error = ConnectError(f"WebSocket handshake with {where} failed: {exc}")
+            hint = ""
+            if self.url.startswith("ws://") and isinstance(exc, InvalidMessage):
+                # A TLS server reads a plain-text request as a bad TLS record and hangs up.
+                hint = f"; if the bridge serves TLS, use {_with_scheme(where, 'wss')}"
+            error = ConnectError(f"WebSocket handshake with {where} failed: {exc}{hint}")
         self.last_connect_error = error
         raise error
 

@@ -173,9 +173,8 @@ def register(subparsers: Any) -> None:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     click = kinds.add_parser("click", parents=[common], help="a click on a world point (published as clicked_point)")
-    click.add_argument("x", type=finite_float)
-    click.add_argument("y", type=finite_float)
-    click.add_argument("z", type=finite_float)
+    for axis in "xyz":
+        click.add_argument(axis, type=finite_float, help=f"{axis} of the world point, in meters")
     click.add_argument("--entity-path", default="", help="the clicked entity, e.g. /world/map")
     click.add_argument("--timestamp-ms", type=int, default=None, help="epoch milliseconds (default now)")
 
@@ -189,7 +188,14 @@ def register(subparsers: Any) -> None:
     )
     for axis in AXES:
         unit = "m/s" if axis.startswith("linear") else "rad/s"
-        twist.add_argument("--" + axis.replace("_", "-"), type=finite_float, default=0.0, metavar=unit)
+        kind, _, name = axis.partition("_")
+        twist.add_argument(
+            "--" + axis.replace("_", "-"),
+            type=finite_float,
+            default=0.0,
+            metavar=unit.upper(),
+            help=f"{kind}.{name} in {unit} (default 0)",
+        )
     twist.add_argument("--duration", type=positive_float, default=None, metavar="S", help="drive for S seconds")
     twist.add_argument("--rate", type=positive_float, default=10.0, metavar="HZ", help="re-send rate (default 10)")
 

@@ -27,6 +27,7 @@ from typing import Any, Final
 from viewer_bridge.clients.client import AsyncViewerClient, ClientError
 from viewer_bridge.clients.keys import KeyTeleop
 from viewer_bridge.clients.send import EXIT_USAGE, add_connection_options, client_options, positive_float
+from viewer_bridge.extras import missing_extra
 
 __all__ = ["register", "run_teleop"]
 
@@ -84,6 +85,10 @@ def cmd_teleop(args: argparse.Namespace) -> int:
         client = AsyncViewerClient(**options)
     except (ClientError, ValueError) as exc:
         print(f"viewer-bridge teleop: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    problem = missing_extra("teleop")
+    if problem is not None:
+        print(f"viewer-bridge teleop: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if not sys.stdin.isatty() or not sys.stdout.isatty():
         print("viewer-bridge teleop: needs a terminal (stdin and stdout must be a TTY)", file=sys.stderr)

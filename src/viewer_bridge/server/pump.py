@@ -38,9 +38,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import itertools
 import logging
 import math
+import os
 import socket
 import ssl
 import threading
@@ -146,7 +148,22 @@ class BridgeSnapshot:
 
 
 class BindError(OSError):
-    """The server could not listen on its address; the message names host:port."""
+    """The server could not listen on its address; the message names host:port and what to do."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+def _bind_failure(host: str, port: int, exc: OSError) -> str:
+    where = f"cannot listen on {_url_host(host)}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"{where}: the port is in use (another bridge, or DimOS's own server?); stop it or choose another "
+                "port with --port (0 picks a free one)")
+    if exc.errno == errno.EACCES:
+        return f"{where}: permission denied (ports below 1024 need root); choose another port with --port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{where}: {host} is not an address of this machine; check --host"
+    return f"{where}: {os.strerror(exc.errno) if exc.errno else exc}"
 
 
 class ServerState(enum.Enum):
@@ -474,9 +491,7 @@ class AsyncRerunWebSocketServer:
                 reuse_address=True,
             )
         except OSError as exc:
-            raise BindError(
-                exc.errno, f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
-            ) from None
+            raise BindError(exc.errno, _bind_failure(config.host, config.port, exc)) from None
         sockets = self._server.sockets
         self.bound_port = sockets[0].getsockname()[1] if sockets else config.port
         self._started_at = self.clock()
