@@ -1,8 +1,9 @@
 """Log hygiene: a hostile client cannot write to the operator's terminal, forge log lines, or leak the token.
 
-The bridge runs as ``viewer-bridge serve`` in a child process with every
-log level on (log level NOTSET: picows's own trace level included),
-and the whole of its stderr is checked after a hostile session.
+The bridge runs as ``viewer-bridge serve`` in a child process at its most
+verbose (DEBUG), and the whole of its stderr is checked after a hostile
+session; and in this process with every level on (level 1: picows's own
+trace level, which logs raw request bytes, included), every record checked.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import recv_json, wait_until
+from tests.conftest import BridgeFactory, recv_json, wait_until
 from tests.raw_ws import RawClient
 from tests.security.conftest import TOKEN, ChildBridge, get, http, upgrade_request
 
@@ -59,7 +60,7 @@ def test_hostile_input_reaches_the_log_escaped_and_without_the_token(
     child_bridge: type[ChildBridge], log_format: str
 ) -> None:
     bridge = child_bridge(
-        env={"VIEWER_BRIDGE_TOKEN": TOKEN, "VIEWER_BRIDGE_LOG_LEVEL": "NOTSET", "VIEWER_BRIDGE_LOG_FORMAT": log_format}
+        env={"VIEWER_BRIDGE_TOKEN": TOKEN, "VIEWER_BRIDGE_LOG_LEVEL": "DEBUG", "VIEWER_BRIDGE_LOG_FORMAT": log_format}
     )
     hostile_session(bridge.port)
     wait_until(lambda: "click_not_3d" in bridge.text and "un-masked frame" in bridge.text, timeout=10,
@@ -86,3 +87,15 @@ def test_a_non_utf8_authorization_header_is_a_401_not_a_500(child_bridge: type[C
     reply = http(bridge.port, b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xc3\x28\xff\r\n\r\n")
     assert reply.status == 401
     assert b"Traceback" not in reply.body and b"Error" not in reply.body
+
+
+def test_no_level_of_any_logger_carries_the_token(
+    bridge_factory: BridgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(1)  # below DEBUG: picows's trace level too
+    server, _ = bridge_factory(token=TOKEN)
+    hostile_session(server.bound_port or 0)
+    records = [r for r in caplog.records if r.name.startswith(("viewer_bridge", "picows"))]
+    assert records
+    assert not [r.getMessage() for r in records if TOKEN in r.getMessage()]
+    assert not [r.getMessage() for r in records if RAW_CONTROL.search(r.getMessage())]
