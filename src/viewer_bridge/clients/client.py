@@ -652,14 +652,13 @@ class AsyncViewerClient:
     async def estop(self, reason: str | None = None) -> None:
         """Latch the bridge's emergency stop: one zero now, and every twist and click refused
         (``estopped``) until someone sends :meth:`estop_clear`, across disconnects (and bridge
-        restarts with ``estop_state_file``). ``reason`` (at most 200 characters) is shown to every operator.
+        restarts with ``estop_state_file``). ``reason`` is shown to every operator; past
+        ``MAX_REASON`` (200) characters it is cut, never a reason not to stop.
         """
         if reason is not None:
-            if not isinstance(reason, str):
-                raise ValueError(f"reason must be a string, got {type(reason).__name__}")
+            reason = str(reason)
             if len(reason) > MAX_REASON:
-                # The bridge would refuse the whole message (and not latch): say so before it leaves.
-                raise ValueError(f"reason is {len(reason)} characters; at most {MAX_REASON}")
+                reason = reason[: MAX_REASON - 1] + "\u2026"
         await self._send_struct(Estop(reason))
 
     async def estop_clear(self) -> None:

@@ -213,9 +213,14 @@ MAX_REASON: Final = 200
 
 
 class Estop(msgspec.Struct, tag_field="type", tag="estop", frozen=True, gc=False):
-    """Latch the emergency stop (this project's extension): one zero now, no driving until cleared."""
+    """Latch the emergency stop (this project's extension): one zero now, no driving until cleared.
 
-    reason: Union[str, None] = None
+    ``reason`` is free text for the other operators. An e-stop is never refused
+    for its reason: a reason that is not a string is shown as JSON, and one
+    longer than ``MAX_REASON`` characters is cut.
+    """
+
+    reason: Any = None
 
 
 class EstopClear(msgspec.Struct, tag_field="type", tag="estop_clear", frozen=True, gc=False):
@@ -248,10 +253,9 @@ def parse_message(data: bytes | str) -> Event:
     kind = type(event)
     if kind is Estop:
         reason = event.reason  # type: ignore[union-attr]
-        if reason is not None and len(reason) > MAX_REASON:
-            raise ProtocolError(
-                Reason.INVALID_FIELD, f"reason is {len(reason)} characters; at most {MAX_REASON}", "reason"
-            )
+        if reason is not None and (type(reason) is not str or len(reason) > MAX_REASON):
+            text = reason if type(reason) is str else msgspec.json.encode(reason).decode()
+            return Estop(text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "\u2026")
     elif kind is not Stop and kind is not EstopClear:
         ts = event.timestamp_ms  # type: ignore[union-attr]
         if ts is not None and not 0 <= ts <= MAX_TIMESTAMP_MS:

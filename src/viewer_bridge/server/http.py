@@ -259,7 +259,7 @@ class HttpRoutes:
         return principal
 
     def _estop(self, request: Request, path: str, query: Mapping[str, list[str]]) -> Response:
-        """``POST /estop`` (optional JSON body ``{"reason": ...}``) latches; ``POST /estop/clear`` releases."""
+        """``POST /estop`` (optional body ``{"reason": ...}``) latches; ``POST /estop/clear`` releases."""
         server = self._server
         target = request
         if request.method != "POST":
@@ -275,15 +275,8 @@ class HttpRoutes:
         who = f"http:{principal.name}" if principal.named else f"http:{request.peer[0]}" if request.peer else "http"
         now = server.clock()
         if path == "/estop":
-            reason: str | None = None
-            if request.body.strip():
-                try:
-                    body = json.loads(request.body)
-                except (ValueError, UnicodeDecodeError):
-                    return self.refuse(400, 'the body must be JSON: {"reason": "..."} (or empty)', target)
-                reason = body.get("reason") if isinstance(body, dict) else None
-                if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):
-                    return self.refuse(400, f"reason must be a string of at most {MAX_REASON} characters", target)
+            # An authorised e-stop always latches: a body that is not the expected JSON becomes the reason.
+            reason = _estop_reason(request.body)
             server.latch_estop(who, reason, now)
         else:
             server.clear_estop(who, now)
@@ -336,6 +329,21 @@ def _valid_key(key: str | None) -> bool:
         return len(base64.b64decode(key, validate=True)) == 16
     except (binascii.Error, ValueError):
         return False
+
+
+def _estop_reason(body: bytes) -> str | None:
+    """The reason in ``{"reason": ...}``; any other body, as text; cut to ``MAX_REASON`` characters."""
+    if not body.strip():
+        return None
+    try:
+        parsed = json.loads(body)
+        reason = parsed.get("reason") if isinstance(parsed, dict) else parsed
+    except (ValueError, UnicodeDecodeError):
+        reason = body.decode("utf-8", "replace")
+    if reason is None:
+        return None
+    text = reason if isinstance(reason, str) else json.dumps(reason)
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "\u2026"
 
 
 def _ok(body: bytes, content_type: str) -> Response:
