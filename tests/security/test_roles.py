@@ -81,7 +81,7 @@ def test_names_in_status_metrics_and_logs_never_secrets(
         request = urllib.request.Request(server.http_url("/status"), headers={"Authorization": f"Bearer {WALL}"})
         status = urllib.request.urlopen(request, timeout=5).read().decode()
         metrics = urllib.request.urlopen(server.http_url(f"/metrics?token={OFFICER}"), timeout=5).read().decode()
-    clients = json.loads(status)
+    clients = json.loads(status)["clients"]
     assert sorted((c["token"], c["role"]) for c in clients) == [("field-laptop", "drive"), ("wall-display", "view")]
     assert 'viewer_bridge_token_connections{role="drive",token="field-laptop"} 1.0' in metrics
     assert 'viewer_bridge_token_connections{role="view",token="wall-display"} 1.0' in metrics

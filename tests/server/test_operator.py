@@ -92,6 +92,8 @@ def test_the_estop_latches_refuses_driving_and_goals_and_lasts_past_its_sender(b
         health = json.load(urllib.request.urlopen(server.http_url("/healthz"), timeout=5))
         assert health["up"] is True and health["estop"]["by"] == "#0002"
         assert health["estop"]["reason"] == "person in the aisle"
+        status = json.load(urllib.request.urlopen(server.http_url("/status"), timeout=5))
+        assert status["estop"] == health["estop"] and status["driver"] is None
         driver.send('{"type":"estop_clear"}')
         wait_until(lambda: rec.of("estop") == [Bool(True), Bool(False)], what="the clear on the estop stream")
         driver.send(twist(linear_x=0.5))  # its own stop above was its release

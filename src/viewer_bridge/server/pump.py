@@ -830,10 +830,16 @@ class AsyncRerunWebSocketServer:
                 counts[(stream, lane.kind)] = (ok, failed)
         return counts
 
-    def client_status(self) -> list[dict[str, Any]]:
+    def client_status(self) -> dict[str, Any]:
+        """``/status``: who drives, the e-stop, and one entry per client."""
         driver = self.safety.driver
+        estop = self.safety.estop
         now = self.clock()
-        return [session.status(driver, now) for session in self._sessions.values()]
+        return {
+            "driver": None if driver is None else self._name_of(driver),
+            "estop": None if estop is None else {"by": estop.by, "at": estop.at, "reason": estop.reason},
+            "clients": [session.status(driver, now) for session in self._sessions.values()],
+        }
 
     # -- sessions ---------------------------------------------------------
 
