@@ -104,6 +104,7 @@ _MAX_INCOMING: Final = 1 << 20
 _ERROR_HISTORY: Final = 100
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 class ClientError(Exception):
@@ -448,14 +449,7 @@ class AsyncViewerClient:
             # What the bridge said applied to that connection; a new one gets its own status at once.
             self.status = None
         waiters, self._state_waiters = self._state_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        if self.on_state is not None:
-            try:
-                self.on_state(state)
-            except Exception:
-                log.exception("on_state callback raised")
+        _notify(waiters, self.on_state, state, "on_state")
 
     def _on_message(self, message: str | bytes) -> None:
         try:
@@ -482,14 +476,7 @@ class AsyncViewerClient:
     def _on_status(self, status: Status) -> None:
         self.status = status
         waiters, self._status_waiters = self._status_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        if self.on_status is not None:
-            try:
-                self.on_status(status)
-            except Exception:
-                log.exception("on_status callback raised")
+        _notify(waiters, self.on_status, status, "on_status")
 
     async def wait_status(
         self, predicate: Callable[[Status], object] = lambda status: True, timeout: float | None = None
@@ -668,6 +655,20 @@ class AsyncViewerClient:
     async def heartbeat(self, timestamp_ms: int | None = None) -> None:
         """Liveness only; the bridge publishes nothing for it."""
         await self._send_struct(Heartbeat(int(_now_ms() if timestamp_ms is None else timestamp_ms)))
+
+
+def _notify(
+    waiters: list[asyncio.Future[None]], callback: Callable[[V], object] | None, value: V, name: str
+) -> None:
+    """Wake ``waiters`` and call the user's ``callback`` with ``value`` (whose exceptions are logged, not raised)."""
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    if callback is not None:
+        try:
+            callback(value)
+        except Exception:
+            log.exception("%s callback raised", name)
 
 
 def _http_reason(body: bytes | bytearray | None) -> str:

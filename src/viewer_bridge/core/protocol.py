@@ -175,7 +175,7 @@ class Click(msgspec.Struct, tag_field="type", tag="click", frozen=True, gc=False
     timestamp_ms: Union[float, None] = None
 
 
-class TwistCommand(msgspec.Struct, tag_field="type", tag="twist", frozen=True, gc=False):
+class TwistCommand(Axes, tag_field="type", tag="twist", frozen=True, gc=False):
     """A velocity command; a missing component is 0, as in DimOS.
 
     ``timestamp_ms`` (wall-clock epoch milliseconds when the client sent it) is
@@ -183,12 +183,6 @@ class TwistCommand(msgspec.Struct, tag_field="type", tag="twist", frozen=True, g
     command that spent too long on its way (``stale``); the viewer sends none.
     """
 
-    linear_x: float = 0.0
-    linear_y: float = 0.0
-    linear_z: float = 0.0
-    angular_x: float = 0.0
-    angular_y: float = 0.0
-    angular_z: float = 0.0
     timestamp_ms: Union[float, None] = None
 
     def to_twist(self) -> Twist:
