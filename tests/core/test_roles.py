@@ -17,7 +17,7 @@ VIEW_SECRET = "view-secret-0123456789"
     ("role", "allowed", "refused"),
     [
         (Role.DRIVE, ["twist", "click", "stop", "estop", "estop_clear", "heartbeat"], []),
-        (Role.STOP, ["stop", "estop", "estop_clear", "heartbeat"], ["twist", "click"]),
+        (Role.STOP, ["stop", "estop", "heartbeat"], ["twist", "click", "estop_clear"]),
         (Role.VIEW, ["heartbeat"], ["twist", "click", "stop", "estop", "estop_clear"]),
     ],
 )

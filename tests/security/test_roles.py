@@ -186,7 +186,17 @@ def test_the_estop_by_role_over_websocket_and_http(bridge_factory: BridgeFactory
         laptop.send(twist(linear_x=0.5))
         error = recv_json(laptop)
         assert error["reason"] == "estopped" and "latched by safety-officer" in error["detail"]
+    # Releasing lets the robot move again: the officer's stop role may not, over either door.
+    with as_(server, OFFICER) as officer:
+        officer.send('{"type":"estop_clear"}')
+        error = recv_json(officer)
+        assert error["reason"] == "forbidden" and "estop_clear" in error["detail"]
     status, body = post(server.http_url("/estop/clear"), b"", OFFICER)
+    assert status == 403 and "may not estop/clear" in body["reason"]
+    with as_(server, LAPTOP) as laptop:
+        laptop.send(twist(linear_x=0.5))
+        assert recv_json(laptop)["reason"] == "estopped"  # still latched after both refusals
+    status, body = post(server.http_url("/estop/clear"), b"", DESK)
     assert status == 200 and body == {"estop": None}
     status, body = post(server.http_url("/estop"), b"", DESK)
     assert status == 200 and body["estop"]["by"] == "http:ops-desk"

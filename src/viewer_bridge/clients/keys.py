@@ -35,6 +35,7 @@ itself does (a stream of zeros froze a real robot's controller).
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 from typing import Final, Union
@@ -69,13 +70,13 @@ ESTOP_KEYS: Final = frozenset({"x", "X"})
 CONFIRM_KEYS: Final = frozenset({"y", "Y"})
 
 
-class StopWhy:
-    """Why a stop is sent; shown to the user."""
+class StopWhy(enum.StrEnum):
+    """Why a stop is sent; its value is shown to the user."""
 
-    RELEASED: Final = "key released"
-    SPACE: Final = "space"
-    QUIT: Final = "quit"
-    FOCUS_LOST: Final = "focus lost"
+    RELEASED = "key released"
+    SPACE = "space"
+    QUIT = "quit"
+    FOCUS_LOST = "focus lost"
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class SendTwist:
 
 @dataclass(frozen=True)
 class SendStop:
-    why: str
+    why: StopWhy
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,7 @@ class KeyTeleop:
         self._sent = None
         return SendStop(StopWhy.SPACE)
 
-    def halt(self, why: str) -> SendStop | None:
+    def halt(self, why: StopWhy) -> SendStop | None:
         """Quit or lost focus: forget every key; stop if we were driving.
 
         Returns None when idle, since a ``stop`` would halt whoever else is driving.

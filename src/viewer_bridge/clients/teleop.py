@@ -25,7 +25,7 @@ import threading
 from typing import Any, Final
 
 from viewer_bridge.clients.client import AsyncViewerClient, ClientError
-from viewer_bridge.clients.keys import KeyTeleop
+from viewer_bridge.clients.keys import KeyTeleop, StopWhy
 from viewer_bridge.clients.send import EXIT_USAGE, add_connection_options, client_options, positive_float
 from viewer_bridge.extras import missing_extra
 
@@ -116,7 +116,7 @@ async def run_teleop(client: AsyncViewerClient, keys: KeyTeleop) -> int:
             loop.remove_signal_handler(signum)
         client.on_error = client.on_state = client.on_status = None  # the screen is gone
         # Normally the app has stopped already; this covers it dying while driving.
-        if keys.halt("quit") is not None and client.connected:
+        if keys.halt(StopWhy.QUIT) is not None and client.connected:
             try:
                 await client.stop()
             except ClientError:

@@ -4,16 +4,16 @@ A bridge may hand out several named tokens (see :mod:`viewer_bridge.core.auth`),
 each with one role:
 
 * ``drive``: every message (``twist``, ``click``, ``stop``, ...);
-* ``stop``: ``stop`` only (and the status endpoints and frames): a safety
-  officer's e-stop panel, which must be able to halt the robot and must not
-  be able to move it;
+* ``stop``: ``stop`` and latching the e-stop (and the status endpoints and
+  frames): a safety officer's e-stop panel, which must be able to halt the
+  robot and must not be able to move it. Releasing the e-stop lets the
+  robot move again, so it takes ``drive``;
 * ``view``: nothing that acts (the status endpoints and frames only): a
   wall display.
 
-Every role may send ``heartbeat`` (it only says the client is alive). The
-latched e-stop's ``estop`` and ``estop_clear`` are listed for ``drive`` and
-``stop`` already, so the messages that add them are permitted the moment
-they exist; :func:`may_send` is the one place that says who may send what,
+Every role may send ``heartbeat`` (it only says the client is alive).
+:func:`may_send` is the one place that says who may send what (over the
+WebSocket and for ``POST /estop`` and ``POST /estop/clear`` alike),
 and :class:`~viewer_bridge.core.connection.Connection` asks it for every
 message before acting on it. A message a role may not send is refused with
 a ``forbidden`` error frame and never published.
@@ -38,7 +38,7 @@ class Role(enum.StrEnum):
 
 PERMITTED: Final[Mapping[Role, frozenset[str] | None]] = {
     Role.DRIVE: None,
-    Role.STOP: frozenset({"stop", "heartbeat", "estop", "estop_clear"}),
+    Role.STOP: frozenset({"stop", "heartbeat", "estop"}),
     Role.VIEW: frozenset({"heartbeat"}),
 }
 """Message kinds (the protocol's ``type`` values) each role may send; ``None``: every kind."""

@@ -1305,7 +1305,7 @@
     connect();
     const you = config.you;
     if (you && you.role && you.role !== "drive") {
-      const what = you.role === "stop" ? "it may stop the robot, not drive it" : "it may watch, not drive or stop";
+      const what = you.role === "stop" ? "it may stop the robot and latch the e-stop, not drive or release it" : "it may watch, not drive or stop";
       notify(`Token ${you.name || ""} has the ${you.role} role: ${what}`, "info", 15000);
     }
   }
