@@ -16,14 +16,12 @@ import socket
 import subprocess
 import sys
 import threading
-import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from packaging.requirements import Requirement
 from websockets.sync.client import connect
 
 from tests.conftest import recv_json, require, wait_until
@@ -353,22 +351,6 @@ def test_dimos_own_server_checks_pass_with_only_the_import_changed(
 # -- installing beside DimOS ---------------------------------------------------------------------------
 
 
-def _textual_excludes_dimos_pin() -> bool:
-    """True while viewer-bridge's base requirements demand a textual DimOS 0.0.15 (textual==3.7.1) cannot have."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    for line in project["dependencies"]:
-        req = Requirement(line)
-        if req.name == "textual" and not req.specifier.contains("3.7.1"):
-            return True
-    return False
-
-
-@pytest.mark.xfail(
-    _textual_excludes_dimos_pin(),
-    reason="viewer-bridge pins textual 8.x and DimOS 0.0.15 pins textual==3.7.1; issue 11 makes textual "
-    "compatible or an extra, and then this check must pass",
-    strict=True,
-)
 def test_installing_viewer_bridge_dimos_changes_none_of_dimos_packages(dimos_python: Path) -> None:
     """The recipe installs viewer-bridge[dimos] under constraints holding every installed version and every
     requirement DimOS declares; it may add packages, never change one, and pip check finds nothing new."""
