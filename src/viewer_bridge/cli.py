@@ -18,7 +18,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any, Final
 
-from viewer_bridge.bus import listen
+from viewer_bridge.bus import agent, listen
 from viewer_bridge.bus.transports import TransportError
 from viewer_bridge.clients import send, teleop
 from viewer_bridge.config import BridgeConfig, ConfigError, field_docs, load_config, parse_remaps
@@ -226,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.register(sub)
     teleop.register(sub)
     listen.register(sub)
+    agent.register(sub)
     return parser
 
 
