@@ -31,6 +31,7 @@ from viewer_bridge.core.protocol import (
     ProtocolError,
     Stop,
     TwistCommand,
+    encode_error,
     parse_message,
 )
 
@@ -75,7 +76,7 @@ def parse_or_reject(data: bytes | str) -> Any:
         event = parse_message(data)
     except ProtocolError as exc:
         assert exc.reason and exc.detail
-        json.loads(exc.to_frame())  # the error frame is always valid JSON
+        json.loads(encode_error(exc.reason, exc.detail, exc.field))  # the error frame is always valid JSON
         return None
     assert_sound(event)
     return event

@@ -68,10 +68,6 @@ class Stream(Generic[T]):
         self._entries = entries
         self._callbacks = tuple(cb for _, cb in entries)
 
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._callbacks)
-
     def publish(self, message: T) -> None:
         for callback in self._callbacks:
             try:

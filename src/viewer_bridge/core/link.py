@@ -84,7 +84,7 @@ class LinkLimits:
 class LinkMonitor:
     """One client's pings, round-trip time and command ages."""
 
-    __slots__ = ("_deltas", "_next_ping", "_out", "_seq", "limits", "rtt")
+    __slots__ = ("_deltas", "_factor", "_next_ping", "_out", "_seq", "limits", "rtt")
 
     def __init__(self, limits: LinkLimits, now: float) -> None:
         self.limits = limits
@@ -93,6 +93,8 @@ class LinkMonitor:
         self._next_ping = now
         self._seq = 0
         self._deltas: collections.deque[float] = collections.deque(maxlen=_OFFSET_WINDOW)
+        # The factor for the last measured round trip, while no ping is out (asked for every twist).
+        self._factor: float | None = 1.0
 
     def ping_due(self, now: float) -> bytes | None:
         """The payload of a ping to send now, or None (one is out, or the last was too recent)."""
@@ -110,6 +112,7 @@ class LinkMonitor:
             return False
         self.rtt = now - out[1]
         self._out = None
+        self._factor = self.limits.factor_for(self.rtt) if self.limits.enabled else 1.0
         self._next_ping = out[1] + self.limits.ping_interval
         return True
 
@@ -123,6 +126,8 @@ class LinkMonitor:
 
     def factor(self, now: float) -> float | None:
         """The speed factor now (1.0 when off or not yet measured), or None: the link is too slow to drive."""
+        if self._out is None:
+            return self._factor
         if not self.limits.enabled:
             return 1.0
         rtt = self.estimate(now)

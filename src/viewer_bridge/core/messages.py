@@ -21,7 +21,7 @@ import msgspec
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from collections.abc import Iterator
 
-__all__ = ["Bool", "Message", "PointStamped", "Twist", "Vector3", "lcm_type_name"]
+__all__ = ["Bool", "Message", "PointStamped", "Twist", "Vector3"]
 
 
 # LCM's wire layout for the types above: an 8-byte type fingerprint, then the
@@ -229,7 +229,3 @@ class Bool(msgspec.Struct, frozen=True, gc=False):
 
 Message = Union[Twist, PointStamped, Bool]
 
-
-def lcm_type_name(message_type: type[Message]) -> str:
-    """The LCM type name used in channel and key names, e.g. ``geometry_msgs.Twist``."""
-    return message_type.lcm_name

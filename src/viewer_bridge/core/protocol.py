@@ -85,9 +85,6 @@ class ProtocolError(Exception):
         self.detail = detail
         self.field = field
 
-    def to_frame(self) -> bytes:
-        return encode_error(self.reason, self.detail, self.field)
-
 
 def encode_error(reason: str, detail: str, field: str | None = None) -> bytes:
     """The JSON error frame sent back to a client: ``{"type":"error","reason":...}``."""
@@ -176,9 +173,6 @@ class Click(msgspec.Struct, tag_field="type", tag="click", frozen=True, gc=False
     z: Union[float, None] = None
     entity_path: str = ""
     timestamp_ms: Union[float, None] = None
-
-    def is_world_point(self) -> bool:
-        return self.z is not None
 
 
 class TwistCommand(msgspec.Struct, tag_field="type", tag="twist", frozen=True, gc=False):

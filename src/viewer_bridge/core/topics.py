@@ -116,9 +116,6 @@ class TopicMap:
     def __iter__(self) -> Iterator[Topic]:
         return iter(self._topics.values())
 
-    def topics(self) -> list[Topic]:
-        return list(self._topics.values())
-
 
 def clean_namespace(namespace: str) -> str:
     """``"/robot1/"`` -> ``"robot1"``: the form topic names use."""

@@ -76,10 +76,10 @@ def test_page_loads_nothing_from_other_hosts() -> None:
 def test_config_follows_the_path_and_cannot_break_out_of_its_script(monkeypatch: pytest.MonkeyPatch) -> None:
     no_rerun(monkeypatch)
     files = StaticFiles(BridgeConfig(path="/teleop", rerun_url="rerun+http://host:9876/proxy?</script><b>"))
-    found = files("/")
+    found = files.respond("/", {})
     assert found is not None
-    body, content_type = found
-    assert content_type.startswith("text/html")
+    body, headers = found
+    assert headers["Content-Type"].startswith("text/html")
     assert body.count(b"</script>") == body.decode().count("</script>")  # no extra one injected
     config = page_config(body)
     assert config["wsPath"] == "/teleop"

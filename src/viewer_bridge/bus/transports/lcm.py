@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from viewer_bridge.bus.transports import Transport, TransportError
+from viewer_bridge.bus.transports.base import Transport, TransportError
 from viewer_bridge.core.topics import BUS_TYPES, clean_namespace, received_topic
 
 if TYPE_CHECKING:  # pragma: no cover

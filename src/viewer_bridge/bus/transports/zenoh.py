@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from viewer_bridge.bus.transports import Transport, TransportError
+from viewer_bridge.bus.transports.base import Transport, TransportError
 from viewer_bridge.core.messages import PointStamped
 from viewer_bridge.core.topics import BUS_TYPES, clean_namespace, received_topic
 

@@ -72,11 +72,6 @@ class StaticFiles:
         """Where the Rerun viewer's files are served, e.g. ``/rerun/0.41.0/``; None when they are not."""
         return f"{_RERUN_PREFIX}{self._rerun.version}/" if self._rerun is not None else None
 
-    def __call__(self, path: str) -> tuple[bytes, str] | None:
-        """``(body, content type)`` for ``path``."""
-        found = self.respond(path, {})
-        return None if found is None else (found[0], found[1]["Content-Type"])
-
     def respond(self, path: str, headers: Mapping[str, str]) -> tuple[bytes, dict[str, str]] | None:
         """``(body, response headers)`` for ``path``, given the request's ``headers``."""
         if path.startswith(_RERUN_PREFIX):
