@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.register(sub)
     teleop.register(sub)
     listen.register(sub)
-    agent.register(sub)
+    agent.register(sub, setup_logging)
     return parser
 
 

@@ -41,7 +41,7 @@ from typing import Any, Final
 from viewer_bridge.bus.fleetlink import DEFAULT_LEASE, has_links, open_session
 from viewer_bridge.bus.lanes import Lane
 from viewer_bridge.bus.streams import Stream
-from viewer_bridge.bus.transports import Transport, TransportError
+from viewer_bridge.bus.transports.base import Transport, TransportError
 from viewer_bridge.bus.watchdog import Watchdog
 from viewer_bridge.core.fleet import (
     ALL_STATIONS,
@@ -470,8 +470,8 @@ class RobotAgent:
 # -- the command line ----------------------------------------------------------------------------------
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``agent`` subcommand."""
+def register(subparsers: Any, setup_logging: Callable[[str, str], None]) -> None:
+    """Add the ``agent`` subcommand; ``setup_logging(level, format)`` is the command line's."""
     parser = subparsers.add_parser(
         "agent",
         help="run on a robot: take its orders from operator stations over Zenoh (the robot-side deadman)",
@@ -511,14 +511,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--echo", choices=("text", "json"), help="print every message published on the robot's bus")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
-    parser.set_defaults(func=cmd_agent)
+    parser.set_defaults(func=cmd_agent, setup_logging=setup_logging)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from viewer_bridge.cli import setup_logging
     from viewer_bridge.config import ConfigError, parse_remaps
 
-    setup_logging(args.log_level, args.log_format)
+    args.setup_logging(args.log_level, args.log_format)
     try:
         agent = RobotAgent(
             args.robot,

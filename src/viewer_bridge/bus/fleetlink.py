@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, Final
 
-from viewer_bridge.bus.transports import TransportError
+from viewer_bridge.bus.transports.base import TransportError
 
 __all__ = ["DEFAULT_LEASE", "open_session"]
 
