@@ -103,7 +103,10 @@ class Router:
     def __init__(self, listen: list[str]) -> None:
         import zenoh
 
-        self.session = zenoh.open(zenoh_config(listen, None, "router"))
+        config = zenoh_config(listen, None, "router")
+        # Its clients learn within a second that it is gone, even if its close never reaches them.
+        config.insert_json5("transport/link/tx/lease", "1000")
+        self.session = zenoh.open(config)
 
     def close(self) -> None:
         if self.session is not None:

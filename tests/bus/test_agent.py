@@ -102,9 +102,9 @@ def _connected(station: HandStation, robot: Robot) -> None:
 
     wait_until(arrived, timeout=10, what="an order to reach the robot's bus")
     station.send(robot.agent.robot, Kind.RELEASE, drive=0)
-    wait_until(lambda: robot.agent.snapshot().holder is None, what="the warm-up drive to end")
-    robot.agent.wait_delivered()
-    robot.bus.drain()
+    # Everything up to the warm-up drive's zero is off the bus.
+    while not robot.next_twist().is_zero():
+        pass
 
 
 def test_orders_reach_the_robots_bus_and_a_lapse_gives_exactly_one_zero(robot: Robot) -> None:
@@ -182,7 +182,10 @@ def test_the_driving_station_leaving_gives_one_zero_at_once() -> None:
         assert robot.next_twist() == FWD
         station.close()
         assert robot.next_twist(timeout=10) == Twist.zero()
-        assert robot.agent.snapshot().zeros == {"release": 1, "station_gone": 1}
+        # Its only peer was that station: the link going and the token going both end the drive,
+        # whichever the agent hears of first, and the other finds nothing left to stop.
+        zeros = robot.agent.snapshot().zeros
+        assert zeros.get("station_gone", 0) + zeros.get("link_lost", 0) == 1, zeros
         robot.bus.assert_quiet(0.3)
     finally:
         robot.close()
@@ -208,7 +211,7 @@ def test_losing_the_router_gives_exactly_one_zero() -> None:
                 wait_until(drives, timeout=10, what="the station's twist to reach the agent")
                 bus.drain()
                 router.close()
-                wait_until(lambda: not agent.snapshot().linked, timeout=10, what="the agent to notice")
+                wait_until(lambda: not agent.snapshot().linked, timeout=30, what="the agent to notice")
                 agent.wait_delivered()
                 # The router's end takes the station's token with it too: whichever the agent hears of
                 # first ends the drive, and the other finds nothing left to stop.

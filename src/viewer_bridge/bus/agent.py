@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from viewer_bridge.bus.fleetlink import DEFAULT_LEASE, has_links, open_session
+from viewer_bridge.bus.fleetlink import DEFAULT_LEASE, open_session
 from viewer_bridge.bus.lanes import Lane
 from viewer_bridge.bus.streams import Stream
 from viewer_bridge.bus.transports.base import Transport, TransportError
@@ -151,6 +151,7 @@ class RobotAgent:
         self._lock = threading.Lock()
         self._running = False
         self._open = False  # Zenoh events are handled (from opening the session until stop)
+        self._links: set[str] = set()  # the Zenoh ids of the routers and peers linked now
         self._session: Any = None
         self._declared: list[Any] = []
         self._state_publisher: Any = None
@@ -217,10 +218,11 @@ class RobotAgent:
         self._declared.append(
             session.liveliness().declare_subscriber(ALL_STATIONS, self._guard(self._on_station), history=True)
         )
-        self._declared.append(session.info.declare_transport_events_listener(self._guard(self._on_link)))
         with self._lock:
-            if not has_links(session):
-                self.core.link_lost(self.clock())
+            # Unlinked until Zenoh reports a link (those open already come at once, on Zenoh's thread).
+            self.core.link_lost(self.clock())
+        # Links are counted from Zenoh's transport events (the session's own tables may lag behind them).
+        self._declared.append(session.info.declare_transport_events_listener(self._guard(self._on_link), history=True))
         self._watchdog = Watchdog(self._due, self._expire, self.clock, grace=0.0)
         self._watchdog.start()
         # Declared last: a station that sees the robot online finds it listening.
@@ -382,11 +384,15 @@ class RobotAgent:
                 self.core.station_back(station, epoch)
 
     def _on_link(self, event: Any) -> None:
-        session = self._session
-        if session is None:
-            return
-        linked = has_links(session)
+        import zenoh
+
+        zid = str(event.transport.zid)
         with self._lock:
+            if event.kind == zenoh.SampleKind.DELETE:
+                self._links.discard(zid)
+            else:
+                self._links.add(zid)
+            linked = bool(self._links)
             if not self._open:
                 return
             now = self.clock()

@@ -281,7 +281,7 @@ def threads_end_with_test() -> Iterator[None]:
     wait_until(
         lambda: not (set(threading.enumerate()) - before),
         timeout=10.0,
-        what="threads started by the test to end",
+        what=lambda: f"threads started by the test to end: {sorted(t.name for t in set(threading.enumerate()) - before)}",  # noqa: E501
     )
 
 
