@@ -30,7 +30,7 @@ __all__ = ["main"]
 log = logging.getLogger(__name__)
 
 # Settings that get a hand-written flag (repeatable or renamed) instead of a generated one.
-_SPECIAL: Final = {"transports", "allowed_origins", "zenoh_connect", "zenoh_listen", "remap", "log_level"}
+_SPECIAL: Final = {"transports", "allowed_origins", "zenoh_connect", "zenoh_listen", "remap", "log_level", "robots"}
 _HELP: Final = {
     "host": "address to bind (default 127.0.0.1; anything else needs a token or --insecure)",
     "port": "TCP port (default 3030; 0 picks a free one)",

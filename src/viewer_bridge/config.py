@@ -32,6 +32,36 @@ class ConfigError(ValueError):
     """A setting is unknown or has a bad value; the message names it."""
 
 
+class RobotSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """One robot of a fleet, a ``[robots.NAME]`` table (see docs/fleet.md).
+
+    ``namespace`` prefixes the robot's topics where this station publishes
+    them itself (its own ``transports``: robots sharing one bus); a robot with
+    an agent publishes on its own bus under the agent's ``--namespace``.
+    ``entity_prefix``: a click on an entity under it (e.g.
+    ``/world/robots/go2-1``) is a goal for this robot. ``agent``: the robot
+    runs ``viewer-bridge agent`` (orders over Zenoh, online when its token is
+    seen, its own deadman); false drives it on this station's buses only.
+    ``scale_*``/``max_*`` replace the station's limit for this robot.
+    """
+
+    namespace: str = ""
+    entity_prefix: Union[str, None] = None
+    agent: bool = True
+    scale_linear_x: Union[float, None] = None
+    scale_linear_y: Union[float, None] = None
+    scale_linear_z: Union[float, None] = None
+    scale_angular_x: Union[float, None] = None
+    scale_angular_y: Union[float, None] = None
+    scale_angular_z: Union[float, None] = None
+    max_linear_x: Union[float, None] = None
+    max_linear_y: Union[float, None] = None
+    max_linear_z: Union[float, None] = None
+    max_angular_x: Union[float, None] = None
+    max_angular_y: Union[float, None] = None
+    max_angular_z: Union[float, None] = None
+
+
 class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     # -- where to listen --------------------------------------------------
     host: str = "127.0.0.1"
@@ -158,6 +188,16 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     """Rerun gRPC URL for the web page's embedded 3D viewer."""
     web: bool = True
     """Serve the browser teleop page at /."""
+    # -- a fleet: several robots, through their agents over Zenoh (docs/fleet.md) ---
+    robots: dict[str, RobotSettings] = {}
+    """Robots this station drives, by name ([robots.NAME] tables: namespace, entity_prefix, agent, per-robot
+    scale_*/max_*). Empty: one robot, driven on this bridge's own buses, as always."""
+    station: Union[str, None] = None
+    """This station's name in the fleet, shown to other stations' operators (default: the host name)."""
+    fleet_refresh_hz: float = 10.0
+    """How often the station re-sends the command in force to a robot's agent while someone drives, so
+    the agent's link timeout (0.5 s by default) fires only when the station or the network is gone."""
+
     echo: Union[Literal["text", "json"], None] = None
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
@@ -204,8 +244,45 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
         for name in self.transports:
             if name not in TRANSPORT_NAMES:
                 raise ConfigError(f"unknown transport {name!r}; choose from: {', '.join(TRANSPORT_NAMES)}")
+        self._check_fleet()
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
+
+    def _check_fleet(self) -> None:
+        from viewer_bridge.core.fleet import check_name
+
+        _require("fleet_refresh_hz", self.fleet_refresh_hz, lambda v: v > 0, "> 0")
+        if self.station is not None:
+            try:
+                check_name("station", self.station)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        prefixes: dict[str, str] = {}
+        for name, robot in self.robots.items():
+            try:
+                check_name("robot", name)
+                TopicMap(self.remap, robot.namespace)
+            except ValueError as exc:
+                raise ConfigError(f"robots.{name}: {exc}") from None
+            for axis in ("linear_x", "linear_y", "linear_z", "angular_x", "angular_y", "angular_z"):
+                scale, limit = getattr(robot, f"scale_{axis}"), getattr(robot, f"max_{axis}")
+                if scale is not None:
+                    _require(f"robots.{name}.scale_{axis}", scale, lambda v: True, "finite")
+                if limit is not None:
+                    _require(f"robots.{name}.max_{axis}", limit, lambda v: v >= 0, ">= 0")
+            prefix = robot.entity_prefix
+            if prefix is None:
+                continue
+            if not prefix.startswith("/") or prefix.rstrip("/") == "":
+                raise ConfigError(f"robots.{name}.entity_prefix must be an entity path like /world/robots/{name}, "
+                                  f"got {prefix!r}")
+            clean = prefix.rstrip("/")
+            for other_prefix, other in prefixes.items():
+                if clean == other_prefix or clean.startswith(other_prefix + "/") or other_prefix.startswith(
+                        clean + "/"):
+                    raise ConfigError(f"robots.{name}.entity_prefix {prefix!r} overlaps robots.{other}'s "
+                                      f"{other_prefix!r}: a click must belong to one robot")
+            prefixes[clean] = name
 
     def link(self) -> LinkLimits:
         """The link_* settings as the link monitor takes them."""

@@ -34,6 +34,8 @@ from viewer_bridge.core.messages import Bool, PointStamped, Twist, Vector3
 
 REPO = Path(__file__).resolve().parents[2]
 TELE = "/tele_cmd_vel#geometry_msgs.Twist"
+# What the agent publishes (not the LCM transport's own start-up probe, nor LCM's self-test).
+ROBOT_TOPICS = "/.*(tele_cmd_vel|cmd_vel|clicked_point|stop_movement|estop)#.*"
 TURN = Twist(Vector3(0, 0, 0), Vector3(0, 0, 0.8))
 
 
@@ -54,7 +56,7 @@ class Robot:
     def __init__(self, name: str = "go2-1", **settings: object) -> None:
         self.endpoint = _endpoint()
         self.url = unique_lcm_url()
-        self.bus = PlainLcm(self.url)
+        self.bus = PlainLcm(self.url, pattern=ROBOT_TOPICS)
         self.agent = RobotAgent(
             name,
             lcm_url=self.url,

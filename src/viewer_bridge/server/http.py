@@ -73,7 +73,13 @@ class HttpRoutes:
                 return self.refuse(
                     503, f"connection limit reached ({config.max_connections})", target, {"Retry-After": "1"}
                 )
-            return Upgrade(server.new_session())
+            robot: str | None = None
+            if server.fleet is not None:
+                chosen = query.get("robot")
+                robot = chosen[-1] if chosen else None
+                if robot is not None and robot not in server.fleet.robots:
+                    return self.refuse(404, f"unknown_robot: {server.fleet.unknown(robot)}", target)
+            return Upgrade(server.new_session(robot))
         if path == config.path:
             return self.refuse(
                 426, "this is the WebSocket endpoint: upgrade to websocket", target, {"Upgrade": "websocket"}
@@ -90,6 +96,8 @@ class HttpRoutes:
             if path == "/healthz":
                 health = server.health()
                 return Response(200 if health["up"] else 503, _json(health), _no_store(_JSON))
+            if server.fleet is not None:
+                return _ok(_json(server.fleet.report()), "application/json")
             return _ok(_json(server.client_status()), "application/json")
         if self.static is not None:
             found = self.static(path, headers)
@@ -123,7 +131,10 @@ class HttpRoutes:
             server.clear_estop(who, now)
         latch = server.safety.estop
         state = None if latch is None else {"by": latch.by, "at": latch.at, "reason": latch.reason}
-        return Response(200, _json({"estop": state}), _no_store(_JSON))
+        answer: dict[str, object] = {"estop": state}
+        if server.fleet is not None:
+            answer["robots"] = {name: robot["estop"] for name, robot in server.fleet.report()["robots"].items()}
+        return Response(200, _json(answer), _no_store(_JSON))
 
     def refuse(self, status: int, why: str, target: str, headers: dict[str, str] | None = None) -> Response:
         self._server.stats.http_refused[status] += 1
