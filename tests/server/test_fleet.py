@@ -378,3 +378,38 @@ def test_without_robots_nothing_changes() -> None:
             assert server.wait_delivered()
     finally:
         server.stop()
+
+
+def test_listen_shows_the_fleet_robots_online_and_who_drives_which(
+    fleet: Fleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from viewer_bridge.bus.listen import FleetWatcher
+    from viewer_bridge.cli import main
+
+    station_name = fleet.station.server.fleet.station  # type: ignore[union-attr]
+    watcher = FleetWatcher({"mode": "client", "connect": [fleet.endpoint], "multicast_scouting": False})
+    watcher.start()
+    try:
+        events: list[dict[str, Any]] = []
+
+        def seen(event: dict[str, Any]) -> bool:
+            while (item := watcher.get(0.05)) is not None:
+                events.append(item)
+            return event in events
+
+        for name in ROBOTS:
+            wait_until(lambda name=name: seen({"event": "robot", "robot": name, "online": True}), timeout=10,  # type: ignore[misc]
+                       what=f"{name} online")
+        wait_until(lambda: seen({"event": "station", "station": station_name, "online": True}), timeout=10,
+                   what="the station")
+        _drive_until_heard(fleet.client("go2-1"), fleet.robots["go2-1"], **FWD)
+        wait_until(lambda: seen({"event": "state", "robot": "go2-1", "driven_by": f"#0001 at {station_name}",
+                                 "estop_by": None, "linked": True, "link_timeout_s": 0.5}), timeout=10,
+                   what="go2-1 driven by the station's client")
+    finally:
+        watcher.close()
+    code = main(["listen", "--fleet", "--zenoh-mode", "client", "--zenoh-connect", fleet.endpoint,
+                 "--no-zenoh-multicast-scouting", "--count", "3", "--duration", "20"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert {"robot   go2-1: online", "robot   go2-2: online", f"station {station_name}: online"} == set(out)

@@ -119,15 +119,16 @@ class StaticFiles:
         return body, content_type
 
     def _page_config(self) -> bytes:
-        text = json.dumps(
-            {
-                "wsPath": self._config.path,
-                "rerunUrl": self._config.rerun_url,
-                "rerunAssets": self.rerun_prefix,
-                "rerunProblem": self._rerun_problem,
-            },
-            separators=(",", ":"),
-        )
+        page: dict[str, object] = {
+            "wsPath": self._config.path,
+            "rerunUrl": self._config.rerun_url,
+            "rerunAssets": self.rerun_prefix,
+            "rerunProblem": self._rerun_problem,
+        }
+        if self._config.robots:
+            # A fleet station's robots, for the page's robot picker (docs/fleet.md).
+            page["robots"] = sorted(self._config.robots)
+        text = json.dumps(page, separators=(",", ":"))
         # The JSON sits inside a <script> element: "</script>" in a URL must
         # not end it early.
         return text.replace("<", "\\u003c").encode("utf-8")

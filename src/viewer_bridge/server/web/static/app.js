@@ -9,6 +9,8 @@
   const config = readConfig();
   const params = new URLSearchParams(location.search);
   const token = params.get("token");
+  // At a fleet station the page drives one robot, chosen with ?robot=NAME (the picker sets it).
+  const robot = params.get("robot");
   // ?debug logs the Rerun viewer's events to the console (to see why a click sent no goal).
   const debug = params.has("debug");
 
@@ -33,7 +35,7 @@
   const RECONNECT_MS = [500, 1000, 2000, 4000, 5000];
 
   function readConfig() {
-    const defaults = { wsPath: "/ws", rerunUrl: null, rerunAssets: null, rerunProblem: null, estop: false };
+    const defaults = { wsPath: "/ws", rerunUrl: null, rerunAssets: null, rerunProblem: null, estop: false, robots: [] };
     try {
       return { ...defaults, ...JSON.parse(document.getElementById("bridge-config").textContent) };
     } catch {
@@ -44,6 +46,11 @@
   function withToken(path) {
     if (!token) return path;
     return path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+  }
+
+  function withRobot(path) {
+    if (!robot) return path;
+    return path + (path.includes("?") ? "&" : "?") + "robot=" + encodeURIComponent(robot);
   }
 
   const $ = (id) => document.getElementById(id);
@@ -79,7 +86,31 @@
     padFormError: $("pad-form-error"),
     padReset: $("pad-reset"),
     padEstopRow: $("pad-estop-row"),
+    robotPick: $("robot-pick"),
+    robot: $("robot"),
   };
+
+  // ------------------------------------------------------------ robot picker
+
+  // A fleet station lists its robots; choosing one reloads the page with ?robot=NAME, so every
+  // connection (and reconnection) asks for that robot.
+  function setupRobotPicker() {
+    if (!config.robots.length) return;
+    for (const name of config.robots) {
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = name;
+      ui.robot.append(option);
+    }
+    ui.robot.value = config.robots.includes(robot) ? robot : "";
+    ui.robotPick.hidden = false;
+    ui.robot.addEventListener("change", () => {
+      if (!ui.robot.value) return;
+      params.set("robot", ui.robot.value);
+      location.search = params.toString();
+    });
+  }
+  setupRobotPicker();
 
   // ------------------------------------------------------------ connection
 
@@ -93,7 +124,7 @@
     setConn("connecting");
     let ws;
     try {
-      ws = new WebSocket(scheme + location.host + withToken(config.wsPath));
+      ws = new WebSocket(scheme + location.host + withToken(withRobot(config.wsPath)));
     } catch (err) {
       notify(`Cannot open the connection: ${err.message}`, "error");
       return scheduleReconnect();
