@@ -44,6 +44,11 @@ _HELP: Final = {
     "republish_hz": "re-send the command in force at this rate (default 0 = off)",
     "rerun_url": "Rerun gRPC URL (rerun+http://HOST:9876/proxy) for the web page's 3D view",
     "web": "serve the browser page at / (default on)",
+    "rerun_connect": "log the bridge's status, goals, refusals and commands into this Rerun gRPC server "
+    "(e.g. rerun+http://127.0.0.1:9877/proxy; needs viewer-bridge[rerun]; see docs/viewer-awareness.md)",
+    "rerun_app_id": "Rerun application id to log under (default dimos)",
+    "rerun_recording_id": "Rerun recording id to log into (default $RERUN_RECORDING_ID, else the SDK's own)",
+    "rerun_prefix": "entity path of what the bridge logs (default bridge/; world/bridge/ for DimOS's 3D view)",
     "log_format": "text or json",
     "lcm_url": "LCM URL (default $LCM_DEFAULT_URL, else udpm://239.255.76.67:7667?ttl=0; ttl=1 reaches the LAN)",
     "zenoh_mode": "Zenoh session mode: peer (default) or client (through a zenohd router)",

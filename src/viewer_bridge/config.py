@@ -198,6 +198,19 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     """How often the station re-sends the command in force to a robot's agent while someone drives, so
     the agent's link timeout (0.5 s by default) fires only when the station or the network is gone."""
 
+    rerun_connect: Union[str, None] = None
+    """Rerun gRPC URL to log the bridge into (status, goals, refusals, commands; docs/viewer-awareness.md),
+    e.g. rerun+http://127.0.0.1:9877/proxy, the server DimOS's Rerun bridge runs and dimos-viewer reads.
+    None = off. Needs the Rerun SDK (pip install 'viewer-bridge[rerun]')."""
+    rerun_app_id: str = "dimos"
+    """Application id to log under: the robot's (DimOS's is "dimos"), so the entities join its recording."""
+    rerun_recording_id: Union[str, None] = None
+    """Recording id to log into; None = $RERUN_RECORDING_ID if set, else the id rr.init() picks in this
+    process (shared by every process multiprocessing starts from one parent: DimOS's module workers)."""
+    rerun_prefix: str = "bridge/"
+    """Entity path under which the bridge logs (status, goal, refused, cmd_vel). A 3D view shows the goal
+    only if this is under its origin: use "world/bridge/" with DimOS's layout (its 3D view is "world")."""
+
     echo: Union[Literal["text", "json"], None] = None
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
@@ -245,6 +258,14 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             if name not in TRANSPORT_NAMES:
                 raise ConfigError(f"unknown transport {name!r}; choose from: {', '.join(TRANSPORT_NAMES)}")
         self._check_fleet()
+        if self.rerun_connect is not None:
+            _check_rerun_url(self.rerun_connect)
+        if not self.rerun_app_id.strip():
+            raise ConfigError("rerun_app_id must not be empty")
+        if not self.rerun_prefix.strip("/") or any(c.isspace() for c in self.rerun_prefix):
+            raise ConfigError(
+                f"rerun_prefix must be an entity path like 'bridge/' (not empty, no spaces), got {self.rerun_prefix!r}"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
 
@@ -317,6 +338,24 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     def replace(self, **changes: Any) -> BridgeConfig:
         """A copy with ``changes`` applied and validated."""
         return from_mapping({**msgspec.structs.asdict(self), **changes}, source="arguments")
+
+
+_RERUN_SCHEMES: Final = ("rerun", "rerun+http", "rerun+https")
+
+
+def _check_rerun_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ConfigError(f"rerun_connect {url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in _RERUN_SCHEMES or not parts.hostname or parts.path != "/proxy":
+        raise ConfigError(
+            f"rerun_connect must look like rerun+http://HOST:PORT/proxy (scheme rerun, rerun+http or "
+            f"rerun+https, path /proxy), got {url!r}"
+        )
 
 
 def _require(name: str, value: float, ok: Any, what: str) -> None:

@@ -57,6 +57,8 @@ DIMOS_PROFILE: Final[dict[str, Any]] = {
     # MovementManager's own limits; here the operator is told why a click went nowhere.
     "max_goal_distance": 500.0,
     "max_goal_height": 50.0,
+    # DimOS's 3D view has origin "world": the goal marker is drawn only under it (docs/viewer-awareness.md).
+    "rerun_prefix": "world/bridge/",
 }
 
 # Fields DimOS already defines: host and port with DimOS's defaults below, and

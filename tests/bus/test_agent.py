@@ -23,11 +23,10 @@ from tests.bus.transports.bus_support import (
     free_port,
     require_lcm,
     require_zenoh,
-    threads_end_with_test,
     unique_lcm_url,
-    wait_until,
     zenoh_config,
 )
+from tests.conftest import wait_until
 from viewer_bridge.bus.agent import RobotAgent
 from viewer_bridge.core.fleet import ALL_AGENTS, Kind
 from viewer_bridge.core.messages import Bool, PointStamped, Twist, Vector3
@@ -40,10 +39,9 @@ TURN = Twist(Vector3(0, 0, 0), Vector3(0, 0, 0.8))
 
 
 @pytest.fixture(autouse=True)
-def _deps() -> Iterator[None]:
+def _deps() -> None:
     require_zenoh()
     require_lcm()
-    yield from threads_end_with_test()
 
 
 def _endpoint() -> str:

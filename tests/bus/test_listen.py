@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from tests.bus.transports.bus_support import (
     require_lcm,
     require_zenoh,
     running_bridge,
-    threads_end_with_test,
     unique_lcm_url,
     unique_name,
 )
@@ -33,11 +31,6 @@ from viewer_bridge.core.messages import Bool, PointStamped, Twist, Vector3
 from viewer_bridge.core.topics import Topic
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _no_leaked_threads() -> Iterator[None]:
-    yield from threads_end_with_test()
 
 
 def test_rate_meter() -> None:

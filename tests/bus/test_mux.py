@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,11 +20,10 @@ from tests.bus.transports.bus_support import (
     require_lcm,
     require_zenoh,
     running_bridge,
-    threads_end_with_test,
     unique_lcm_url,
     unique_name,
-    wait_until,
 )
+from tests.conftest import wait_until
 from viewer_bridge.core.messages import Bool, Twist, Vector3
 from viewer_bridge.core.mux import CmdVelMux, MuxOutcome, Source
 
@@ -33,11 +31,6 @@ NAV = Twist(Vector3(0.3, 0, 0), Vector3(0, 0, 0.1))
 NAV2 = Twist(Vector3(0.2, 0, 0), Vector3(0, 0, -0.1))
 TELE = Twist(Vector3(0.5, 0, 0), Vector3(0, 0, 0.8))
 ZERO = Twist.zero()
-
-
-@pytest.fixture(autouse=True)
-def _no_leaked_threads() -> Iterator[None]:
-    yield from threads_end_with_test()
 
 
 # -- the state machine, fake clock ------------------------------------------

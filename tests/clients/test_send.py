@@ -114,8 +114,9 @@ def test_a_refusal_exits_1_with_the_bridges_reason(
     assert "rejected: invalid_field:" in err and "[field timestamp_ms]" in err
 
 
-def test_the_real_command_exits_non_zero_with_the_reason(bridge: tuple[RerunWebSocketServer, Recorder]) -> None:
-    server, _ = bridge
+def test_the_real_command_exits_non_zero_with_the_reason(bridge_factory: BridgeFactory) -> None:
+    # The driver must still hold the lease when the command's interpreter has started: a long deadman.
+    server, _ = bridge_factory(deadman_timeout=60.0)
     with ViewerClient(server.websocket_url()) as driver:
         driver.twist(angular_z=0.5)
         driver.sync()

@@ -559,12 +559,16 @@ class DimosViewer:
         scene: PointCloudScene | None = None,
         binary: str | None = None,
         extra_args: Sequence[str] = (),
+        sources: Sequence[str] | None = None,
         debug: bool = True,
         ready_timeout: float = 60.0,
         workdir: str | os.PathLike[str] | None = None,
     ) -> None:
         """
         ``scene``: the point cloud to load (default :class:`PointCloudScene`).
+        ``sources``: what to open instead of the scene's PLY file (e.g. nothing,
+        with ``extra_args=["--connect", URL]`` to a Rerun server that logs the
+        same cloud); ``scene`` still says what the 3D view must show to be ready.
         ``workdir``: where the scene, the log and the viewer's private state
         go (default: a temporary directory removed on exit).
         ``ready_timeout``: deadline for window + first frame (software
@@ -577,6 +581,7 @@ class DimosViewer:
         if self.binary is None:
             raise HarnessError("dimos-viewer not found (pip install dimos-viewer==0.32.0a3)")
         self.extra_args = list(extra_args)
+        self.sources = None if sources is None else list(sources)
         self.debug = debug
         self.ready_timeout = ready_timeout
         self._own_tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -650,7 +655,7 @@ class DimosViewer:
             f"{self.display.width}x{self.display.height}",
             *self.extra_args,
             # Relative (cwd is the workdir): the entity path is then "/scene.ply".
-            scene_path.name,
+            *([scene_path.name] if self.sources is None else self.sources),
         ]
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._log_file = log

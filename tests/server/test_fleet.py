@@ -25,11 +25,9 @@ from tests.bus.transports.bus_support import (
     free_port,
     require_lcm,
     require_zenoh,
-    threads_end_with_test,
     unique_lcm_url,
-    wait_until,
 )
-from tests.conftest import recv_json, twist
+from tests.conftest import recv_json, twist, wait_until
 from viewer_bridge import RerunWebSocketServer
 from viewer_bridge.bus.agent import RobotAgent
 from viewer_bridge.core.fleet import Kind
@@ -40,13 +38,14 @@ TELE = "/tele_cmd_vel#geometry_msgs.Twist"
 ROBOT_TOPICS = "/.*(tele_cmd_vel|cmd_vel|clicked_point|stop_movement|estop)#.*"
 CLICK = "/clicked_point#geometry_msgs.PointStamped"
 FWD = {"linear_x": 0.5}
+# Zenoh sessions and LCM handles of the tests' own: no thread of any kind may outlive a test.
+pytestmark = pytest.mark.all_threads
 
 
 @pytest.fixture(autouse=True)
-def _deps() -> Iterator[None]:
+def _deps() -> None:
     require_zenoh()
     require_lcm()
-    yield from threads_end_with_test()
 
 
 class Robot:

@@ -81,7 +81,9 @@ def asyncio_bridge(**settings: Any) -> Iterator[AsyncRerunWebSocketServer]:
 def test_a_flood_delays_no_one_elses_commands_stop_deadman_or_handshake(
     bridge_factory: BridgeFactory, kind: str, connections: int
 ) -> None:
-    server, rec = bridge_factory(deadman_timeout=0.5, flood_close_after=30.0)
+    # link_limits off: a flood makes every round trip through the loop slower, which the link limits
+    # would (rightly) answer with a lower speed factor; here the commands must arrive as sent.
+    server, rec = bridge_factory(deadman_timeout=0.5, flood_close_after=30.0, link_limits=False)
     with Flood(server.bound_port or 0, FLOODS[kind], connections) as flood:
         # The flooders are read until their budget runs out, then paused (or cut off: pongs nobody reads).
         wait_until(

@@ -13,9 +13,11 @@ import time
 import pytest
 from websockets.sync.client import connect
 
+from tests.bus.transports.bus_support import free_port, require_zenoh
 from tests.conftest import Recorder, client, twist, wait_until
 from viewer_bridge import AsyncRerunWebSocketServer, BindError, RerunWebSocketServer, Twist
 from viewer_bridge.config import ConfigError
+from viewer_bridge.server.pump import ServerState
 
 
 def open_fds() -> int:
@@ -83,13 +85,31 @@ def test_restart_after_stop_keeps_subscribers() -> None:
 
 
 def test_stop_during_start_is_not_lost() -> None:
+    require_zenoh()
+    # A Zenoh peer told to connect to an address where nobody listens waits about a second for
+    # it during start(): a real start that is slow enough to stop in the middle of.
+    server = RerunWebSocketServer(
+        port=0, transports=["zenoh"], zenoh_connect=[f"tcp/127.0.0.1:{free_port()}"], zenoh_multicast_scouting=False
+    )
+    starter = threading.Thread(target=server.start)
+    starter.start()
+    wait_until(lambda: server.state is ServerState.STARTING, what="start() to be under way")
+    server.stop()  # waits for the start to finish, then stops: not lost
+    assert not server.is_running and server.state is ServerState.STOPPED
+    starter.join(timeout=10)
+    assert not starter.is_alive()
+    assert bridge_threads() == []
+
+
+def test_start_and_stop_racing_always_end_consistent() -> None:
     for _ in range(50):
         server = RerunWebSocketServer(port=0)
         starter = threading.Thread(target=server.start)
         starter.start()
         server.stop()
         starter.join(timeout=10)
-        # Whichever won the race, a final stop leaves it stopped and joined.
+        # Either the stop came first (and the start then ran) or it stopped the start: never in between.
+        assert server.state in (ServerState.STOPPED, ServerState.RUNNING)
         server.stop()
         assert not server.is_running
     assert bridge_threads() == []

@@ -157,8 +157,8 @@ def test_a_damaged_state_file_starts_latched(tmp_path: Path) -> None:
         assert error["reason"] == "estopped" and "state file unreadable" in error["detail"]
 
 
-def test_status_frames_on_connect_and_on_change(bridge: Any) -> None:
-    server, _ = bridge
+def test_status_frames_on_connect_and_on_change(bridge_factory: BridgeFactory) -> None:
+    server, _ = bridge_factory(link_limits=True)
     with client(server) as watcher:
         first = status_frames(watcher, lambda s: True)
         assert first["you"] == "#0001" and first["driver"] is None and first["estop"] is None
@@ -174,12 +174,12 @@ def test_status_frames_on_connect_and_on_change(bridge: Any) -> None:
             assert latched["driver"] is None and latched["stopped_by"] == "#0001"
             # The round trip is measured while a client drives.
             measured = status_frames(driver, lambda s: s["rtt_ms"] is not None)
-            assert measured["rtt_ms"] < 1000 and measured["speed_factor"] == 1.0
+            assert measured["rtt_ms"] >= 0 and 0 < measured["speed_factor"] <= 1.0
     assert server.server.status.frames_sent >= 5
 
 
-def test_a_stale_command_is_refused(bridge: Any) -> None:
-    server, rec = bridge
+def test_a_stale_command_is_refused(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory(link_limits=True)
     now_ms = time.time() * 1000
     with client(server) as ws:
         ws.send(json.dumps({"type": "twist", "linear_x": 0.5, "timestamp_ms": now_ms}))

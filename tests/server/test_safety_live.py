@@ -68,15 +68,16 @@ def test_silence_trips_the_deadman_once(bridge_factory: BridgeFactory) -> None:
 def test_steady_twists_keep_the_deadman_quiet(bridge_factory: BridgeFactory) -> None:
     server, rec = bridge_factory(deadman_timeout=0.5)
     with client(server) as ws:
-        for _ in range(8):
+        # Refresh the command for twice the deadman: each refresh goes out once the last was handled.
+        began, sent = time.monotonic(), 0
+        while time.monotonic() - began < 1.0:
             ws.send(twist(linear_x=0.5))
-            # Paced like key repeat: each refresh lands well inside the deadman.
-            deadline = time.monotonic() + 0.1
-            wait_until(lambda deadline=deadline: time.monotonic() >= deadline, timeout=1)
+            sent += 1
+            rec.wait_twists(sent)
         ws.send('{"type":"stop"}')
-        rec.wait_twists(9)
-    assert rec.twists[:8] == [Twist(Vector3(0.5, 0, 0), Vector3())] * 8
-    assert rec.twists[8] == Twist.zero()
+        rec.wait_twists(sent + 1)
+    assert rec.twists[:sent] == [Twist(Vector3(0.5, 0, 0), Vector3())] * sent
+    assert rec.twists[sent:] == [Twist.zero()]
     assert server.snapshot().zeros.get("deadman", 0) == 0
 
 

@@ -221,23 +221,35 @@ def test_unsubscribe(bridge: tuple[RerunWebSocketServer, Recorder]) -> None:
     assert [p.x for p in seen] == [1, 1, 4]
 
 
-def test_slow_subscriber_delays_others_only_by_its_own_call(bridge: tuple[RerunWebSocketServer, Recorder]) -> None:
+def test_a_slow_subscriber_delays_only_the_subscribers_after_it(
+    bridge: tuple[RerunWebSocketServer, Recorder],
+) -> None:
     server, rec = bridge
     release = threading.Event()
     entered = threading.Event()
+    behind: list[float] = []
 
     def slow(point: PointStamped) -> None:
         if point.x == 1:
             entered.set()
-            release.wait(5)
+            release.wait(10)
 
     server.clicked_point.subscribe(slow)
+    server.clicked_point.subscribe(lambda point: behind.append(point.x))
     with client(server) as a, client(server) as b:
         a.send('{"type":"click","x":1,"y":0,"z":0}')
         assert entered.wait(5)
+        # While the subscriber holds its thread, the bridge itself keeps handling frames...
         b.send('{"type":"click","x":2,"y":0,"z":0}')
+        b.send(twist(linear_x=0.5))
+        b.send('{"type":"stop"}')
+        wait_until(lambda: server.snapshot().frames["stop"] == 1, what="the bridge to handle b's frames")
+        assert server.snapshot().published["tele_cmd_vel"] == 2
+        # ...and only the subscribers after the slow one wait for it.
+        # (the recorder subscribed before the slow one, so it has the first click only)
+        assert behind == [] and [p.x for p in rec.of("clicked_point", settle=False)] == [1]
         release.set()
-        rec.wait_points(2)
+        wait_until(lambda: behind == [1, 2], what="the subscribers after the slow one, in order")
     assert [p.x for p in rec.points] == [1, 2]
 
 

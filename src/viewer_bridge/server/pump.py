@@ -48,7 +48,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from picows import (
     WSAutoPingStrategy,
@@ -78,8 +78,12 @@ from viewer_bridge.server.fleet import FLEET_EVENTS, Fleet, FleetCollector, Robo
 from viewer_bridge.server.front import FrontDoor
 from viewer_bridge.server.http import HttpRoutes
 from viewer_bridge.server.metrics import BridgeStats, make_registry
+from viewer_bridge.server.observer import BridgeObserver
 from viewer_bridge.server.status import StatusBoard
 from viewer_bridge.version import __version__
+
+if TYPE_CHECKING:  # pragma: no cover
+    from viewer_bridge.bus.rerun_sink import RerunSink
 
 __all__ = ["AsyncRerunWebSocketServer", "BindError", "BridgeSnapshot", "ServerState"]
 
@@ -116,6 +120,8 @@ _NAMES_KEPT: Final = 1024
 # The WebSocket handshake (after TCP, and TLS) must finish within this.
 _HANDSHAKE_TIMEOUT: Final = 10.0
 _TEXT: Final = WSMsgType.TEXT
+# How often the observer (the Rerun sink) is told the status; it logs only changes.
+_STATUS_PERIOD: Final = 0.2
 
 
 @dataclass(frozen=True)
@@ -377,6 +383,10 @@ class AsyncRerunWebSocketServer:
         self._link_timer: asyncio.TimerHandle | None = None
         self._started_at = 0.0
         self._last_command_at: float | None = None  # when tele_cmd_vel last got a message
+        # Told of every refusal and, every _STATUS_PERIOD, of the status (viewer_bridge.server.observer).
+        self.observer: BridgeObserver | None = None
+        self.rerun_sink: RerunSink | None = None
+        self._status_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle --------------------------------------------------------
 
@@ -436,6 +446,13 @@ class AsyncRerunWebSocketServer:
             self.transports.append(transport)
             # Probes the bus (LCM waits for its probe to come back, Zenoh for its peers): off the loop.
             await asyncio.to_thread(transport.start)
+        if config.rerun_connect is not None:
+            from viewer_bridge.bus.rerun_sink import RerunSink
+
+            sink = RerunSink.from_config(config, self.clock)
+            await asyncio.to_thread(sink.open)  # imports the Rerun SDK; connecting waits for the lane
+            self.rerun_sink = self.observer = sink
+            self.registry.register(sink.metrics)
         self._outlet = self._build_outlet()
         self._outlet.start()
         if self.fleet is not None:
@@ -469,6 +486,8 @@ class AsyncRerunWebSocketServer:
         self._started_at = self.clock()
         self._lag_timer = loop.call_at(self.clock() + _LAG_PERIOD, self._measure_lag, self.clock() + _LAG_PERIOD)
         self._link_timer = loop.call_at(self.clock() + _LINK_PERIOD, self._link_tick)
+        if self.observer is not None:
+            self._status_timer = loop.call_at(self.clock(), self._report_status)
         log.info("listening on %s", self.websocket_url())
 
     def _front_door(self) -> FrontDoor:
@@ -538,6 +557,9 @@ class AsyncRerunWebSocketServer:
             echo = Lane("echo", echo_writer(config.echo), kind="echo", max_pending=1000, clock=clock)
             for stream_lanes in lanes.values():
                 stream_lanes.append(echo)
+        if self.rerun_sink is not None:
+            for stream in ("clicked_point", TELE_CMD_VEL):
+                lanes[stream].append(self.rerun_sink.lane)
         commands_streams = {TELE_CMD_VEL}
         if self.fleet is not None:
             commands_streams |= self.fleet.command_streams()
@@ -567,6 +589,8 @@ class AsyncRerunWebSocketServer:
             self._apply(self.safety.shutdown(self.clock()), self.clock())
             if self.fleet is not None:
                 self.fleet.shutdown(self.clock())
+            if self.observer is not None:
+                self.observer.on_status(self._observer_status(self.clock()), self.clock())
         sessions = list(self._sessions.values())
         for session in sessions:
             session.close(session.conn.close(CloseCode.GOING_AWAY, "server shutting down"))
@@ -581,10 +605,10 @@ class AsyncRerunWebSocketServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-        for timer in (self._timer, self._lag_timer, self._link_timer):
+        for timer in (self._timer, self._lag_timer, self._link_timer, self._status_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._lag_timer = self._link_timer = None
+        self._timer = self._lag_timer = self._link_timer = self._status_timer = None
         self.status.stop()
         if self.mux is not None:
             self.mux.stop()
@@ -594,6 +618,10 @@ class AsyncRerunWebSocketServer:
             self._outlet = None
         if self.fleet is not None:
             await self.fleet.close()
+        if self.rerun_sink is not None:
+            await asyncio.to_thread(self.rerun_sink.close)
+            self.registry.unregister(self.rerun_sink.metrics)
+            self.rerun_sink = self.observer = None
         if self._estop_store is not None:
             await asyncio.to_thread(self._estop_store.close)
         transports, self.transports = self.transports, []
@@ -1101,6 +1129,29 @@ class AsyncRerunWebSocketServer:
         self._apply(self.safety.tick(now), now)
         self._arm()
 
+    def _report_status(self) -> None:
+        observer, loop = self.observer, self._loop
+        if observer is None or loop is None or self.state not in (ServerState.RUNNING, ServerState.STARTING):
+            return
+        now = self.clock()
+        observer.on_status(self._observer_status(now), now)
+        self._status_timer = loop.call_at(now + _STATUS_PERIOD, self._report_status)
+
+    def _observer_status(self, now: float) -> dict[str, Any]:
+        """The status an observer shows (keys: viewer_bridge.core.awareness.status_text)."""
+        driver, latch = self.safety.driver, self.safety.estop
+        estop = None
+        if latch is not None:
+            estop = f"by {latch.by} at {time.strftime('%H:%M:%S', time.localtime(latch.at))}"
+            estop += f" ({latch.reason})" if latch.reason else ""
+        return {
+            "driver": None if driver is None else self._label(driver),
+            "clients": len(self._sessions),
+            "command": self.safety.command,
+            "command_age": None if self._last_command_at is None else now - self._last_command_at,
+            "estop": estop,
+        }
+
     def _measure_lag(self, due: float) -> None:
         now = self.clock()
         self.stats.loop_lag.observe(max(0.0, now - due))
@@ -1114,6 +1165,8 @@ class AsyncRerunWebSocketServer:
         self.stats.rejects[reason] += 1
         session.rejects += 1
         now = self.clock()
+        if self.observer is not None:
+            self.observer.on_refusal(session.label, reason, detail, now)
         last = session.logged.get(reason)
         if last is None or now - last >= _LOG_REPEAT_INTERVAL:
             suppressed = session.suppressed.pop(reason, 0)

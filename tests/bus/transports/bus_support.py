@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from tests.conftest import require, wait_until
+from tests.conftest import require
 
 
 def need(ok: bool, reason: str) -> None:
@@ -271,18 +271,6 @@ def wait_for_zero(inbox: Collector, name: str, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not Twist.lcm_decode(inbox.get_on(name, timeout=max(0.0, deadline - time.monotonic()))).is_zero():
         pass
-
-
-def threads_end_with_test() -> Iterator[None]:
-    """Body of an autouse fixture: fail the test if a thread it started outlives it."""
-    before = set(threading.enumerate())
-    yield
-    # Zenoh's callback thread and the bridge thread end shortly after close()/stop() return.
-    wait_until(
-        lambda: not (set(threading.enumerate()) - before),
-        timeout=10.0,
-        what=lambda: f"threads started by the test to end: {sorted(t.name for t in set(threading.enumerate()) - before)}",  # noqa: E501
-    )
 
 
 class LineReader:

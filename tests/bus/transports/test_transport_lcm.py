@@ -19,8 +19,8 @@ from tests.bus.transports.bus_support import (
     running_bridge,
     unique_lcm_url,
     unique_name,
-    wait_until,
 )
+from tests.conftest import wait_until
 from viewer_bridge.bus.transports import TransportError
 from viewer_bridge.core.messages import Bool, PointStamped, Twist, Vector3
 from viewer_bridge.core.topics import Topic

@@ -18,9 +18,9 @@ from tests.bus.transports.bus_support import (
     require_zenoh,
     running_bridge,
     unique_name,
-    wait_until,
     warm_up_zenoh,
 )
+from tests.conftest import wait_until
 from viewer_bridge.bus.transports import TransportError
 from viewer_bridge.core.messages import Bool, PointStamped, Twist, Vector3
 from viewer_bridge.core.topics import Topic
