@@ -44,6 +44,7 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m bench.run --docs docs --targets dimos,floor,bridge,bridge-lcm --variant 'bridge-lcm:bridge:transports=["lcm"]'
+	$(BIN)/python -m bench.fleet --docs docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
