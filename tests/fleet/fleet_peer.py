@@ -7,7 +7,8 @@ dropped within about a second. Runs until stdin closes.
 ``client``: an operator's WebSocket client of a station, driven by commands
 on stdin, one per line, each answered with one JSON line on stdout:
 ``twist LX AZ``, ``hold LX AZ HZ`` (keep sending that twist at HZ, as a
-held key does), ``release`` (stop holding, send ``stop``), ``stop``,
+held key does), ``release`` (stop holding, send ``stop``), ``pause`` (stop
+holding, send nothing: the key is still down but the client is silent), ``stop``,
 ``click X Y Z ENTITY_PATH``, ``errors`` (the error frames received so far),
 ``status`` (the station's ``/status``), ``quit``.
 
@@ -90,11 +91,12 @@ def run_client(args: argparse.Namespace) -> None:
                     released.clear()
                     holder = threading.Thread(target=hold, daemon=True)
                     holder.start()
-            elif cmd == "release":
+            elif cmd in ("release", "pause"):
                 released.set()
                 if holder is not None:
                     holder.join()
-                ws.send(json.dumps({"type": "stop"}))
+                if cmd == "release":
+                    ws.send(json.dumps({"type": "stop"}))
             elif cmd == "stop":
                 ws.send(json.dumps({"type": "stop"}))
             elif cmd == "click":

@@ -303,3 +303,35 @@ def test_the_real_dimos_viewer_with_robot_in_its_url_drives_robot_1(fleet: Fleet
         seen = moving_until_zero(fleet.buses["go2-1"])
     assert (0.5, 0.0, 0.0, 0.0, 0.0, 0.0) in seen and seen[-1] == ZERO
     fleet.buses["go2-2"].quiet(0.5)
+
+
+def test_a_frozen_router_gives_one_zero_and_its_backlog_is_refused_when_it_thaws(fleet: Fleet) -> None:
+    import signal
+
+    from dimos_lcm.geometry_msgs import Twist as LcmTwist
+
+    router = fleet.procs[0]
+    one = fleet.client("control", "go2-1")
+    online(one, "go2-1")
+    one.send("hold 0.3 0.0 20")
+    bus1 = fleet.buses["go2-1"]
+    first_moving(bus1)
+    # The router stops forwarding (a hung process, a stalled link) but keeps every connection open:
+    # orders pile up in its sockets, and the agent hears nothing. The operator's client falls silent
+    # with the key still down, so the station keeps refreshing the drive into the backlog.
+    router.proc.send_signal(signal.SIGSTOP)
+    try:
+        one.send("pause")
+        seen = moving_until_zero(bus1)
+        assert set(seen[:-1]) <= {(0.3, 0.0, 0.0, 0.0, 0.0, 0.0)} and seen[-1] == ZERO
+    finally:
+        router.proc.send_signal(signal.SIGCONT)
+    # The backlog now reaches the agent: the lapsed drive's orders are refused, the station ends the
+    # drive and tells its client; nothing old moves the robot.
+    error = wait_error(one, "link_lapsed")
+    assert "go2-1 stopped: no command reached it within its 0.5 s link timeout" in error["detail"]
+    records = bus1.drain() + [r for r in [bus1.read(1.0)] if r is not None]
+    twists = [LcmTwist.lcm_decode(bytes.fromhex(r["hex"])) for r in records
+              if r["name"].endswith("tele_cmd_vel#geometry_msgs.Twist")]
+    assert twists == [], [(t.linear.x, t.angular.z) for t in twists]
+    one.send("release")
