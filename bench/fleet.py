@@ -214,14 +214,80 @@ def _discard(socks: list[socket.socket], stop: threading.Event) -> None:
                 sock.recv(65536, socket.MSG_DONTWAIT)
 
 
-def collect(hosts: list[Child]) -> dict[str, dict[int, float]]:
+def collect(hosts: list[Child], zeros: dict[str, list[float]] | None = None) -> dict[str, dict[int, float]]:
+    """Arrivals on every robot's bus since the last collect (and the zeros' arrival times into ``zeros``)."""
     arrivals: dict[str, dict[int, float]] = {}
     for host in hosts:
         host.send("report")
     for host in hosts:
-        for robot, seen in host.json()["arrivals"].items():
+        report = host.json()
+        for robot, seen in report["arrivals"].items():
             arrivals[robot] = {int(k): v for k, v in seen.items()}
+        if zeros is not None:
+            for robot, times in report["zeros"].items():
+                zeros.setdefault(robot, []).extend(times)
     return arrivals
+
+
+class Holding(threading.Thread):
+    """Drivers holding their keys in the background (until :meth:`release`)."""
+
+    def __init__(self, socks: list[socket.socket], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.socks, self.rate = socks, rate
+        self.released = threading.Event()
+
+    def run(self) -> None:
+        seq = 1
+        while not self.released.wait(1.0 / self.rate):
+            for sock in self.socks:
+                with contextlib.suppress(OSError):
+                    sock.sendall(twist(seq))
+                seq += 1
+
+    def release(self) -> None:
+        self.released.set()
+        self.join()
+
+
+def run_failover(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Two robots driven; the router frozen (SIGSTOP), then the station killed (SIGKILL): time to each zero."""
+    import signal
+
+    result: dict[str, Any] = {}
+    with fleet(2, workdir) as (router, station, hosts, port, robots):
+        socks = [open_connections(port, 1, path=f"/ws?robot={robot}")[0] for robot in robots]
+        stop_reading = threading.Event()
+        reader = threading.Thread(target=_discard, args=(socks, stop_reading), daemon=True)
+        reader.start()
+        holding = Holding(socks, args.rate)
+        holding.start()
+        try:
+            for phase, act, undo in (
+                ("router_frozen", lambda: router.proc.send_signal(signal.SIGSTOP),
+                 lambda: router.proc.send_signal(signal.SIGCONT)),
+                ("station_killed", lambda: station.proc.send_signal(signal.SIGKILL), lambda: None),
+            ):
+                deadline = time.monotonic() + 30
+                while not all(collect(hosts).get(robot) for robot in robots):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{phase}: the robots are not being driven")
+                    time.sleep(0.2)
+                collect(hosts)
+                started = now()
+                act()
+                time.sleep(1.5)
+                undo()
+                zeros: dict[str, list[float]] = {}
+                collect(hosts, zeros)
+                result[phase] = {robot: (min(t for t in zeros.get(robot, []) if t >= started) - started)
+                                 if any(t >= started for t in zeros.get(robot, [])) else None for robot in robots}
+        finally:
+            holding.release()
+            stop_reading.set()
+            reader.join()
+            close_all(socks, graceful=False)
+    return result
 
 
 def run_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -330,6 +396,26 @@ def render_markdown(results: dict[str, Any], plot: str | None = PLOT) -> str:
         )
     if plot:
         lines += ["", f"![Fleet latency and CPU against the number of robots]({plot})"]
+    failovers = results.get("failovers") or []
+    if failovers:
+        lines += [
+            "",
+            f"Failures, while two robots are driven ({len(failovers)} round(s); time from the failure to the zero "
+            "on each robot's LCM bus; agents' link timeout 0.5 s, the station refreshing at 10 Hz):",
+            "",
+            "| Failure | What stops the robot | median (ms) | max (ms) | zeros missing |",
+            "|---|---|--:|--:|--:|",
+        ]
+        why = {
+            "router_frozen": ("router frozen (SIGSTOP): nothing reaches the agents", "the agent's link timeout"),
+            "station_killed": ("station killed (SIGKILL) while driving", "the station's liveliness token gone"),
+        }
+        for phase, (what, stops) in why.items():
+            times = [v for f in failovers for v in f.get(phase, {}).values()]
+            got = [v * 1000 for v in times if v is not None]
+            median = f"{statistics.median(got):,.0f}" if got else "-"
+            worst = f"{max(got):,.0f}" if got else "-"
+            lines.append(f"| {what} | {stops} | {median} | {worst} | {len(times) - len(got)} |")
     lines += [
         "",
         "Every process ran on this one 2-core machine (station, router, agents ten to a process, load): at 50 "
@@ -420,11 +506,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=20.0, help="twists per second per driver (default 20)")
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per size (default 10)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="sizes 5,10; 3 s; 1 round")
+    p.add_argument("--failovers", type=int, default=5, help="rounds of the failure timings (default 5)")
+    p.add_argument("--quick", action="store_true", help="sizes 5,10; 3 s; 1 round; 1 failover")
     p.add_argument("--docs", type=Path, help="also write the Fleet section of DOCS/performance.md and its plot")
     args = p.parse_args(argv)
     if args.quick:
-        args.sizes, args.seconds, args.rounds = "5,10", 3.0, 1
+        args.sizes, args.seconds, args.rounds, args.failovers = "5,10", 3.0, 1, 1
     sizes = [int(s) for s in args.sizes.split(",")]
     started = time.monotonic()
     env = environment()
@@ -442,7 +529,16 @@ def main(argv: list[str] | None = None) -> int:
                       f"{lat['p99_us']:.0f} µs, superseded {run['superseded']}, "
                       f"station {run['station_cpu_per_msg_us']:.1f} µs/msg",
                       flush=True)
+    failovers: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+        for round_ in range(args.failovers):
+            failover = run_failover(args, Path(tmp))
+            failovers.append(failover)
+            print(f"failover {round_ + 1}/{args.failovers}: " + ", ".join(
+                f"{phase} -> zero " + "/".join("-" if v is None else f"{v * 1000:.0f} ms" for v in times.values())
+                for phase, times in failover.items()), flush=True)
     results = {
+        "failovers": failovers,
         "plan": {"sizes": sizes, "drivers": args.drivers, "rate": args.rate, "seconds": args.seconds,
                  "rounds": args.rounds},
         "env": env,

@@ -8,7 +8,8 @@ client session and its own LCM bus), plus, per robot, a plain ``lcm``
 subscriber on that bus that stamps every twist's arrival with
 CLOCK_MONOTONIC (one clock for every process on the machine). The twist's
 ``linear_y`` carries the load's sequence number. On ``report`` (stdin) it
-prints ``{"arrivals": {robot: {seq: first_arrival}}}`` and forgets them; on
+prints ``{"arrivals": {robot: {seq: first_arrival}}, "zeros": {robot: [arrival, ...]}}``
+(a zero twist carries no sequence number) and forgets them; on
 ``quit`` or end of input it stops.
 
 Both print one ``{"ready": true}`` line once set up.
@@ -57,6 +58,7 @@ class Arrivals:
         self._decode = LcmTwist.lcm_decode
         self._lock = threading.Lock()
         self.seen: dict[str, dict[int, float]] = {robot: {} for robot in buses}
+        self.zeros: dict[str, list[float]] = {robot: [] for robot in buses}
         self._handles: list[Any] = []
         for robot, url in buses.items():
             handle = lcm.LCM(url)
@@ -68,12 +70,16 @@ class Arrivals:
 
     def _handler(self, robot: str) -> Any:
         seen = self.seen[robot]
+        zeros = self.zeros[robot]
 
         def handle(_channel: str, data: bytes) -> None:
             at = time.monotonic()
-            seq = int(self._decode(data).linear.y)
+            msg = self._decode(data)
             with self._lock:
-                seen.setdefault(seq, at)
+                if msg.linear.x == 0.0 and msg.linear.y == 0.0 and msg.angular.z == 0.0:
+                    zeros.append(at)
+                else:
+                    seen.setdefault(int(msg.linear.y), at)
 
         return handle
 
@@ -86,12 +92,15 @@ class Arrivals:
             for fd in readable:
                 fds[fd].handle_timeout(0)
 
-    def take(self) -> dict[str, dict[int, float]]:
+    def take(self) -> tuple[dict[str, dict[int, float]], dict[str, list[float]]]:
         with self._lock:
             taken = {robot: dict(seen) for robot, seen in self.seen.items()}
+            zeros = {robot: list(times) for robot, times in self.zeros.items()}
             for seen in self.seen.values():
                 seen.clear()
-        return taken
+            for times in self.zeros.values():
+                times.clear()
+        return taken, zeros
 
     def close(self) -> None:
         os.write(self._wake_w, b"x")
@@ -115,7 +124,8 @@ def run_agents(args: argparse.Namespace) -> None:
     say(ready=True)
     for line in sys.stdin:
         if line.strip() == "report":
-            say(arrivals={robot: {str(k): v for k, v in seen.items()} for robot, seen in arrivals.take().items()})
+            seen, zeros = arrivals.take()
+            say(arrivals={robot: {str(k): v for k, v in got.items()} for robot, got in seen.items()}, zeros=zeros)
         elif line.strip() == "quit":
             break
     for agent in agents:

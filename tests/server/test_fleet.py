@@ -412,3 +412,29 @@ def test_listen_shows_the_fleet_robots_online_and_who_drives_which(
     out = capsys.readouterr().out.splitlines()
     assert code == 0
     assert {"robot   go2-1: online", "robot   go2-2: online", f"station {station_name}: online"} == set(out)
+
+
+def test_without_a_router_agents_connect_to_the_station_as_peers() -> None:
+    endpoint = f"tcp/127.0.0.1:{free_port()}"
+    station = RerunWebSocketServer(port=0, robots={"go2-1": {}}, zenoh_listen=[endpoint],
+                                   zenoh_multicast_scouting=False)
+    station.start()
+    url = unique_lcm_url()
+    agent = RobotAgent("go2-1", lcm_url=url, zenoh_connect=[endpoint], zenoh_multicast_scouting=False)
+    try:
+        with PlainLcm(url, pattern=ROBOT_TOPICS) as bus:
+            agent.start()
+            wait_until(lambda: station.snapshot().robots["go2-1"].online, timeout=20, what="go2-1 online")
+            with connect(station.websocket_url() + "?robot=go2-1", open_timeout=10) as ws:
+
+                def heard() -> bool:
+                    ws.send(twist(**FWD))
+                    try:
+                        return Twist.lcm_decode(bus.get_on(TELE, 0.2)).linear.x == 0.5
+                    except AssertionError:
+                        return False
+
+                wait_until(heard, timeout=15, what="the twist on go2-1's bus")
+    finally:
+        agent.stop()
+        station.stop()
