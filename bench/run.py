@@ -6,8 +6,14 @@ sample. Targets are interleaved inside each scenario (A B C A B C ...), so
 slow drift of the machine hits all of them alike; results are medians over
 rounds, and ratios are taken against the baseline measured in the same run.
 
+The "under attack" scenarios (:mod:`bench.attack`) measure the bridge alone,
+once each, after the others: how late its safety actions are while it is
+flooded or something it feeds is stuck.
+
     .venv/bin/python -m bench.run --quick --targets dimos,floor
     .venv/bin/python -m bench.run --docs docs         # full run, ~8 min on 2 cores
+    .venv/bin/python -m bench.run --attack            # the attack scenarios alone, ~3 min
+    .venv/bin/python -m bench.run --scenarios flood-pings-8,stall-zenoh
 """
 
 from __future__ import annotations
@@ -16,9 +22,9 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import platform
-import selectors
 import signal
 import subprocess
 import sys
@@ -26,14 +32,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     # Run as `python bench/run.py`: make the `bench` package importable.
     sys.path.insert(0, str(ROOT))
 
+from bench.attack import attack_scenarios, machine_busy_s  # noqa: E402
 from bench.control import ControlClient, proc_cpu_ns  # noqa: E402
+from bench.procs import kill_group, read_json_line  # noqa: E402
 from bench.report import render_markdown, render_plot, summarize  # noqa: E402
 
 DIMOS_VENV = ROOT / ".bench" / "dimos-venv"
@@ -78,10 +86,12 @@ def builtin_targets() -> dict[str, TargetSpec]:
             python=sys.executable,
             # The work tree's code, whether or not the venv has it installed.
             env={"PYTHONPATH": src},
-            # DimOS has no per-client rate limit, frame budget or connection
-            # cap; the bridge's defaults (200 msg/s and 2000 frames/s per
-            # client, 256 connections) would turn the throughput and idle
-            # scenarios into tests of those limits.
+            # DimOS has no per-client rate limit, frame budget, connection
+            # cap or link limits; the bridge's defaults (200 msg/s and 2000
+            # frames/s per client, 256 connections) would turn the throughput
+            # and idle scenarios into tests of those limits, and the load
+            # generator answers no pings, which the link limits take for a
+            # dead link (twists refused after 1.5 s).
             args=(
                 "--kwarg",
                 "rate_limit=1e9",
@@ -91,6 +101,8 @@ def builtin_targets() -> dict[str, TargetSpec]:
                 "frame_budget=1e9",
                 "--kwarg",
                 "max_connections=4096",
+                "--kwarg",
+                "link_limits=false",
             ),
             check="from viewer_bridge import RerunWebSocketServer",
         ),
@@ -149,39 +161,6 @@ FULL = Plan(rounds=5, tp_seconds=3.0, latency_seconds=6.0, idle_seconds=3.0, idl
 QUICK = Plan(rounds=1, tp_seconds=1.0, latency_seconds=3.0, idle_seconds=1.0, idle_connections=(500, 1000))
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """End ``proc`` and anything it spawned: its own process group, by id."""
-    if proc.poll() is not None:
-        return
-    for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _read_json_line(stream: IO[bytes], timeout: float) -> dict[str, Any]:
-    """One JSON line from a child's stdout, or TimeoutError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    buf = b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(stream, selectors.EVENT_READ)
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise TimeoutError(f"no line from child within {timeout:.0f} s")
-            chunk = os.read(stream.fileno(), 65536)
-            if not chunk:
-                raise ConnectionError(f"child exited before a full line: {buf!r}")
-            buf += chunk
-    line = buf.split(b"\n", 1)[0]
-    parsed: dict[str, Any] = json.loads(line)
-    return parsed
-
-
 @contextlib.contextmanager
 def target_process(spec: TargetSpec, log_path: Path, max_seconds: float) -> Iterator[dict[str, Any]]:
     """Start one target; yield its ready record; stop it (timed) and reap it."""
@@ -204,7 +183,7 @@ def target_process(spec: TargetSpec, log_path: Path, max_seconds: float) -> Iter
         )
         try:
             assert proc.stdout is not None
-            ready = _read_json_line(proc.stdout, timeout=60.0)
+            ready = read_json_line(proc.stdout, timeout=60.0)
             ready["spawn_ready_s"] = time.monotonic() - t0
             yield ready
             # stop() is measured with no clients left: after a scenario the
@@ -214,7 +193,7 @@ def target_process(spec: TargetSpec, log_path: Path, max_seconds: float) -> Iter
                 ready["stop_s"] = ctl.call("stop")["stop_s"]
             proc.wait(timeout=15.0)
         finally:
-            _kill_group(proc)
+            kill_group(proc)
             if proc.stdin is not None:
                 proc.stdin.close()
             if proc.stdout is not None:
@@ -255,13 +234,72 @@ def run_load(scenario: Scenario, ready: dict[str, Any], log_path: Path) -> dict[
         )
         try:
             assert proc.stdout is not None
-            result = _read_json_line(proc.stdout, timeout=scenario.timeout)
+            result = read_json_line(proc.stdout, timeout=scenario.timeout)
             proc.wait(timeout=10.0)
             return result
         finally:
-            _kill_group(proc)
+            kill_group(proc)
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+def run_attack(name: str, logs: Path, drives: int | None, timeout: float = 180.0) -> dict[str, Any]:
+    """One attack scenario in a measuring process of its own; its JSON result."""
+    cmd = [sys.executable, "-m", "bench.attack", name, "--log-dir", str(logs)]
+    if drives:
+        cmd += ["--drives", str(drives)]
+    with open(logs / f"attack-{name}.measure.log", "ab") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, start_new_session=True
+        )
+        try:
+            assert proc.stdout is not None
+            result = read_json_line(proc.stdout, timeout=timeout)
+            proc.wait(timeout=30.0)
+            return result
+        finally:
+            kill_group(proc)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def wait_for_quiet(max_wait: float, busy_below: float = 30.0, window: float = 0.5) -> dict[str, float]:
+    """Wait (up to ``max_wait`` s) for a ``window`` in which the machine's cores are busy under ``busy_below`` %
+    of one core, so that an attack scenario does not start in the middle of someone else's burst."""
+    t0 = time.monotonic()
+    busy = math.nan
+    while True:
+        b0 = machine_busy_s()
+        time.sleep(window)
+        busy = (machine_busy_s() - b0) / window * 100.0
+        if busy < busy_below or time.monotonic() - t0 >= max_wait:
+            return {"quiet_wait_s": time.monotonic() - t0, "busy_before_pct": busy}
+
+
+def select_scenarios(text: str | None, attack: bool, plan: Plan) -> tuple[Plan, list[Scenario], list[str]]:
+    """``--scenarios`` (names and groups) and ``--attack`` -> the plan, its scenarios, and the attack scenarios."""
+    every = replace(plan, twist8=True).scenarios()
+    attacks = attack_scenarios()
+    groups = {
+        "default": [s.name for s in plan.scenarios()],
+        "attack": [s.name for s in attacks],
+        "floods": [s.name for s in attacks if s.group == "flood"],
+        "stalls": [s.name for s in attacks if s.group == "stall"],
+    }
+    tokens = [t for t in (text or "").split(",") if t] or ([] if attack else ["default"])
+    if attack:
+        tokens.append("attack")
+    wanted: set[str] = set()
+    known = {s.name for s in every} | set(groups["attack"])
+    for token in tokens:
+        if token in groups:
+            wanted.update(groups[token])
+        elif token in known:
+            wanted.add(token)
+        else:
+            sys.exit(f"unknown scenario {token!r}; known: {', '.join([*groups, *sorted(known)])}")
+    plan = replace(plan, twist8="tp8" in wanted)
+    return plan, [s for s in plan.scenarios() if s.name in wanted], [n for n in groups["attack"] if n in wanted]
 
 
 def _versions(python: str, names: list[str]) -> dict[str, str]:
@@ -295,6 +333,8 @@ def _machine() -> dict[str, Any]:
         # Other work on the machine shows up as noise; the reader should know.
         "loadavg_start": os.getloadavg()[0],
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        # Started under `nice -n -10` (say), the benchmark runs ahead of other work on a shared machine.
+        "nice": os.nice(0),
     }
 
 
@@ -342,7 +382,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, help="override the plan's round count")
     p.add_argument(
         "--scenarios",
-        help="subset of tp1,click1,click8,tp8,lat200,idle500,idle1000 (default: all but tp8)",
+        help="comma-separated names or groups: tp1,click1,click8,tp8,lat200,idle500,idle1000; "
+        "flood-KIND-N, quiet, stall-{asyncio,threaded,zenoh,stdout}; groups default (all but tp8 "
+        "and the attack), attack, floods, stalls (default: default)",
+    )
+    p.add_argument("--attack", action="store_true", help="run the under-attack scenarios (alone, unless --scenarios)")
+    p.add_argument("--attack-rounds", type=int, default=1, help="rounds of the attack scenarios (default 1)")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=5.0,
+        help="before each attack scenario, wait up to this many seconds for other work on the machine to pause",
     )
     p.add_argument(
         "--variant",
@@ -370,20 +420,16 @@ def main(argv: list[str] | None = None) -> int:
         if name not in targets:
             sys.exit(f"--target-arg: unknown target {name!r}")
         targets[name] = replace(targets[name], args=(*targets[name].args, arg))
-    names = [n for n in args.targets.split(",") if n]
+    plan = QUICK if args.quick else FULL
+    if args.rounds:
+        plan = replace(plan, rounds=args.rounds)
+    plan, scenarios, attacks = select_scenarios(args.scenarios, args.attack, plan)
+    # The attack scenarios run the bridge themselves: no target list for them alone.
+    names = [n for n in args.targets.split(",") if n] if scenarios else []
     unknown = [n for n in names if n not in targets]
     if unknown:
         sys.exit(f"unknown targets {unknown}; known: {sorted(targets)}")
     specs = [targets[n] for n in names]
-    plan = QUICK if args.quick else FULL
-    if args.rounds:
-        plan = replace(plan, rounds=args.rounds)
-    scenarios = plan.scenarios()
-    if args.scenarios:
-        wanted = set(args.scenarios.split(","))
-        plan = replace(plan, twist8="tp8" in wanted)
-        scenarios = plan.scenarios()
-        scenarios = [s for s in scenarios if s.name in wanted]
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir: Path = (args.out_dir or ROOT / ".bench" / "results" / stamp).resolve()
@@ -414,12 +460,13 @@ def main(argv: list[str] | None = None) -> int:
                 else {}
             ),
         },
-        "plan": {**plan.__dict__, "scenarios": [s.name for s in scenarios]},
+        "plan": {**plan.__dict__, "scenarios": [s.name for s in scenarios], "attack": attacks},
         "targets": {s.name: {"label": s.label, "args": list(s.args)} for s in specs},
-        "baseline": args.baseline if args.baseline in names else names[0],
+        "baseline": args.baseline if args.baseline in names or not names else names[0],
         "runs": [],
+        "attack": [],
     }
-    max_seconds = max(s.timeout for s in scenarios) + 120.0
+    max_seconds = max((s.timeout for s in scenarios), default=0.0) + 120.0
     t_run = time.monotonic()
     failures = 0
     try:
@@ -438,11 +485,33 @@ def main(argv: list[str] | None = None) -> int:
                         unit["error"] = f"{exc!r}; log: {log_path}: {_last_line(log_path)}"
                     results["runs"].append(unit)
                     print(_progress_line(unit, time.monotonic() - t_unit), flush=True)
+        if attacks:
+            # The attack part may be re-run alone and merged in (bench.report --attack-from): it keeps its own date.
+            results["attack_machine"] = {
+                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "loadavg_start": os.getloadavg()[0],
+                "nice": os.nice(0),
+            }
+        for rnd in range(args.attack_rounds if attacks else 0):
+            for name in attacks:
+                unit = {"round": rnd, "scenario": name, "target": "attack"}
+                t_unit = time.monotonic()
+                try:
+                    unit["quiet"] = wait_for_quiet(args.quiet_wait)
+                    unit["metrics"] = run_attack(name, logs, drives=1 if args.quick else None)
+                except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+                    failures += 1
+                    log_path = logs / f"attack-{name}.measure.log"
+                    unit["error"] = f"{exc!r}; log: {log_path}: {_last_line(log_path)}"
+                results["attack"].append(unit)
+                print(_progress_line(unit, time.monotonic() - t_unit), flush=True)
     except KeyboardInterrupt:
         print("interrupted: writing partial results", file=sys.stderr)
         results["interrupted"] = True
     results["wall_s"] = time.monotonic() - t_run
     results["machine"]["loadavg_end"] = os.getloadavg()[0]
+    if "attack_machine" in results:
+        results["attack_machine"]["loadavg_end"] = os.getloadavg()[0]
     results["summary"] = summarize(results)
 
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
@@ -484,6 +553,14 @@ def _progress_line(unit: dict[str, Any], seconds: float) -> str:
         return head + f"{m['msgs_per_s']:>10,.0f} msg/s {m['cpu_us_per_msg']:6.2f} us/msg lost {m['lost']}"
     if "p50_us" in m:
         return head + f"p50 {m['p50_us']:.0f} us p99 {m['p99_us']:.0f} us max {m['max_us']:.0f} us"
+    if "met" in m:
+        met = m["met"]
+        return head + (
+            f"twist p99 {m.get('twist_p99_ms', math.nan):.1f} ms, stop max {m.get('stop_max_ms', math.nan):.1f} ms, "
+            f"deadman +{m.get('deadman_late_max_ms', math.nan):.1f} ms, handshake max "
+            f"{m.get('handshake_max_ms', math.nan):.1f} ms, RSS +{m.get('rss_growth_mb', math.nan):.1f} MB: "
+            f"{sum(met.values())}/{len(met)} targets met"
+        )
     if "rss_kb_per_conn" in m:
         return head + f"{m['rss_kb_per_conn']:.1f} KB/conn idle CPU {m['idle_cpu_pct']:.2f} %"
     return head + json.dumps(m)[:120]

@@ -20,7 +20,8 @@ PACKAGES=(
     libgl1-mesa-dri mesa-vulkan-drivers libvulkan1 libegl1 libgl1
     libxkbcommon-x11-0 libxcursor1 libxi6 libxrandr2
     # Other tests: headless browser, terminal-program driving.
-    chromium tmux
+    # Playwright's bundled node (its driver) links libatomic.so.1.
+    chromium tmux libatomic1
     # Network namespaces and the loopback multicast route for LCM.
     iproute2
 )

@@ -6,10 +6,11 @@ import json
 import logging
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from websockets.sync.client import ClientConnection, connect
@@ -60,27 +61,51 @@ def wait_until(
         pause(interval)
 
 
+# Variables that change what the code under test does: none may leak in from the shell running the tests.
+_OUR_VARIABLES: Final = ("VIEWER_BRIDGE_", "DIMOS_VIEWER_WS_URL")
+_SIGNALS: Final = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 @pytest.fixture(autouse=True)
-def isolated_global_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No logging handler, level or ``VIEWER_BRIDGE_*`` variable set by one test survives into the next.
+def isolated_global_state() -> Iterator[None]:
+    """No logging handler or level, environment variable, signal handler or working directory survives a test.
 
     ``viewer-bridge serve`` run in-process installs a root handler on stderr;
     left behind, it would write the next test's bridge logs into output that
-    test captures, and the suite's result would depend on its order.
+    test captures, and the suite's result would depend on its order. The
+    suite passes in a random order too (``make test-random``).
     """
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    loggers = {name: (lg.level, list(lg.handlers)) for name, lg in logging.root.manager.loggerDict.items()
-               if isinstance(lg, logging.Logger)}
-    for key in [k for k in os.environ if k.startswith("VIEWER_BRIDGE_")]:
-        monkeypatch.delenv(key)
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, (lg_level, lg_handlers) in loggers.items():
-        logger = logging.getLogger(name)
-        logger.setLevel(lg_level)
-        logger.handlers[:] = lg_handlers
+    manager = logging.root.manager
+    loggers = [logging.root] + [lg for lg in manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    saved_loggers = [(lg, lg.level, list(lg.handlers), lg.propagate, lg.disabled) for lg in loggers]
+    saved_disable = manager.disable
+    saved_env = dict(os.environ)
+    saved_signals = {signum: signal.getsignal(signum) for signum in _SIGNALS}
+    saved_cwd = os.getcwd()
+    for key in [k for k in os.environ if k.startswith(_OUR_VARIABLES)]:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        for lg, level, handlers, propagate, disabled in saved_loggers:
+            lg.setLevel(level)
+            lg.handlers[:] = handlers
+            lg.propagate, lg.disabled = propagate, disabled
+        # Loggers first made during the test keep no handler or level of their own.
+        known = {id(lg) for lg in loggers}
+        for lg in list(manager.loggerDict.values()):
+            if isinstance(lg, logging.Logger) and id(lg) not in known:
+                lg.setLevel(logging.NOTSET)
+                lg.handlers.clear()
+        manager.disable = saved_disable
+        if os.environ != saved_env:
+            os.environ.clear()
+            os.environ.update(saved_env)
+        for signum, handler in saved_signals.items():
+            if signal.getsignal(signum) is not handler and handler is not None:
+                signal.signal(signum, handler)
+        if os.getcwd() != saved_cwd:
+            os.chdir(saved_cwd)
 
 
 @pytest.fixture(autouse=True)

@@ -127,7 +127,8 @@ def test_echo_json_lines_and_sigterm_stops_the_driver(serve: type[Serve]) -> Non
 
 
 def test_echo_text(serve: type[Serve]) -> None:
-    srv = serve("--port", "0", "--echo", "text", "--frame-id", "map")
+    # The link monitor would scale speeds on a loaded machine; this test is about the printed text.
+    srv = serve("--port", "0", "--echo", "text", "--frame-id", "map", "--no-link-limits")
     with connect(srv.url(), open_timeout=5) as ws:
         ws.send('{"type":"click","x":1,"y":2,"z":0.5}')
         assert srv.stdout_line() == "[CLICK] 1.000,2.000,0.500 frame=map"
@@ -183,6 +184,11 @@ def test_port_in_use_exits_non_zero_naming_the_address(serve: type[Serve]) -> No
         srv = serve("--port", str(port))
         assert srv.proc.wait(timeout=10) == 1
         srv.wait_stderr(f"127.0.0.1:{port}")
+    # One line, said once, with the way out.
+    assert srv.stderr_lines + list(iter_queue(srv.stderr)) == [
+        f"viewer-bridge: cannot listen on 127.0.0.1:{port}: the port is in use (another bridge, or DimOS's own "
+        "server?); stop it or choose another port with --port (0 picks a free one)"
+    ]
 
 
 def test_wildcard_bind_prints_a_url_per_interface(serve: type[Serve], tmp_path: Path) -> None:

@@ -167,7 +167,7 @@ def test_listen_text_output_and_ctrl_c() -> None:
     finally:
         _, err = listen.finish()
     assert listen.proc.returncode == 0
-    assert f"  lcm /{ns}/stop_movement#std_msgs.Bool: 1 messages" in err
+    assert f"  lcm /{ns}/stop_movement#std_msgs.Bool: 1 message" in err
 
 
 def test_listen_reports_an_unusable_bus(capsys: pytest.CaptureFixture[str]) -> None:

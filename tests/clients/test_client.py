@@ -87,7 +87,8 @@ async def test_click_defaults_its_timestamp_to_now(bridge: tuple[RerunWebSocketS
         before = time.time()
         await client.click(1, 2, 3)
         await client.sync()
-    (point,) = rec.points
+    # sync() means the bridge took the click; subscribers get it on their own thread, a moment later.
+    (point,) = rec.wait_points(1)
     assert before - 0.002 <= point.ts <= time.time()
 
 

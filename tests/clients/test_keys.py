@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from viewer_bridge.clients.keys import Action, KeyTeleop, SendStop, SendTwist, StopWhy
+from viewer_bridge.clients.keys import (
+    Action,
+    KeyTeleop,
+    SendEstop,
+    SendEstopClear,
+    SendStop,
+    SendTwist,
+    StopWhy,
+)
 from viewer_bridge.core.messages import Twist, Vector3
 
 
@@ -145,13 +153,56 @@ def test_speed_keys_scale_clamp_and_apply_at_once_while_driving() -> None:
 
 def test_other_keys_do_nothing() -> None:
     keys = KeyTeleop()
-    for char in ("x", "z", "1", "\t", "é"):
+    for char in ("c", "z", "1", "\t", "é"):
         assert keys.key(char, 0.0) is None
     assert keys.key("ww", 0.0) is None  # not a single character
     assert keys.held == "" and not keys.moving
     keys.key("w", 1.0)
-    assert keys.key("x", 1.05) is None
+    assert keys.key("z", 1.05) is None
     assert keys.moving
+
+
+def test_x_latches_the_estop_at_once_and_forgets_every_key() -> None:
+    keys = KeyTeleop()
+    assert isinstance(keys.key("w", 0.0), SendTwist)
+    assert keys.key("x", 0.1) == SendEstop()
+    assert keys.held == "" and not keys.moving and keys.next_deadline() is None
+    # Idle or not, with Caps Lock or not: it latches (the bridge ignores a second latch).
+    assert keys.key("X", 0.2) == SendEstop()
+
+
+def test_releasing_takes_ctrl_r_then_y_within_the_confirm_timeout() -> None:
+    keys = KeyTeleop(confirm_timeout=5.0)
+    assert keys.key("y", 0.0) is None  # Y alone does nothing
+    keys.ask_release(1.0)
+    assert keys.release_asked and keys.next_deadline() == 6.0
+    assert keys.key("Y", 2.0) == SendEstopClear()
+    assert not keys.release_asked and keys.next_deadline() is None
+
+
+def test_any_other_key_or_the_timeout_cancels_the_release() -> None:
+    keys = KeyTeleop(confirm_timeout=5.0)
+    keys.ask_release(0.0)
+    assert keys.key("w", 1.0) is None  # cancels, and does not drive either
+    assert not keys.release_asked and not keys.moving
+    assert keys.key("y", 1.1) is None
+    keys.ask_release(2.0)
+    assert keys.tick(6.999999) is None and keys.release_asked
+    assert keys.tick(7.0) is None and not keys.release_asked  # exactly at the timeout: closed
+    assert keys.key("y", 7.0) is None
+    keys.ask_release(8.0)
+    keys.cancel_release()
+    assert keys.key("y", 8.1) is None
+
+
+def test_stop_and_estop_keys_still_act_while_the_release_is_asked() -> None:
+    keys = KeyTeleop()
+    keys.ask_release(0.0)
+    assert keys.key(" ", 0.1) == SendStop(StopWhy.SPACE)
+    assert not keys.release_asked
+    keys.ask_release(0.2)
+    assert keys.key("x", 0.3) == SendEstop()
+    assert not keys.release_asked
 
 
 def test_a_fast_repeat_is_sent_at_the_resend_rate_not_the_repeat_rate() -> None:
@@ -169,6 +220,7 @@ def test_a_fast_repeat_is_sent_at_the_resend_rate_not_the_repeat_rate() -> None:
         ({"resend_interval": -1}, "resend_interval"),
         ({"key_timeout": 1.0, "first_timeout": 0.5}, "first_timeout"),
         ({"speed": 3.0}, "speed"),
+        ({"confirm_timeout": 0}, "confirm_timeout"),
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, float], message: str) -> None:
@@ -193,7 +245,7 @@ def test_any_key_sequence_ends_stopped_and_never_repeats_a_stop(steps: list[tupl
     # The robot is left stopped: whatever was sent last was a stop (or nothing was sent).
     assert not keys.moving and keys.next_deadline() is None
     if out:
-        assert isinstance(out[-1][1], SendStop)
+        assert isinstance(out[-1][1], (SendStop, SendEstop))
     # Only Space may stop an already stopped robot; no other stop repeats one.
     for (_, earlier), (_, later) in itertools.pairwise(out):
         if isinstance(earlier, SendStop) and isinstance(later, SendStop):

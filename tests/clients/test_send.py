@@ -186,6 +186,31 @@ def test_wss_with_a_ca_file(bridge_factory: BridgeFactory, capsys: pytest.Captur
     assert [p.x for p in rec.points] == [1.0, 4.0]
 
 
+def test_the_wrong_scheme_is_pointed_out(
+    bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    tls, _ = bridge_factory(tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"))
+    plain_url = tls.websocket_url().replace("wss://", "ws://")
+    code, err = send(capsys, "stop", "--url", plain_url)
+    assert code == 3
+    assert err == (
+        f"viewer-bridge send: WebSocket handshake with {plain_url} failed: did not receive a valid HTTP response; "
+        f"if the bridge serves TLS, use {tls.websocket_url()}\n"
+    )
+    plain, _ = bridge_factory()
+    tls_url = plain.websocket_url().replace("ws://", "wss://")
+    code, err = send(capsys, "stop", "--url", tls_url, "--timeout", "1")
+    assert code == 3
+    assert err == (
+        f"viewer-bridge send: no answer from {tls_url} within 1 s; "
+        f"if the bridge does not serve TLS, use {plain.websocket_url()}\n"
+    )
+
+
 # -- a fleet station: --robot -------------------------------------------------------------------------
 
 FLEET = {"go2-1": {"agent": False}, "go2-2": {"agent": False}}

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Recorder, require_binary, wait_until
-from viewer_bridge import RerunWebSocketServer
-from viewer_bridge.clients.client import ViewerClient
+from viewer_bridge import Bool, RerunWebSocketServer
+from viewer_bridge.clients.client import ServerError, ViewerClient
 from viewer_bridge.core.messages import Twist, Vector3
 
 BridgeFactory = Callable[..., tuple[RerunWebSocketServer, Recorder]]
@@ -299,3 +299,78 @@ def test_shows_the_connection_state_while_no_bridge_answers(teleop: TeleopFactor
         term.wait_screen("not sent: not connected")
         term.keys("C-c")
         assert term.wait_exit() == 0
+
+
+# -- operator control: the e-stop, the status lines ------------------------------------------
+
+
+def test_x_latches_the_estop_and_releasing_takes_ctrl_r_then_y(
+    bridge: tuple[RerunWebSocketServer, Recorder], teleop: TeleopFactory
+) -> None:
+    server, rec = bridge
+    term = teleop(server.websocket_url(), "--first-timeout", "20")
+    term.wait_screen("connected")
+    term.keys("w")
+    rec.wait_twists(1)
+    term.keys("x")
+    wait_until(lambda: rec.of("estop") == [Bool(True)], what="the e-stop latched")
+    assert rec.twists[-1] == Twist.zero() and stops(server, "estop") == 1
+    term.wait_screen("e-stop LATCHED by #0001 at ")
+    term.wait_screen(": X key in the terminal teleop")
+    term.wait_screen("Ctrl-R then Y to release")
+    # Other clients are refused while it holds.
+    with ViewerClient(server.websocket_url()) as other:
+        other.twist(linear_x=0.1)
+        with pytest.raises(ServerError, match="estopped: e-stop latched by #0001"):
+            other.sync()
+    # Y alone does nothing; then a drive key is refused, which shows the Y was handled first.
+    term.keys("y", "d")
+    term.wait_screen("estopped: e-stop latched by #0001")
+    # Ctrl-R opens the prompt, any other key cancels it.
+    term.keys("C-r")
+    term.wait_screen("Y: RELEASE it (any other key cancels)")
+    term.keys("z")
+    term.wait_screen("Ctrl-R then Y to release")
+    assert server.server.safety.estop is not None and rec.of("estop") == [Bool(True)]
+    term.keys("C-r")
+    term.wait_screen("Y: RELEASE it")
+    term.keys("y")
+    wait_until(lambda: rec.of("estop") == [Bool(True), Bool(False)], what="the release")
+    wait_until(lambda: "LATCHED" not in term.screen(), what="the banner gone")
+    term.keys("Escape")
+    assert term.wait_exit() == 0
+
+
+def test_status_lines_show_the_driver_the_command_in_force_and_who_stopped_you(
+    bridge_factory: Callable[..., tuple[RerunWebSocketServer, Recorder]], teleop: TeleopFactory
+) -> None:
+    server, rec = bridge_factory(max_linear_x=0.3)
+    term = teleop(server.websocket_url(), "--first-timeout", "20", "--key-timeout", "20")
+    term.wait_screen("Driver      nobody (you are #0001)")
+    term.keys("w")
+    # What was sent (0.5), and what is in force after the bridge's limit (0.3).
+    term.wait_screen("In force    twist  linear_x +0.30  linear_y +0.00  angular_z +0.00")
+    term.wait_screen("Sending     twist  linear_x +0.50")
+    term.wait_screen("Driver      you (#0001)")
+    term.wait_screen("speed x1.00")
+    assert "RTT " in term.screen()
+    # Someone else's stop lasts: the held key is refused until it is let go.
+    with ViewerClient(server.websocket_url()) as other:
+        other.stop()
+        other.sync()
+        term.wait_screen("Stopped by #0002: let go (or Space) to drive again")
+        term.wait_screen("stopped_by_other: #0002 stopped you")
+        assert rec.twists.count(Twist.zero()) == 1 and rec.twists[-1] == Twist.zero()
+        term.keys("Space")  # let go (a stop: it publishes its one zero too)
+        wait_until(lambda: stops(server, "stop") == 2, what="the teleop's own stop")
+        term.wait_screen("Sending     stop (space)")
+        # Another client drives: its name and its command are shown.
+        other.twist(linear_x=0.2)
+        other.sync()
+        term.wait_screen("Driver      #0002 (you are #0001)")
+        term.wait_screen("In force    twist  linear_x +0.20  linear_y +0.00  angular_z +0.00")
+        other.stop()
+    term.keys("w")
+    term.wait_screen("Driver      you (#0001)")
+    term.keys("Space")
+    wait_until(lambda: rec.twists[-1] == Twist.zero(), what="the last stop")

@@ -296,3 +296,21 @@ def test_an_estop_is_never_rate_limited_and_its_clear_is() -> None:
     assert text(c, b'{"type":"estop"}') == Estop()
     assert isinstance(text(c, b'{"type":"estop_clear"}'), Refusal)
     assert text(c, b'{"type":"estop_clear"}', now=1.0) == EstopClear()
+
+
+def test_frames_after_our_close_are_still_charged_and_pause_reading() -> None:
+    c = conn(work_rate=100, work_burst=10)
+    assert c.close(1008, "flooding") == Close(1008, "flooding")
+    for _ in range(9):  # 1.03 units each: within the 10-unit budget
+        assert c.receive(TEXT, True, TWIST, 0.0) is None
+    assert c.pause_until is None
+    assert c.receive(TEXT, True, TWIST, 0.0) is None
+    assert c.pause_until is not None  # a closed flooder's backlog is read at the budget's pace
+
+
+def test_the_read_allowance_follows_the_work_budget() -> None:
+    c = conn(work_rate=100, work_burst=4000)
+    assert c.read_allowance(0.0) == 16 * 1024  # a full budget: the 16 KiB cap
+    for _ in range(3990):
+        c.receive(PING, True, b"", 0.0)
+    assert c.read_allowance(0.0) == 512  # ten frames' worth left: at least one real message's bytes

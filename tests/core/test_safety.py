@@ -423,6 +423,32 @@ def test_while_latched_no_one_drives_and_goals_are_refused_but_stops_still_act()
     assert h.take()[-1] == ("tele_cmd_vel", TURN)  # clearing again: nothing
 
 
+def test_twists_refused_for_the_estop_still_hold_on_however_long_it_lasts() -> None:
+    h = Harness()  # deadman 1.0
+    h.twist("a", FWD, 0.0)
+    latch(h, "panel", 0.1)
+    # The driver's key stays down through a latch far longer than the deadman: each refused twist holds on.
+    for now in (0.5, 1.25, 2.0, 2.75):
+        assert h.twist("a", FWD, now) == "estopped"
+    h._record(h.s.clear("panel", 3.0))
+    assert h.twist("a", FWD, 3.5) == "stopped_by_other"  # 0.75 s after its last refused twist: still held
+    h.take()
+    # Silence for exactly the deadman is letting go.
+    assert h.twist("a", FWD, 4.5) is None
+    assert h.take()[-1] == ("tele_cmd_vel", FWD)
+
+
+def test_a_zero_twist_during_the_estop_is_a_release() -> None:
+    h = Harness()
+    h.twist("a", FWD, 0.0)
+    latch(h, "panel", 0.1)
+    assert h.twist("a", FWD, 0.5) == "estopped"
+    assert h.twist("a", ZERO, 0.6) == "estopped"  # refused (latched), but the key was let go
+    assert h.s.held_by("a") is None
+    h._record(h.s.clear("panel", 0.7))
+    assert h.twist("a", FWD, 0.8) is None
+
+
 def test_a_controller_can_start_latched() -> None:
     from viewer_bridge.core.safety import Latch
 

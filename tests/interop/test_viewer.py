@@ -35,6 +35,7 @@ import pytest
 from tests.conftest import Recorder, require, wait_until
 from tests.interop.viewer_harness import DimosViewer, XvfbDisplay, missing_tools
 from viewer_bridge import BindError, Bool, PointStamped, RerunWebSocketServer, Twist, Vector3
+from viewer_bridge.clients.client import ViewerClient
 
 # The group keeps this module on one worker under ``--dist loadgroup``, so one
 # viewer serves it all. NOTE: with pytest 9.2 + pytest-xdist 3.8 the mark has no
@@ -406,3 +407,164 @@ def test_viewer_killed_while_driving_gets_one_zero(
     assert health["clients"] == 0 and health["driver"] is None, health
     assert ctx.zeros_since(since) == {"disconnect": 1}, "the zero must come from the disconnect"
     assert_one_drive(ctx.items(), allowed={FORWARD}, required=FORWARD)
+
+
+# --------------------------------------------------------------------------
+# Operator control with the real viewer: the lasting stop, the e-stop, status frames
+# --------------------------------------------------------------------------
+
+_METRIC = re.compile(r'^(viewer_bridge_rejects_total\{reason="(\w+)"\}|viewer_bridge_status_frames_total) (\S+)$', re.M)
+
+
+def rejects_and_status_frames(server: RerunWebSocketServer) -> tuple[dict[str, int], int]:
+    """Refusals by reason, and status frames sent, from one ``/metrics`` scrape."""
+    with urllib.request.urlopen(server.http_url("/metrics"), timeout=5) as response:
+        text = response.read().decode()
+    rejects: dict[str, int] = {}
+    frames = 0
+    for _, reason, value in _METRIC.findall(text):
+        if reason:
+            rejects[reason] = int(float(value))
+        else:
+            frames = int(float(value))
+    return rejects, frames
+
+
+def refused(server: RerunWebSocketServer, reason: str) -> int:
+    return rejects_and_status_frames(server)[0].get(reason, 0)
+
+
+def wait_caught_up(ctx: Ctx, since: Checkpoint, *, stops: int = 1, other_stops: int = 0) -> dict[str, Any]:
+    """Wait until the viewer has logged at least ``stops`` stops since ``since`` and the bridge has
+    counted every twist and stop it logged (plus ``other_stops`` stops from other clients); returns
+    ``/healthz`` from after that."""
+    seen: list[object] = []
+
+    def caught_up() -> bool:
+        logged = ctx.viewer.published()
+        frames = scrape(ctx.bridge).frames
+        sent = {k: logged[k] - since.sent[k] for k in ("twist", "stop")}
+        got = {k: frames[k] - since.counts.frames[k] for k in ("twist", "stop")}
+        seen[:] = [sent, got]
+        return (
+            sent["stop"] >= stops and got["twist"] == sent["twist"] and got["stop"] == sent["stop"] + other_stops
+        )
+
+    wait_for(
+        caught_up,
+        ACTION_TIMEOUT,
+        lambda: f"the bridge to count what was sent (viewer logged, bridge counted: {seen}; recorded {ctx.items()})",
+        interval=0.02,
+    )
+    return healthz(ctx.bridge)
+
+
+def hold_w_until_refused(ctx: Ctx, reason: str, before: int) -> None:
+    """With W held, wait until the bridge has refused at least two more of the viewer's twists for ``reason``."""
+    wait_for(
+        lambda: refused(ctx.bridge, reason) >= before + 2,
+        ACTION_TIMEOUT,
+        lambda: f"the held W to be refused as {reason} (recorded {ctx.items()}){tail(ctx.viewer)}",
+        interval=0.02,
+    )
+
+
+def test_someone_elses_stop_lasts_while_w_is_held_and_letting_go_drives_again(ctx: Ctx) -> None:
+    ctx.viewer.engage_teleop()
+    since = ctx.checkpoint()
+    held_before = refused(ctx.bridge, "stopped_by_other")
+    ctx.viewer.key_down("w")
+    try:
+        ctx.rec.wait_twists(1, timeout=ACTION_TIMEOUT)
+        with ViewerClient(ctx.bridge.websocket_url()) as other:
+            other.stop()
+            other.sync()
+        # The viewer goes on sending twists for the held key: every one is refused, none moves the robot.
+        hold_w_until_refused(ctx, "stopped_by_other", held_before)
+        stopped = ctx.items()
+        assert stopped[-1] == ("tele_cmd_vel", ZERO), stopped
+        assert healthz(ctx.bridge)["driver"] is None
+    finally:
+        ctx.viewer.key_up("w")  # the viewer sends stop: its release
+    health = wait_caught_up(ctx, since, other_stops=1)
+    assert health["driver"] is None
+    first = ctx.items()
+    # The drive, the other's stop (one zero), the viewer's release stop (every stop acts: one more zero).
+    assert first[-2:] == [("tele_cmd_vel", ZERO), ("tele_cmd_vel", ZERO)], first
+    assert_one_drive(first[:-1], allowed={FORWARD}, required=FORWARD)
+    assert ctx.zeros_since(since) == {"stop": 2}
+
+    # Pressed again: it drives.
+    again = ctx.checkpoint()
+    ctx.viewer.key_down("w")
+    try:
+        wait_for(
+            lambda: ctx.items()[len(first) :].count(("tele_cmd_vel", FORWARD)) >= 2,
+            ACTION_TIMEOUT,
+            lambda: f"driving again after letting go (recorded {ctx.items()}){tail(ctx.viewer)}",
+        )
+    finally:
+        ctx.viewer.key_up("w")
+    assert wait_caught_up(ctx, again)["driver"] is None
+    assert_one_drive(ctx.items()[len(first) :], allowed={FORWARD}, required=FORWARD)
+    assert refused(ctx.bridge, "stopped_by_other") > held_before
+
+
+def test_an_estop_cleared_while_w_is_held_does_not_drive_until_w_is_let_go(ctx: Ctx) -> None:
+    ctx.viewer.engage_teleop()
+    since = ctx.checkpoint()
+    estopped_before = refused(ctx.bridge, "estopped")
+    held_before = refused(ctx.bridge, "stopped_by_other")
+    ctx.viewer.key_down("w")
+    try:
+        ctx.rec.wait_twists(1, timeout=ACTION_TIMEOUT)
+        with ViewerClient(ctx.bridge.websocket_url()) as panel:
+            panel.estop("interop test")
+            panel.sync()
+            hold_w_until_refused(ctx, "estopped", estopped_before)
+            panel.estop_clear()
+            panel.sync()
+        # Cleared, and W is still down: the viewer must let go first.
+        hold_w_until_refused(ctx, "stopped_by_other", held_before)
+        assert ctx.items()[-2:] == [("tele_cmd_vel", ZERO), ("estop", Bool(False))], ctx.items()
+    finally:
+        ctx.viewer.key_up("w")
+    wait_caught_up(ctx, since)
+    items = ctx.items()
+    latched_at = items.index(("estop", Bool(True)))
+    after = [m for s, m in items[latched_at:] if s == "tele_cmd_vel"]
+    assert FORWARD not in after, f"the robot moved after the e-stop: {items}"
+    assert ctx.zeros_since(since) == {"estop": 1, "stop": 1}, "the latch's zero, then the viewer's release stop"
+
+
+def viewer_session_status(server: RerunWebSocketServer) -> dict[str, Any]:
+    """The viewer's entry in ``/status`` (it is the only client)."""
+    with urllib.request.urlopen(server.http_url("/status"), timeout=5) as response:
+        (viewer,) = json.load(response)
+    result: dict[str, Any] = viewer
+    return result
+
+
+def test_the_viewer_drives_with_status_frames_flowing(ctx: Ctx) -> None:
+    _, frames_before = rejects_and_status_frames(ctx.bridge)
+    rejects_before = viewer_session_status(ctx.bridge)["rejects"]
+    connections = ctx.viewer.connections()
+    seen: list[Any] = []
+    # A second client changes the status for everyone (the client count) and watches who drives.
+    with ViewerClient(ctx.bridge.websocket_url(), on_status=seen.append) as watcher:
+        watcher.wait_status(lambda s: s.clients == 2)
+        items = ctx.drive(("w",), until=lambda twists: len(twists) >= 2)
+        assert_one_drive(items, allowed={FORWARD}, required=FORWARD)
+        assert watcher.wait_status(lambda s: s.driver is None).command is None
+    driving = [s for s in seen if s.driver is not None]
+    assert driving and driving[0].command is not None and driving[0].command.linear_x == 0.5, seen
+    assert not any(s.you_drive for s in seen)
+    # Frames went to both clients on every change (the watcher joined: its greeting and one to the viewer;
+    # the viewer drove; it stopped), and the viewer went on as before: it never reconnected, nothing it
+    # sent was refused, and it answers the bridge's round-trip pings.
+    wait_for(lambda: healthz(ctx.bridge)["clients"] == 1, ACTION_TIMEOUT, lambda: "the watcher to be gone")
+    _, frames_after = rejects_and_status_frames(ctx.bridge)
+    assert frames_after - frames_before >= 5, (frames_before, frames_after)
+    viewer = viewer_session_status(ctx.bridge)
+    assert viewer["rtt_ms"] is not None and viewer["rejects"] == rejects_before, viewer
+    assert ctx.viewer.connections() == connections

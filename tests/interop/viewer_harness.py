@@ -23,7 +23,7 @@ Typical use::
         x, y = viewer.find_cloud_pixel()
         viewer.click_at(x, y)                   # -> (stop if engaged) then click
 
-What the viewer does, as observed with this harness (see PROTOCOL.md too):
+What the viewer does, as observed with this harness (see docs/protocol.md too):
 
 * Every command is condition-polled against a deadline: the display number
   comes from ``Xvfb -displayfd``; readiness is "window exists and the 3D view

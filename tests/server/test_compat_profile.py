@@ -113,7 +113,7 @@ def test_goal_limits_refuse_far_clicks_with_a_reason_over_a_socket(bridge_factor
 
 
 def test_goal_limits_must_be_positive() -> None:
-    with pytest.raises(ConfigError, match="max_goal_distance must be a finite number > 0, got -1"):
+    with pytest.raises(ConfigError, match=r"max_goal_distance: expected a finite number > 0, or None, got -1"):
         RerunWebSocketServer(max_goal_distance=-1)
     with pytest.raises(ConfigError, match="max_goal_height"):
         RerunWebSocketServer(max_goal_height=float("nan"))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from viewer_bridge.bus.echo import as_record, as_text_line
 from viewer_bridge.bus.transports import TRANSPORT_NAMES, Transport, TransportError, create_transport
-from viewer_bridge.config import BridgeConfig, ConfigError, load_config
+from viewer_bridge.config import BridgeConfig, ConfigError, add_flags, flag_values, load_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from viewer_bridge.core.messages import Message
@@ -292,6 +292,12 @@ def run_listen(
     return {f"{transport} {where}": meter.count for (transport, where), meter in meters.items()}
 
 
+# The settings that say which bus to read and how; the same flags as serve's.
+_BUS_SETTINGS: Final = (
+    "namespace", "lcm_url", "zenoh_mode", "zenoh_connect", "zenoh_listen", "zenoh_multicast_scouting"
+)
+
+
 def register(subparsers: Any) -> None:
     """Add the ``listen`` subcommand."""
     parser = subparsers.add_parser(
@@ -314,31 +320,16 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="show the fleet on Zenoh instead: robots online, who drives which, e-stops, stations",
     )
-    parser.add_argument("--namespace", help="only topics under this namespace, e.g. robot1")
     parser.add_argument("--json", action="store_true", help="JSON lines instead of text")
     parser.add_argument("--count", type=int, help="exit after this many messages")
     parser.add_argument("--duration", type=float, help="exit after this many seconds")
     parser.add_argument("--config", metavar="FILE", help="TOML file of settings (for the bus settings)")
-    parser.add_argument("--lcm-url", help="LCM URL (default $LCM_DEFAULT_URL, else DimOS's default)")
-    parser.add_argument("--zenoh-mode", choices=("peer", "client"))
-    parser.add_argument("--zenoh-connect", action="append", help="Zenoh endpoint to connect to (repeatable)")
-    parser.add_argument("--zenoh-listen", action="append", help="Zenoh endpoint to listen on (repeatable)")
-    parser.add_argument(
-        "--zenoh-multicast-scouting",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="find Zenoh peers by UDP multicast (default on)",
-    )
+    add_flags(parser, _BUS_SETTINGS)
     parser.set_defaults(func=cmd_listen)
 
 
 def _config(args: argparse.Namespace) -> BridgeConfig:
-    overrides: dict[str, Any] = {}
-    for name in ("lcm_url", "zenoh_mode", "zenoh_connect", "zenoh_listen", "zenoh_multicast_scouting", "namespace"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    return load_config(args.config, overrides=overrides)
+    return load_config(args.config, flags=flag_values(args, _BUS_SETTINGS))
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
@@ -372,7 +363,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
             signal.signal(signum, handler)
     if not args.json:
         for where, n in sorted(seen.items()):
-            print(f"  {where}: {n} messages", file=sys.stderr)
+            print(f"  {where}: {n} message{'' if n == 1 else 's'}", file=sys.stderr)
     return 0
 
 

@@ -1,7 +1,9 @@
 """Python clients for the bridge: :class:`AsyncViewerClient` (asyncio) and :class:`ViewerClient` (blocking).
 
-Both speak the viewer protocol (PROTOCOL.md): ``click``, ``twist``, ``stop``
-and ``heartbeat`` as JSON text frames. Example::
+Both speak the viewer protocol (docs/protocol.md): ``click``, ``twist``, ``stop``
+and ``heartbeat`` as JSON text frames, plus this project's ``estop`` and
+``estop_clear``; each is encoded from the protocol's own Structs
+(:mod:`viewer_bridge.core.protocol`), the types the bridge decodes. Example::
 
     from viewer_bridge.clients.client import ViewerClient
 
@@ -22,6 +24,18 @@ the messages before it has been received: no guessed grace period. Between
 barriers, errors go to the ``on_error`` callback if one is given; otherwise
 they are kept and raised by the next ``sync()`` or ``close()``. Sends never
 raise a server's error, so a ``stop`` is never blocked by an old complaint.
+
+Status. The bridge sends each client a ``status`` frame on connect and
+whenever it changes (at most 10 a second): who drives, the command in force
+after the limits, the e-stop, this client's round trip and speed factor. The
+latest is :attr:`~AsyncViewerClient.status` (``None`` until the first arrives
+and while disconnected); ``on_status`` gets each one as it arrives, and
+:meth:`~AsyncViewerClient.wait_status` waits for one that matches.
+
+Stale commands. Every twist carries ``timestamp_ms``, the wall clock when it
+was sent, so the bridge can refuse one that spent too long on its way
+(``stale``); the bridge compares it with the link's best delivery, so the two
+clocks need not agree.
 
 Reconnecting. With ``reconnect=True`` (the default) a lost connection is
 redialled in the background with exponential backoff and jitter (unlike the
@@ -48,10 +62,24 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
+import msgspec
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
 from websockets.uri import parse_uri
+
+from viewer_bridge.core.protocol import (
+    MAX_REASON,
+    Click,
+    ErrorFrame,
+    Estop,
+    EstopClear,
+    Heartbeat,
+    Status,
+    Stop,
+    TwistCommand,
+    decode_server_frame,
+)
 
 __all__ = [
     "DEFAULT_URL",
@@ -62,6 +90,7 @@ __all__ = [
     "ConnectionState",
     "NotConnected",
     "ServerError",
+    "Status",
     "ViewerClient",
 ]
 
@@ -109,6 +138,10 @@ class ServerError(ClientError):
             field if isinstance(field, str) else None,
             frame,
         )
+
+    @classmethod
+    def from_error_frame(cls, frame: ErrorFrame) -> ServerError:
+        return cls(frame.reason, frame.detail, frame.field, msgspec.to_builtins(frame))
 
 
 class ConnectError(ClientError):
@@ -176,6 +209,10 @@ def make_ssl_context(cafile: str | None = None, verify: bool = True) -> ssl_modu
     return context
 
 
+def _with_scheme(url: str, scheme: str) -> str:
+    return scheme + url[url.index(":") :]
+
+
 def redact_url(url: str) -> str:
     """``url`` with any ``token=`` query value hidden, for messages and the teleop screen."""
     parts = urlsplit(url)
@@ -199,6 +236,17 @@ def _encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), allow_nan=False)
 
 
+_encoder: Final = msgspec.json.Encoder()
+# Encoded once: they never change.
+_STOP: Final = _encoder.encode(Stop()).decode()
+_ESTOP_CLEAR: Final = _encoder.encode(EstopClear()).decode()
+
+
+def _now_ms() -> int:
+    """The wall clock in epoch milliseconds, as the viewer stamps its messages."""
+    return int(time.time() * 1000)
+
+
 class AsyncViewerClient:
     """A bridge client for asyncio programs.
 
@@ -206,8 +254,8 @@ class AsyncViewerClient:
     ``?token=`` in it is sent as is). ``token`` is sent as
     ``Authorization: Bearer``, which keeps it out of URLs and logs. For
     ``wss://``, pass ``ssl`` (a context) or ``cafile``/``verify``.
-    ``on_error(ServerError)`` and ``on_state(ConnectionState)`` run on the
-    event loop and must not block.
+    ``on_error(ServerError)``, ``on_state(ConnectionState)`` and
+    ``on_status(Status)`` run on the event loop and must not block.
     """
 
     def __init__(
@@ -224,6 +272,7 @@ class AsyncViewerClient:
         close_timeout: float = 5.0,
         on_error: Callable[[ServerError], object] | None = None,
         on_state: Callable[[ConnectionState], object] | None = None,
+        on_status: Callable[[Status], object] | None = None,
     ) -> None:
         try:
             secure = parse_uri(url).secure
@@ -243,7 +292,10 @@ class AsyncViewerClient:
         self.close_timeout = close_timeout
         self.on_error = on_error
         self.on_state = on_state
+        self.on_status = on_status
         self.state = ConnectionState.IDLE
+        # The bridge's latest status frame on this connection (None before the first, and while disconnected).
+        self.status: Status | None = None
         self.errors: list[ServerError] = []  # every error frame received (the last 100)
         self.last_connect_error: ConnectError | None = None
         self._pending: list[ServerError] = []  # errors not yet raised or handed to on_error
@@ -251,6 +303,7 @@ class AsyncViewerClient:
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
         self._state_waiters: list[asyncio.Future[None]] = []
+        self._status_waiters: list[asyncio.Future[None]] = []
 
     # -- connection ---------------------------------------------------------
 
@@ -319,15 +372,26 @@ class AsyncViewerClient:
                 status=response.status_code,
             )
         except ssl_module.SSLError as exc:
-            error = ConnectError(f"TLS to {where} failed: {exc.reason or exc}")
+            hint = ""
+            if exc.reason == "WRONG_VERSION_NUMBER":
+                # The far end answered in plain text: a bridge without TLS.
+                hint = f"; the bridge does not seem to serve TLS: use {_with_scheme(where, 'ws')}"
+            error = ConnectError(f"TLS to {where} failed: {exc.reason or exc}{hint}")
         except TimeoutError:
-            error = ConnectError(f"no answer from {where} within {self.open_timeout:g} s")
+            # A bridge without TLS waits for an HTTP request that a TLS hello never completes.
+            hint = f"; if the bridge does not serve TLS, use {_with_scheme(where, 'ws')}" if self.url.startswith(
+                "wss://") else ""
+            error = ConnectError(f"no answer from {where} within {self.open_timeout:g} s{hint}")
         except OSError as exc:
             # asyncio's "Connect call failed (...)" hides the errno's meaning.
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             error = ConnectError(f"cannot connect to {where}: {why}")
         except InvalidHandshake as exc:
-            error = ConnectError(f"WebSocket handshake with {where} failed: {exc}")
+            hint = ""
+            if self.url.startswith("ws://") and isinstance(exc, InvalidMessage):
+                # A TLS server reads a plain-text request as a bad TLS record and hangs up.
+                hint = f"; if the bridge serves TLS, use {_with_scheme(where, 'wss')}"
+            error = ConnectError(f"WebSocket handshake with {where} failed: {exc}{hint}")
         self.last_connect_error = error
         raise error
 
@@ -380,6 +444,9 @@ class AsyncViewerClient:
         if state is self.state:
             return
         self.state = state
+        if state is not ConnectionState.CONNECTED:
+            # What the bridge said applied to that connection; a new one gets its own status at once.
+            self.status = None
         waiters, self._state_waiters = self._state_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -392,14 +459,15 @@ class AsyncViewerClient:
 
     def _on_message(self, message: str | bytes) -> None:
         try:
-            frame = json.loads(message)
-        except ValueError:
-            log.debug("ignoring a non-JSON frame from the bridge: %r", message[:80])
+            frame = decode_server_frame(message)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # A newer bridge may send frames this client does not know: not an error.
+            log.debug("ignoring a frame from the bridge (%s): %r", exc, message[:80])
             return
-        if not isinstance(frame, dict) or frame.get("type") != "error":
-            log.debug("ignoring a frame from the bridge: %r", frame)
+        if isinstance(frame, Status):
+            self._on_status(frame)
             return
-        error = ServerError.from_frame(frame)
+        error = ServerError.from_error_frame(frame)
         self.errors.append(error)
         del self.errors[:-_ERROR_HISTORY]
         if self.on_error is not None:
@@ -410,6 +478,37 @@ class AsyncViewerClient:
         else:
             self._pending.append(error)
             del self._pending[:-_ERROR_HISTORY]
+
+    def _on_status(self, status: Status) -> None:
+        self.status = status
+        waiters, self._status_waiters = self._status_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if self.on_status is not None:
+            try:
+                self.on_status(status)
+            except Exception:
+                log.exception("on_status callback raised")
+
+    async def wait_status(
+        self, predicate: Callable[[Status], object] = lambda status: True, timeout: float | None = None
+    ) -> Status:
+        """The latest status once ``predicate(status)`` holds for it (checked on each new frame).
+
+        Raises ``TimeoutError`` after ``timeout`` seconds, :class:`NotConnected` if the client closes.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                status = self.status
+                if status is not None and predicate(status):
+                    return status
+                if self.state is ConnectionState.CLOSED:
+                    raise NotConnected(f"the client for {redact_url(self.url)} is closed")
+                changed = asyncio.get_running_loop().create_future()
+                self._status_waiters.append(changed)
+                self._state_waiters.append(changed)
+                await changed
 
     def _raise_pending(self) -> None:
         if not self._pending:
@@ -487,29 +586,31 @@ class AsyncViewerClient:
 
     async def send_raw(self, message: str | dict[str, Any]) -> None:
         """Send one text frame as is (a dict is JSON-encoded): for messages the typed methods don't make."""
+        await self._send_text(message if isinstance(message, str) else _encode(message))
+
+    async def _send_text(self, text: str) -> None:
         ws = self._require_ws()
-        text = message if isinstance(message, str) else _encode(message)
         try:
             await ws.send(text)
         except ConnectionClosed as exc:
             raise NotConnected(f"the connection to {redact_url(self.url)} closed; nothing was sent") from exc
+
+    async def _send_struct(self, message: msgspec.Struct) -> None:
+        await self._send_text(_encoder.encode(message).decode())
 
     async def click(self, x: float, y: float, z: float, entity_path: str = "", timestamp_ms: int | None = None) -> None:
         """A click on a world point, published by the bridge as ``clicked_point``.
 
         ``timestamp_ms`` defaults to now (epoch milliseconds), as the viewer sends.
         """
-        if timestamp_ms is None:
-            timestamp_ms = int(time.time() * 1000)
-        await self.send_raw(
-            {
-                "type": "click",
-                "x": _finite("x", x),
-                "y": _finite("y", y),
-                "z": _finite("z", z),
-                "entity_path": str(entity_path),
-                "timestamp_ms": int(timestamp_ms),
-            }
+        await self._send_struct(
+            Click(
+                _finite("x", x),
+                _finite("y", y),
+                _finite("z", z),
+                str(entity_path),
+                int(_now_ms() if timestamp_ms is None else timestamp_ms),
+            )
         )
 
     async def twist(
@@ -520,30 +621,54 @@ class AsyncViewerClient:
         angular_x: float = 0.0,
         angular_y: float = 0.0,
         angular_z: float = 0.0,
+        timestamp_ms: int | None = None,
     ) -> None:
         """A velocity command (m/s, rad/s). The bridge stops the robot if it is not refreshed within
-        its deadman timeout (1 s by default), so re-send it while you mean it."""
-        await self.send_raw(
-            {
-                "type": "twist",
-                "linear_x": _finite("linear_x", linear_x),
-                "linear_y": _finite("linear_y", linear_y),
-                "linear_z": _finite("linear_z", linear_z),
-                "angular_x": _finite("angular_x", angular_x),
-                "angular_y": _finite("angular_y", angular_y),
-                "angular_z": _finite("angular_z", angular_z),
-            }
+        its deadman timeout (1 s by default), so re-send it while you mean it.
+
+        ``timestamp_ms`` (default now, epoch milliseconds) lets the bridge refuse
+        the command as ``stale`` if it took too long to arrive.
+        """
+        await self._send_struct(
+            TwistCommand(
+                _finite("linear_x", linear_x),
+                _finite("linear_y", linear_y),
+                _finite("linear_z", linear_z),
+                _finite("angular_x", angular_x),
+                _finite("angular_y", angular_y),
+                _finite("angular_z", angular_z),
+                int(_now_ms() if timestamp_ms is None else timestamp_ms),
+            )
         )
 
     async def stop(self) -> None:
-        """Stop now: the bridge publishes a zero twist for whoever is driving (anyone may stop)."""
-        await self.send_raw({"type": "stop"})
+        """Stop now: the bridge publishes one zero twist, whoever is driving or nobody (anyone may stop).
+
+        A driver stopped by someone else must let go (``stop``, a zero twist,
+        or silence) before it may drive again.
+        """
+        await self._send_text(_STOP)
+
+    async def estop(self, reason: str | None = None) -> None:
+        """Latch the bridge's emergency stop: one zero now, and every twist and click refused
+        (``estopped``) until someone sends :meth:`estop_clear`, across disconnects (and bridge
+        restarts with ``estop_state_file``). ``reason`` (at most 200 characters) is shown to every operator.
+        """
+        if reason is not None:
+            if not isinstance(reason, str):
+                raise ValueError(f"reason must be a string, got {type(reason).__name__}")
+            if len(reason) > MAX_REASON:
+                # The bridge would refuse the whole message (and not latch): say so before it leaves.
+                raise ValueError(f"reason is {len(reason)} characters; at most {MAX_REASON}")
+        await self._send_struct(Estop(reason))
+
+    async def estop_clear(self) -> None:
+        """Release a latched e-stop. Whoever was driving when it latched must let go before driving again."""
+        await self._send_text(_ESTOP_CLEAR)
 
     async def heartbeat(self, timestamp_ms: int | None = None) -> None:
         """Liveness only; the bridge publishes nothing for it."""
-        if timestamp_ms is None:
-            timestamp_ms = int(time.time() * 1000)
-        await self.send_raw({"type": "heartbeat", "timestamp_ms": int(timestamp_ms)})
+        await self._send_struct(Heartbeat(int(_now_ms() if timestamp_ms is None else timestamp_ms)))
 
 
 def _http_reason(body: bytes | bytearray | None) -> str:
@@ -563,7 +688,7 @@ class ViewerClient:
     """The blocking client: :class:`AsyncViewerClient` run on a thread of its own.
 
     Same arguments and methods, called without ``await``; each call waits at
-    most ``timeout`` seconds. ``on_error`` and ``on_state`` run on the
+    most ``timeout`` seconds. ``on_error``, ``on_state`` and ``on_status`` run on the
     client's thread. Use as a context manager, or call :meth:`close`: the
     thread ends there.
     """
@@ -573,13 +698,19 @@ class ViewerClient:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="viewer-client", daemon=True)
         self._closed = False
-        try:
-            # Built on its loop so its futures and tasks belong there.
-            self._client: AsyncViewerClient = self._loop.run_until_complete(_build(url, options))
-        except BaseException:
-            self._loop.close()
-            raise
         self._thread.start()
+        try:
+            # Built on its loop (and thread) so its futures and tasks belong there; the caller's thread
+            # may be running an event loop of its own (Jupyter, Playwright's sync API).
+            self._client: AsyncViewerClient = asyncio.run_coroutine_threadsafe(
+                _build(url, options), self._loop
+            ).result(timeout)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self._loop.close()
+            raise
 
     @property
     def client(self) -> AsyncViewerClient:
@@ -597,6 +728,15 @@ class ViewerClient:
     @property
     def errors(self) -> list[ServerError]:
         return list(self._client.errors)
+
+    @property
+    def status(self) -> Status | None:
+        """The bridge's latest status frame (see :attr:`AsyncViewerClient.status`)."""
+        return self._client.status
+
+    def wait_status(self, predicate: Callable[[Status], object] = lambda status: True, timeout: float = 5.0) -> Status:
+        """See :meth:`AsyncViewerClient.wait_status`."""
+        return self._call(self._client.wait_status(predicate, timeout), timeout + 1.0)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         if self._closed:
@@ -631,11 +771,18 @@ class ViewerClient:
         angular_x: float = 0.0,
         angular_y: float = 0.0,
         angular_z: float = 0.0,
+        timestamp_ms: int | None = None,
     ) -> None:
-        self._call(self._client.twist(linear_x, linear_y, linear_z, angular_x, angular_y, angular_z))
+        self._call(self._client.twist(linear_x, linear_y, linear_z, angular_x, angular_y, angular_z, timestamp_ms))
 
     def stop(self) -> None:
         self._call(self._client.stop())
+
+    def estop(self, reason: str | None = None) -> None:
+        self._call(self._client.estop(reason))
+
+    def estop_clear(self) -> None:
+        self._call(self._client.estop_clear())
 
     def heartbeat(self, timestamp_ms: int | None = None) -> None:
         self._call(self._client.heartbeat(timestamp_ms))

@@ -2,7 +2,13 @@
 
 The keys are dimos-viewer's: W/S linear_x +/-0.5, Q/E linear_y +/-0.5, A/D
 angular_z +/-0.8; Shift (or Caps Lock: an upper-case letter) doubles; keys on
-different axes combine. Space is an emergency stop; ``+``/``-`` scale speed.
+different axes combine. Space is a stop; ``+``/``-`` scale speed.
+
+``X`` latches the bridge's e-stop at once. Releasing it takes two deliberate
+steps, so no slip of a finger can do it: :meth:`KeyTeleop.ask_release` (the
+UI binds it to Ctrl-R) opens a prompt, and only ``y`` within
+``confirm_timeout`` (5 s) sends ``estop_clear``; any other key, or the
+timeout, cancels it (Space and X still act as themselves).
 
 A terminal reports key presses and the OS's auto-repeats, never releases.
 So a key counts as held until ``key_timeout`` (0.5 s, as ROS's
@@ -36,8 +42,12 @@ from typing import Final, Union
 from viewer_bridge.core.messages import Twist, Vector3
 
 __all__ = [
+    "CONFIRM_KEYS",
     "DRIVE_KEYS",
+    "ESTOP_KEYS",
     "KeyTeleop",
+    "SendEstop",
+    "SendEstopClear",
     "SendStop",
     "SendTwist",
     "StopWhy",
@@ -55,6 +65,8 @@ DRIVE_KEYS: Final[dict[str, tuple[int, float]]] = {
 SPEED_UP_KEYS: Final = frozenset({"+", "="})  # "=" is "+" without Shift on US layouts
 SPEED_DOWN_KEYS: Final = frozenset({"-", "_"})
 STOP_KEYS: Final = frozenset({" "})
+ESTOP_KEYS: Final = frozenset({"x", "X"})
+CONFIRM_KEYS: Final = frozenset({"y", "Y"})
 
 
 class StopWhy:
@@ -76,7 +88,17 @@ class SendStop:
     why: str
 
 
-Action = Union[SendTwist, SendStop]
+@dataclass(frozen=True)
+class SendEstop:
+    """Latch the bridge's e-stop."""
+
+
+@dataclass(frozen=True)
+class SendEstopClear:
+    """Release the bridge's e-stop (only after a confirmed :meth:`KeyTeleop.ask_release`)."""
+
+
+Action = Union[SendTwist, SendStop, SendEstop, SendEstopClear]
 
 
 @dataclass
@@ -102,8 +124,10 @@ class KeyTeleop:
         speed_step: float = 0.1,
         min_speed: float = 0.1,
         max_speed: float = 2.0,
+        confirm_timeout: float = 5.0,
     ) -> None:
         for name, value in (
+            ("confirm_timeout", confirm_timeout),
             ("key_timeout", key_timeout),
             ("first_timeout", first_timeout),
             ("resend_interval", resend_interval),
@@ -123,6 +147,8 @@ class KeyTeleop:
         self.speed_step = speed_step
         self.min_speed = min_speed
         self.max_speed = max_speed
+        self.confirm_timeout = confirm_timeout
+        self._release_until: float | None = None  # the release prompt is open until then
         self._held: dict[str, _Held] = {}
         self._sent: Twist | None = None  # the twist in force at the bridge on our account; None = stopped
         self._sent_at = -math.inf
@@ -143,6 +169,11 @@ class KeyTeleop:
     def sent(self) -> Twist | None:
         return self._sent
 
+    @property
+    def release_asked(self) -> bool:
+        """True while the e-stop release prompt waits for its confirmation."""
+        return self._release_until is not None
+
     def command(self) -> Twist:
         """The twist the held keys ask for now."""
         axes = [0.0, 0.0, 0.0]
@@ -156,6 +187,8 @@ class KeyTeleop:
         deadlines = [held.expires for held in self._held.values()]
         if self._sent is not None:
             deadlines.append(self._sent_at + self.resend_interval)
+        if self._release_until is not None:
+            deadlines.append(self._release_until)
         return min(deadlines) if deadlines else None
 
     # -- inputs -----------------------------------------------------------
@@ -163,9 +196,19 @@ class KeyTeleop:
     def key(self, char: str, now: float) -> Action | None:
         """One key press or auto-repeat: ``char`` is the character typed (``"w"``, ``"W"``, ``" "``, ``"+"``)."""
         self._expire(now)
+        if self._release_until is not None:
+            # The release prompt takes the next key: "y" confirms, anything else cancels it (and
+            # does nothing more, unless it is a stop).
+            self._release_until = None
+            if char in CONFIRM_KEYS:
+                return SendEstopClear()
+            if char not in STOP_KEYS and char not in ESTOP_KEYS:
+                return None
         lower = char.lower()
         if char in STOP_KEYS:
             return self.emergency_stop()
+        if char in ESTOP_KEYS:
+            return self.latch_estop()
         if lower in DRIVE_KEYS and len(char) == 1:
             held = self._held.get(lower)
             if held is None:
@@ -191,6 +234,19 @@ class KeyTeleop:
         self._expire(now)
         return self._update(now)
 
+    def latch_estop(self) -> SendEstop:
+        """X: forget every key and latch the e-stop (the bridge publishes the one zero)."""
+        self._held.clear()
+        self._sent = None
+        return SendEstop()
+
+    def ask_release(self, now: float) -> None:
+        """Open the release prompt: ``y`` within ``confirm_timeout`` seconds releases the e-stop."""
+        self._release_until = now + self.confirm_timeout
+
+    def cancel_release(self) -> None:
+        self._release_until = None
+
     def emergency_stop(self) -> SendStop:
         """Space: forget every key and stop, whether or not we were moving (anyone may stop)."""
         self._held.clear()
@@ -211,6 +267,8 @@ class KeyTeleop:
     # ---------------------------------------------------------------------
 
     def _expire(self, now: float) -> None:
+        if self._release_until is not None and now >= self._release_until:
+            self._release_until = None
         for key in [k for k, held in self._held.items() if now >= held.expires]:
             del self._held[key]
 

@@ -3,12 +3,18 @@
     viewer-bridge send click 1 2 0 --entity-path /world/map
     viewer-bridge send twist --linear-x 0.5 --duration 2
     viewer-bridge send stop --url ws://robot:3030/ws --token-file ~/.robot-token
+    viewer-bridge send estop --reason "person in the aisle"
+    viewer-bridge send estop-clear
 
 The bridge answers only bad messages, so ``send`` closes the connection with
 the close handshake after sending: the bridge handles a connection's frames
 in order, so its error frame, if any, arrives before its answer to the close.
 No grace period is guessed. Exit status: 0 accepted, 1 refused by the bridge
 (its reason is printed), 2 bad arguments, 3 no connection or no answer.
+
+``estop`` and ``estop-clear`` also wait (within ``--timeout``) for the status
+frame that shows the change, and print the e-stop's state from it: who
+latched it, when and why.
 
 The connection options here (``--url``, ``--token``, ``--token-file``,
 ``--cafile``, ``--no-verify``) are shared with ``viewer-bridge teleop``.
@@ -21,10 +27,13 @@ import asyncio
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Final
 
 from viewer_bridge.clients.client import DEFAULT_URL, AsyncViewerClient, ClientError, ConnectError, ServerError
+from viewer_bridge.core.protocol import MAX_REASON, EstopState
+from viewer_bridge.core.safety import AXES
 
 __all__ = ["EXIT_NO_ANSWER", "EXIT_REJECTED", "add_connection_options", "client_options", "register"]
 
@@ -53,6 +62,21 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
     return value
+
+
+def estop_reason(text: str) -> str:
+    if len(text) > MAX_REASON:
+        raise argparse.ArgumentTypeError(f"is {len(text)} characters; at most {MAX_REASON}")
+    return text
+
+
+def describe_estop(estop: EstopState | None) -> str:
+    """One line for people: who latched the e-stop, when (local time) and why; or that it is released."""
+    if estop is None:
+        return "e-stop released"
+    when = time.strftime("%H:%M:%S", time.localtime(estop.at))
+    why = f": {estop.reason}" if estop.reason else ""
+    return f"e-stop LATCHED by {estop.by} at {when}{why}"
 
 
 def add_connection_options(parser: argparse.ArgumentParser, suppress_defaults: bool = False) -> None:
@@ -155,7 +179,8 @@ def register(subparsers: Any) -> None:
     """Add ``send`` to the ``viewer-bridge`` command line."""
     parser = subparsers.add_parser(
         "send",
-        help="send one message (click, twist, stop, heartbeat) and report whether the bridge accepted it",
+        help="send one message (click, twist, stop, estop, estop-clear, heartbeat) and report whether the bridge "
+        "accepted it",
         description="Send one message to a bridge and report whether it was accepted. After sending, the "
         "connection is closed with the close handshake; the bridge handles frames in order, so its error (if "
         "any) arrives before its answer to the close: no waiting on a guessed grace period.",
@@ -172,9 +197,8 @@ def register(subparsers: Any) -> None:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     click = kinds.add_parser("click", parents=[common], help="a click on a world point (published as clicked_point)")
-    click.add_argument("x", type=finite_float)
-    click.add_argument("y", type=finite_float)
-    click.add_argument("z", type=finite_float)
+    for axis in "xyz":
+        click.add_argument(axis, type=finite_float, help=f"{axis} of the world point, in meters")
     click.add_argument("--entity-path", default="", help="the clicked entity, e.g. /world/map")
     click.add_argument("--timestamp-ms", type=int, default=None, help="epoch milliseconds (default now)")
 
@@ -186,13 +210,35 @@ def register(subparsers: Any) -> None:
         "disconnects, a zero twist (its deadman stops a driver that leaves): a short pulse. With "
         "--duration the twist is re-sent at --rate for that long, then a stop is sent.",
     )
-    for axis in ("linear_x", "linear_y", "linear_z", "angular_x", "angular_y", "angular_z"):
+    for axis in AXES:
         unit = "m/s" if axis.startswith("linear") else "rad/s"
-        twist.add_argument("--" + axis.replace("_", "-"), type=finite_float, default=0.0, metavar=unit)
+        kind, _, name = axis.partition("_")
+        twist.add_argument(
+            "--" + axis.replace("_", "-"),
+            type=finite_float,
+            default=0.0,
+            metavar=unit.upper(),
+            help=f"{kind}.{name} in {unit} (default 0)",
+        )
     twist.add_argument("--duration", type=positive_float, default=None, metavar="S", help="drive for S seconds")
     twist.add_argument("--rate", type=positive_float, default=10.0, metavar="HZ", help="re-send rate (default 10)")
 
     kinds.add_parser("stop", parents=[common], help="stop whoever is driving (a zero twist)")
+    estop = kinds.add_parser(
+        "estop",
+        parents=[common],
+        help="latch the e-stop: one zero twist, then no driving or goals from anyone until estop-clear",
+        description="Latch the bridge's emergency stop: it publishes one zero twist and estop=true, and refuses "
+        "every twist and click (estopped) until someone sends estop-clear, whoever latched it and whether or "
+        "not they are still connected. Prints who latched it, when and why.",
+    )
+    estop.add_argument("--reason", type=estop_reason, default=None, help=f"why, shown to every operator "
+                       f"(at most {MAX_REASON} characters)")
+    kinds.add_parser(
+        "estop-clear",
+        parents=[common],
+        help="release a latched e-stop (whoever drove when it latched must let go before driving again)",
+    )
     heartbeat = kinds.add_parser("heartbeat", parents=[common], help="liveness only; publishes nothing")
     heartbeat.add_argument("--timestamp-ms", type=int, default=None, help="epoch milliseconds (default now)")
     parser.set_defaults(func=cmd_send)
@@ -263,10 +309,9 @@ async def _send_message(client: AsyncViewerClient, args: argparse.Namespace) -> 
     if kind == "heartbeat":
         await client.heartbeat(args.timestamp_ms)
         return "heartbeat"
-    axes = {
-        name: getattr(args, name)
-        for name in ("linear_x", "linear_y", "linear_z", "angular_x", "angular_y", "angular_z")
-    }
+    if kind in ("estop", "estop-clear"):
+        return await _send_estop(client, args)
+    axes = {name: getattr(args, name) for name in AXES}
     shown = " ".join(f"{name}={value:g}" for name, value in axes.items() if value) or "zero"
     if args.duration is None:
         await client.twist(**axes)
@@ -287,3 +332,21 @@ async def _send_message(client: AsyncViewerClient, args: argparse.Namespace) -> 
         if client.connected:
             await client.stop()
     return f"twist {shown} for {args.duration:g} s ({sends} sends) then stop"
+
+
+async def _send_estop(client: AsyncViewerClient, args: argparse.Namespace) -> str:
+    """Latch or clear; then the e-stop's state from the status frame that shows the change."""
+    latch = args.kind == "estop"
+    if latch:
+        await client.estop(args.reason)
+    else:
+        await client.estop_clear()
+    # A refusal (e.g. an older bridge without the e-stop: unknown_type) is raised here, before waiting.
+    await client.sync(args.timeout)
+    try:
+        status = await client.wait_status(lambda s: (s.estop is not None) == latch, args.timeout)
+    except TimeoutError:
+        shown = client.status
+        state = describe_estop(shown.estop) if shown is not None else "no status from the bridge"
+        return f"{args.kind} (but the bridge still reports: {state})"
+    return f"{args.kind} ({describe_estop(status.estop)})"

@@ -3,11 +3,12 @@
     viewer-bridge teleop --url ws://robot:3030/ws --token-file ~/.robot-token
 
 Keys as in dimos-viewer (see :mod:`viewer_bridge.clients.keys` for the timing
-rules). The robot is never left moving on purpose: ``stop`` is sent when a key
-stops repeating, on Space, on quit (Esc, Ctrl-C), when the terminal loses
-focus, and on SIGTERM, SIGHUP (the SSH session dropped) and SIGINT. If this
-process dies without a word its connection closes, and the bridge's own
-deadman stops whoever was driving on that connection.
+rules), plus X to latch the bridge's e-stop (Ctrl-R then Y releases it). The
+robot is never left moving on purpose: ``stop`` is sent when a key stops
+repeating, on Space, on quit (Esc, Ctrl-C), when the terminal loses focus, and
+on SIGTERM, SIGHUP (the SSH session dropped) and SIGINT. If this process dies
+without a word its connection closes, and the bridge's own deadman stops
+whoever was driving on that connection.
 
 This module stays light (the CLI imports it to register the command); the
 Textual UI is imported only when the command runs.
@@ -26,6 +27,7 @@ from typing import Any, Final
 from viewer_bridge.clients.client import AsyncViewerClient, ClientError
 from viewer_bridge.clients.keys import KeyTeleop
 from viewer_bridge.clients.send import EXIT_USAGE, add_connection_options, client_options, positive_float
+from viewer_bridge.extras import missing_extra
 
 __all__ = ["register", "run_teleop"]
 
@@ -40,7 +42,9 @@ def register(subparsers: Any) -> None:
         "teleop",
         help="drive the robot from the terminal (full screen; works over SSH)",
         description="Drive the robot with the keyboard: W/S forward/back, Q/E left/right, A/D turn, Shift x2, "
-        "+/- speed, Space stop, Esc or Ctrl-C quit.",
+        "+/- speed, Space stop, X latch the e-stop (Ctrl-R then Y releases it), Esc or Ctrl-C quit. The screen "
+        "shows who drives, the command in force after the bridge's limits, the e-stop, the round trip and the "
+        "speed factor the link allows.",
     )
     add_connection_options(parser)
     parser.add_argument(
@@ -82,6 +86,10 @@ def cmd_teleop(args: argparse.Namespace) -> int:
     except (ClientError, ValueError) as exc:
         print(f"viewer-bridge teleop: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    problem = missing_extra("teleop")
+    if problem is not None:
+        print(f"viewer-bridge teleop: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     if not sys.stdin.isatty() or not sys.stdout.isatty():
         print("viewer-bridge teleop: needs a terminal (stdin and stdout must be a TTY)", file=sys.stderr)
         return EXIT_USAGE
@@ -95,6 +103,7 @@ async def run_teleop(client: AsyncViewerClient, keys: KeyTeleop) -> int:
     app = TeleopApp(client, keys)
     client.on_error = app.server_error
     client.on_state = app.connection_state
+    client.on_status = app.bridge_status
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
     for signum in signals:
@@ -105,7 +114,7 @@ async def run_teleop(client: AsyncViewerClient, keys: KeyTeleop) -> int:
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
-        client.on_error = client.on_state = None  # the screen is gone
+        client.on_error = client.on_state = client.on_status = None  # the screen is gone
         # Normally the app has stopped already; this covers it dying while driving.
         if keys.halt("quit") is not None and client.connected:
             try:

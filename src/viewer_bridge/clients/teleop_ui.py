@@ -1,8 +1,10 @@
 """The full-screen terminal teleop: a thin Textual shell around :class:`~viewer_bridge.clients.keys.KeyTeleop`.
 
 Keys go to the key state machine, its actions go to an
-:class:`~viewer_bridge.clients.client.AsyncViewerClient`, and the screen shows the
-command in force, the connection state and the bridge's last error. All the
+:class:`~viewer_bridge.clients.client.AsyncViewerClient`, and the screen shows
+what the bridge's status frames say (who drives, the command in force after
+its limits next to the one sent, the e-stop, the round trip and speed factor,
+who stopped you), the connection state and the bridge's last error. All the
 driving rules (timeouts, resends, speed) live in :mod:`viewer_bridge.clients.keys`;
 this module only moves events and draws.
 """
@@ -22,15 +24,20 @@ from textual.timer import Timer
 from textual.widgets import Static
 
 from viewer_bridge.clients.client import AsyncViewerClient, ClientError, ConnectionState, ServerError, redact_url
-from viewer_bridge.clients.keys import Action, KeyTeleop, SendStop, SendTwist, StopWhy
+from viewer_bridge.clients.keys import Action, KeyTeleop, SendEstop, SendEstopClear, SendStop, SendTwist, StopWhy
+from viewer_bridge.clients.send import describe_estop
+from viewer_bridge.core.protocol import Axes, Status
 
 __all__ = ["TeleopApp"]
 
 HELP: Final = (
     "[b]W[/b]/[b]S[/b] forward/back   [b]Q[/b]/[b]E[/b] left/right   [b]A[/b]/[b]D[/b] turn   "
     "[b]Shift[/b] x2   [b]+[/b]/[b]-[/b] speed\n"
-    "[b]Space[/b] STOP   [b]Esc[/b] or [b]Ctrl-C[/b] quit (sends stop)"
+    "[b]Space[/b] stop   [b]X[/b] latch E-STOP   [b]Ctrl-R[/b] then [b]Y[/b] release it   "
+    "[b]Esc[/b] or [b]Ctrl-C[/b] quit (sends stop)"
 )
+# What the teleop sends as the e-stop's reason, so other operators see where it came from.
+ESTOP_REASON: Final = "X key in the terminal teleop"
 _STATE_STYLE: Final = {
     ConnectionState.IDLE: "dim",
     ConnectionState.CONNECTING: "yellow",
@@ -89,7 +96,9 @@ class TeleopApp(App[int]):
     CSS = """
     Screen { padding: 0 1; }
     #title { text-style: bold; }
-    #connection, #command, #keys, #error { height: auto; margin-top: 1; }
+    #connection, #driver, #command, #keys, #error { height: auto; margin-top: 1; }
+    #estop { height: auto; margin-top: 1; background: $error; color: $text; text-style: bold; padding: 0 1; }
+    #estop.hidden { display: none; }
     #help { dock: bottom; height: auto; color: $text-muted; }
     """
     ENABLE_COMMAND_PALETTE = False
@@ -99,6 +108,7 @@ class TeleopApp(App[int]):
     BINDINGS = [
         Binding("ctrl+c", "quit", "quit", priority=True),
         Binding("escape", "quit", "quit", priority=True),
+        Binding("ctrl+r", "release_estop", "release the e-stop", priority=True),
     ]
 
     def __init__(self, client: AsyncViewerClient, keys: KeyTeleop, clock: Callable[[], float] = time.monotonic) -> None:
@@ -114,6 +124,7 @@ class TeleopApp(App[int]):
         self.note = ""
         self.last_error: ServerError | None = None
         self.last_error_at = ""
+        self.status: Status | None = None
         self._timer: Timer | None = None
         self._quitting = False
         self._drawn = False  # widgets exist (callbacks may come before)
@@ -121,6 +132,8 @@ class TeleopApp(App[int]):
     def compose(self) -> ComposeResult:
         yield Static(f"viewer-bridge teleop  {escape(redact_url(self.client.url))}", id="title")
         yield Static(id="connection")
+        yield Static(id="estop", classes="hidden")
+        yield Static(id="driver")
         yield Static(id="command")
         yield Static(id="keys")
         yield Static(id="error")
@@ -147,6 +160,18 @@ class TeleopApp(App[int]):
         # to another window): stop now rather than after the key timeout.
         await self.perform(self.keys.halt(StopWhy.FOCUS_LOST))
 
+    async def action_release_estop(self) -> None:
+        """Ctrl-R: ask before releasing the e-stop (Y confirms)."""
+        status = self.status
+        if status is not None and status.estop is None:
+            self.keys.cancel_release()
+            self.note = "the e-stop is not latched: nothing to release"
+        else:
+            self.keys.ask_release(self.clock())
+            self.note = ""
+        self._arm()
+        self.redraw()
+
     async def action_quit(self) -> None:
         """Every way to quit goes through here, so the stop is never skipped."""
         await self.quit_teleop(0)
@@ -170,6 +195,14 @@ class TeleopApp(App[int]):
         self.redraw()
 
     def connection_state(self, state: ConnectionState) -> None:
+        if state is not ConnectionState.CONNECTED:
+            self.status = None
+        self.redraw()
+
+    def bridge_status(self, status: Status) -> None:
+        self.status = status
+        if status.estop is None and self.keys.release_asked:
+            self.keys.cancel_release()  # someone else released it meanwhile
         self.redraw()
 
     # -- outputs ------------------------------------------------------------
@@ -182,9 +215,13 @@ class TeleopApp(App[int]):
                     twist = action.twist
                     await self.client.twist(linear_x=twist.linear.x, linear_y=twist.linear.y, angular_z=twist.angular.z)
                     self.twists_sent += 1
-                else:
+                elif isinstance(action, SendStop):
                     await self.client.stop()
                     self.stops_sent += 1
+                elif isinstance(action, SendEstop):
+                    await self.client.estop(ESTOP_REASON)
+                else:
+                    await self.client.estop_clear()
                 self.note = ""
             except ClientError as exc:
                 self.note = f"not sent: {exc}"
@@ -207,7 +244,12 @@ class TeleopApp(App[int]):
         connection = f"[{_STATE_STYLE[state]}]{state.value}[/]"
         if state is not ConnectionState.CONNECTED and self.client.last_connect_error is not None:
             connection += f"  [dim]{escape(str(self.client.last_connect_error))}[/]"
-        self.query_one("#connection", Static).update(f"Connection  {connection}")
+        self.query_one("#connection", Static).update(f"Connection  {connection}{self._link_text()}")
+        banner = self.query_one("#estop", Static)
+        estop_text = self._estop_text()
+        banner.set_class(not estop_text, "hidden")
+        banner.update(estop_text)
+        self.query_one("#driver", Static).update(self._driver_text())
         self.query_one("#command", Static).update(self._command_text())
         held = self.keys.held or "-"
         self.query_one("#keys", Static).update(
@@ -221,7 +263,57 @@ class TeleopApp(App[int]):
             text = "Bridge error  [dim]none[/]"
         self.query_one("#error", Static).update(text)
 
+    def _link_text(self) -> str:
+        status = self.status
+        if status is None or (status.rtt_ms is None and status.speed_factor is not None):
+            return ""
+        factor = status.speed_factor
+        speed = "[b red]too slow to drive[/]" if factor is None else f"speed x{factor:.2f}"
+        rtt = "-" if status.rtt_ms is None else f"{status.rtt_ms:.0f}"
+        return f"    RTT {rtt} ms    {speed}"
+
+    def _estop_text(self) -> str:
+        status = self.status
+        release = "Y: RELEASE it (any other key cancels)" if self.keys.release_asked else "Ctrl-R then Y to release"
+        if status is None or status.estop is None:
+            if self.keys.release_asked:
+                return f"Release the e-stop? {release}"
+            return ""
+        return f"{escape(describe_estop(status.estop))}\n{release}"
+
+    def _driver_text(self) -> str:
+        status = self.status
+        if status is None:
+            return "Driver      [dim]unknown (no status from the bridge)[/]"
+        if status.you_drive:
+            text = f"Driver      [b green]you[/] ({escape(status.you)})"
+        elif status.driver is not None:
+            text = f"Driver      [b yellow]{escape(status.driver)}[/] (you are {escape(status.you)})"
+        else:
+            text = f"Driver      nobody (you are {escape(status.you)})"
+        if status.deadman_remaining_s is not None:
+            text += f"    deadman {status.deadman_remaining_s:.1f} s"
+        if status.stopped_by is not None and self.keys.moving:
+            # Only while this terminal tries to drive: its stop (a key let go, Space) is the release.
+            who = "your e-stop" if status.stopped_by == status.you else escape(status.stopped_by)
+            text += f"\n            [b yellow]Stopped by {who}[/]: let go (or Space) to drive again"
+        return text
+
     def _command_text(self) -> str:
+        text = self._sending_text()
+        status = self.status
+        if status is not None:
+            applied = status.command
+            if applied is None:
+                text += "\nIn force    [dim]nothing (the robot is stopped)[/]"
+            else:
+                # Under the line above, to compare: the bridge's, after its limits (and whoever drives).
+                text += f"\nIn force    [b]twist[/]  {_axes(applied)}"
+        if self.note:
+            text += f"\n            [yellow]{escape(self.note)}[/]"
+        return text
+
+    def _sending_text(self) -> str:
         sent = self.keys.sent
         if sent is not None:
             text = (
@@ -230,8 +322,16 @@ class TeleopApp(App[int]):
             )
         elif isinstance(self.last_action, SendStop):
             text = f"Sending     [b red]stop[/] ({escape(self.last_action.why)}); idle"
+        elif isinstance(self.last_action, SendEstop):
+            text = "Sending     [b red]e-stop[/]; idle"
+        elif isinstance(self.last_action, SendEstopClear):
+            text = "Sending     [b]e-stop release[/]; idle"
         else:
             text = "Sending     [dim]nothing; idle[/]"
-        if self.note:
-            text += f"\n            [yellow]{escape(self.note)}[/]"
         return text
+
+
+def _axes(command: Axes) -> str:
+    return (
+        f"linear_x {command.linear_x:+.2f}  linear_y {command.linear_y:+.2f}  angular_z {command.angular_z:+.2f}"
+    )

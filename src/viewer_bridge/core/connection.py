@@ -240,6 +240,10 @@ class MessageAssembler:
         self._binary = False
 
 
+# Bounds of read_allowance(): a viewer message (~200 bytes) always fits; 16 KiB at most per read.
+_MIN_READ: Final = 512
+_MAX_READ: Final = 16 * 1024
+_SMALLEST_FRAME: Final = 6  # a masked client frame with an empty payload
 # Internal marker for RFC framing violations raised by the assembler.
 _FRAMING: Final = "framing"
 _TEXT: Final = int(Opcode.TEXT)
@@ -300,7 +304,7 @@ class Connection:
         """One frame as parsed off the wire (masking removed), at ``now``."""
         self.frames += 1
         if self._state is not _State.OPEN:
-            return self._after_close(opcode, payload)
+            return self._after_close(opcode, payload, now)
         if self._over_since is not None and self._work.level(now) >= self.limits.work_burst / 2:
             self._over_since = None  # the budget refilled halfway: that flood is over
         # Charged before anything is parsed: the cost of looking at a frame is paid whatever it holds.
@@ -443,12 +447,25 @@ class Connection:
             self.pause_until = now + self._work.time_until(0.0, now)
         return None
 
-    def _after_close(self, opcode: int, payload: bytes) -> Result:
+    def _after_close(self, opcode: int, payload: bytes, now: float) -> Result:
         # After our close frame the peer's data is moot; its close frame completes the handshake.
         if opcode == Opcode.CLOSE and self._state is _State.CLOSING:
             self._state = _State.CLOSED
             return Close(CloseCode.NORMAL, answered=True)
+        # Still charged: a flooder closed for flooding keeps sending, and reading that backlog at full
+        # speed until the close grace runs out would cost the loop what the budget was there to bound.
+        if self._charge(1.0 + len(payload) * _KIB, now) < 0.0 and self.pause_until is None:
+            self.pause_until = now + self._work.time_until(0.0, now)
         return None
+
+    def read_allowance(self, now: float) -> int:
+        """How many bytes to read from the socket next: enough for the frames the work budget still covers.
+
+        A read of tiny frames (an empty fragment is 6 bytes) would otherwise hand the loop thousands of
+        frames in one callback, whatever the budget says; never less than a real message needs.
+        """
+        level = self._work.level(now)
+        return max(_MIN_READ, min(_MAX_READ, int(level) * _SMALLEST_FRAME))
 
     def _fail(self, code: int, reason: str) -> Close:
         self._state = _State.CLOSING

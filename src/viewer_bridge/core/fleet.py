@@ -318,7 +318,7 @@ def decode_order(data: bytes) -> Order:
     """An order from the wire; :class:`FleetWireError` saying what is wrong for anything else."""
     try:
         wire = _order_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise FleetWireError(f"not a fleet order: {exc}") from None
     if wire.version != PROTOCOL_VERSION:
         raise FleetWireError(f"fleet protocol version {wire.version}; this agent speaks {PROTOCOL_VERSION}")
@@ -366,7 +366,7 @@ def encode_reply(reply: Reply) -> bytes:
 def decode_reply(data: bytes) -> Reply:
     try:
         reply = _reply_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise FleetWireError(f"not a fleet reply: {exc}") from None
     if reply.version != PROTOCOL_VERSION:
         raise FleetWireError(f"fleet protocol version {reply.version}; this station speaks {PROTOCOL_VERSION}")
@@ -380,7 +380,7 @@ def encode_state(state: AgentState) -> bytes:
 def decode_state(data: bytes) -> AgentState:
     try:
         state = _state_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise FleetWireError(f"not a fleet agent state: {exc}") from None
     if state.version != PROTOCOL_VERSION:
         raise FleetWireError(f"fleet protocol version {state.version}; this station speaks {PROTOCOL_VERSION}")

@@ -6,8 +6,12 @@ subscribers since nobody can mutate a message another subscriber holds.
 
 Field names follow DimOS so that code written against DimOS's messages
 (``pt.x``, ``pt.ts``, ``pt.frame_id``, ``tw.linear.x``) runs unchanged.
-Conversion to and from the ``dimos_lcm`` classes is lazy: the LCM packages are
-imported only when a conversion is asked for.
+
+The LCM wire encoding (``lcm_encode``/``lcm_decode``, used on LCM and as the
+Zenoh payload) is packed here directly, with DimOS's type fingerprints as
+constants, so the bus needs no ``dimos_lcm`` import (tests check both against
+dimos-lcm). Conversion to and from the ``dimos_lcm`` classes (``to_lcm``,
+``from_lcm``) is lazy: that package is imported only when asked for.
 """
 
 from __future__ import annotations
@@ -25,25 +29,28 @@ __all__ = ["Bool", "Message", "PointStamped", "Twist", "Vector3"]
 
 
 # LCM's wire layout for the types above: an 8-byte type fingerprint, then the
-# fields big-endian, nested structs inline without fingerprints.
+# fields big-endian, nested structs inline without fingerprints. A string is
+# its length including a NUL terminator (uint32), the bytes, then the NUL.
 _TWIST: Final = struct.Struct(">Q6d")
 _HEADER_START: Final = struct.Struct(">QiiiI")  # fingerprint, seq, stamp.sec, stamp.nsec, len(frame_id)+1
 _POINT: Final = struct.Struct(">3d")
 _BOOL: Final = struct.Struct(">Qb")
-_fingerprints: dict[tuple[str, str], int] = {}
+
+# The fingerprints dimos-lcm's generated classes compute from the type
+# definitions (a hash of field names and types, rotated through nested
+# types). They change only if the type definition does; a test compares them
+# with dimos-lcm's ``_get_packed_fingerprint()``.
+TWIST_FINGERPRINT: Final = 0x2E7C07D7CDF7E027
+POINT_STAMPED_FINGERPRINT: Final = 0x9CD764738EA629AF
+BOOL_FINGERPRINT: Final = 0x1EBEF06A50950E3E
 
 
-def _fingerprint(package: str, name: str) -> int:
-    """The dimos-lcm type fingerprint, taken from the generated class once."""
-    key = (package, name)
-    value = _fingerprints.get(key)
-    if value is None:
-        import importlib
-
-        lcm_class = getattr(importlib.import_module(f"dimos_lcm.{package}"), name)
-        value = int.from_bytes(lcm_class._get_packed_fingerprint(), "big")
-        _fingerprints[key] = value
-    return value
+def _check_fingerprint(data: bytes, expected: int, type_name: str) -> None:
+    if len(data) < 8:
+        raise ValueError(f"{type_name}: {len(data)} bytes is too short for an LCM message")
+    found = int.from_bytes(data[:8], "big")
+    if found != expected:
+        raise ValueError(f"{type_name}: fingerprint {found:#018x} is not {expected:#018x} (another type)")
 
 
 class Vector3(msgspec.Struct, frozen=True, gc=False):
@@ -111,13 +118,17 @@ class Twist(msgspec.Struct, frozen=True, gc=False):
     def lcm_encode(self) -> bytes:
         """The dimos-lcm encoding (56 bytes), packed directly: this runs for every command on the bus."""
         lin, ang = self.linear, self.angular
-        return _TWIST.pack(_fingerprint("geometry_msgs", "Twist"), lin.x, lin.y, lin.z, ang.x, ang.y, ang.z)
+        return _TWIST.pack(TWIST_FINGERPRINT, lin.x, lin.y, lin.z, ang.x, ang.y, ang.z)
 
     @classmethod
     def lcm_decode(cls, data: bytes) -> Twist:
-        from dimos_lcm.geometry_msgs import Twist as LcmTwist
-
-        return cls.from_lcm(LcmTwist.lcm_decode(data))
+        """Decode the dimos-lcm encoding; raises ValueError for another type or a short payload."""
+        _check_fingerprint(data, TWIST_FINGERPRINT, "geometry_msgs.Twist")
+        try:
+            _, lx, ly, lz, ax, ay, az = _TWIST.unpack_from(data)
+        except struct.error:
+            raise ValueError(f"geometry_msgs.Twist: {len(data)} bytes is too short") from None
+        return cls(Vector3(lx, ly, lz), Vector3(ax, ay, az))
 
     def __str__(self) -> str:
         lx, ly, lz = self.linear
@@ -180,7 +191,7 @@ class PointStamped(msgspec.Struct, frozen=True, gc=False):
         frame = self.frame_id.encode("utf-8")
         return b"".join(
             (
-                _HEADER_START.pack(_fingerprint("geometry_msgs", "PointStamped"), 0, sec, nsec, len(frame) + 1),
+                _HEADER_START.pack(POINT_STAMPED_FINGERPRINT, 0, sec, nsec, len(frame) + 1),
                 frame,
                 b"\0",
                 _POINT.pack(self.x, self.y, self.z),
@@ -193,9 +204,20 @@ class PointStamped(msgspec.Struct, frozen=True, gc=False):
 
     @classmethod
     def lcm_decode(cls, data: bytes) -> PointStamped:
-        from dimos_lcm.geometry_msgs import PointStamped as LcmPointStamped
+        """Decode the dimos-lcm encoding; raises ValueError for another type or a short payload.
 
-        return cls.from_lcm(LcmPointStamped.lcm_decode(data))
+        As dimos-lcm does: the frame_id's last byte (its NUL) is dropped, bad
+        UTF-8 is replaced, and bytes after the point are ignored.
+        """
+        _check_fingerprint(data, POINT_STAMPED_FINGERPRINT, "geometry_msgs.PointStamped")
+        try:
+            _, _seq, sec, nsec, size = _HEADER_START.unpack_from(data)
+            start = _HEADER_START.size
+            frame = data[start : start + size][:-1].decode("utf-8", "replace")
+            x, y, z = _POINT.unpack_from(data, start + size)
+        except struct.error:
+            raise ValueError(f"geometry_msgs.PointStamped: {len(data)} bytes is too short") from None
+        return cls(x=x, y=y, z=z, ts=sec + nsec / 1e9, frame_id=frame)
 
 
 class Bool(msgspec.Struct, frozen=True, gc=False):
@@ -218,13 +240,17 @@ class Bool(msgspec.Struct, frozen=True, gc=False):
         return cls(bool(msg.data))
 
     def lcm_encode(self) -> bytes:
-        return _BOOL.pack(_fingerprint("std_msgs", "Bool"), 1 if self.data else 0)
+        return _BOOL.pack(BOOL_FINGERPRINT, 1 if self.data else 0)
 
     @classmethod
     def lcm_decode(cls, data: bytes) -> Bool:
-        from dimos_lcm.std_msgs import Bool as LcmBool
-
-        return cls.from_lcm(LcmBool.lcm_decode(data))
+        """Decode the dimos-lcm encoding; raises ValueError for another type or a short payload."""
+        _check_fingerprint(data, BOOL_FINGERPRINT, "std_msgs.Bool")
+        try:
+            _, value = _BOOL.unpack_from(data)
+        except struct.error:
+            raise ValueError(f"std_msgs.Bool: {len(data)} bytes is too short") from None
+        return cls(value != 0)
 
 
 Message = Union[Twist, PointStamped, Bool]

@@ -256,6 +256,10 @@ class SafetyController:
         if driver is not None and driver != client:
             return _NOT_DRIVER
         if self.estop is not None:
+            if self._held and client in self._held:
+                # Twists refused for the e-stop still count as holding on (a zero lets go): the key
+                # held through a long e-stop must not drive the moment it is cleared.
+                self._still_held(client, twist, now)
             return _ESTOPPED
         if self._held and client in self._held:
             refused = self._still_held(client, twist, now)

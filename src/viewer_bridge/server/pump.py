@@ -38,9 +38,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import itertools
 import logging
 import math
+import os
 import socket
 import ssl
 import threading
@@ -149,7 +151,22 @@ class BridgeSnapshot:
 
 
 class BindError(OSError):
-    """The server could not listen on its address; the message names host:port."""
+    """The server could not listen on its address; the message names host:port and what to do."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+def _bind_failure(host: str, port: int, exc: OSError) -> str:
+    where = f"cannot listen on {_url_host(host)}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"{where}: the port is in use (another bridge, or DimOS's own server?); stop it or choose another "
+                "port with --port (0 picks a free one)")
+    if exc.errno == errno.EACCES:
+        return f"{where}: permission denied (ports below 1024 need root); choose another port with --port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{where}: {host} is not an address of this machine; check --host"
+    return f"{where}: {os.strerror(exc.errno) if exc.errno else exc}"
 
 
 class ServerState(enum.Enum):
@@ -162,16 +179,21 @@ class ServerState(enum.Enum):
 
 
 class _BoundedReads(WSProtocol):  # type: ignore[misc]
-    """picows's protocol, reading at most ``_READ_CHUNK`` bytes per callback.
+    """picows's protocol, reading no more per callback than the client's frame budget covers.
 
     picows hands every complete frame in its buffer to the listener in one
     callback and grows the buffer when a read fills it, so a flooding client
-    would otherwise get ever larger reads, and ever longer turns on the loop.
+    would otherwise get ever larger reads, and ever longer turns on the loop;
+    a read is also cut to what the client's remaining work budget pays for
+    (``Connection.read_allowance``), so tiny frames cannot pack thousands
+    into one callback.
     """
 
     def get_buffer(self, size_hint: int) -> memoryview:
         buffer: memoryview = super().get_buffer(size_hint)
-        return buffer[:_READ_CHUNK] if len(buffer) > _READ_CHUNK else buffer
+        listener = self.listener
+        limit = listener.read_allowance() if isinstance(listener, _Session) else _READ_CHUNK
+        return buffer[:limit] if len(buffer) > limit else buffer
 
 
 class _Session(WSListener):
@@ -227,6 +249,9 @@ class _Session(WSListener):
         self.conn.closed()
         self.server._session_closed(self)
 
+    def read_allowance(self) -> int:
+        return self.conn.read_allowance(self._clock())
+
     def is_user_specific_pong(self, frame: WSFrame) -> bool:
         # picows's keepalive pings are empty; answers to the bridge's round-trip pings carry a payload
         # and come to on_ws_frame.
@@ -252,7 +277,11 @@ class _Session(WSListener):
             transport.send(_TEXT, frame)
 
     def link_view(self, now: float) -> tuple[float | None, float | None]:
-        return self.link.estimate(now), self.link.factor(now)
+        link = self.link
+        # Until a first round trip is measured there is none to show: the first ping has only been out
+        # a moment when the greeting is sent (the factor still counts a ping that never comes back).
+        rtt = link.estimate(now) if link.rtt is not None else None
+        return rtt, link.factor(now)
 
     def close(self, close: Close) -> None:
         """Send our close frame; drop TCP once the peer has answered, or after a grace period.
@@ -478,9 +507,7 @@ class AsyncRerunWebSocketServer:
                 reuse_address=True,
             )
         except OSError as exc:
-            raise BindError(
-                exc.errno, f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
-            ) from None
+            raise BindError(exc.errno, _bind_failure(config.host, config.port, exc)) from None
         sockets = self._server.sockets
         self.bound_port = sockets[0].getsockname()[1] if sockets else config.port
         self._started_at = self.clock()

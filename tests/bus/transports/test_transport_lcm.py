@@ -77,7 +77,7 @@ def test_bridge_publishes_dimos_wire_format(
         assert _twist_fields(bus.get_on(tele)) == (0.5, -0.25, 0.0, 0.0, 0.0, 0.8)
         viewer.twist(linear_x=1.0, angular_z=-0.8)
         data = bus.get_on(tele)
-        assert len(data) == 56  # 8-byte fingerprint + 6 doubles, as in PROTOCOL.md
+        assert len(data) == 56  # 8-byte fingerprint + 6 doubles (docs/transports.md)
         assert _twist_fields(data) == (1.0, 0.0, 0.0, 0.0, 0.0, -0.8)
         viewer.stop()
         assert _twist_fields(bus.get_on(tele)) == (0.0,) * 6

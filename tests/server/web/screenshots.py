@@ -3,7 +3,7 @@
 Runs a real bridge, a Rerun gRPC server with a demo room (``rerun_scene.py
 --demo``) and headless Chromium, drives the page the way a person would, and
 writes PNGs to ``docs/img/``. With names (``desktop``, ``phone``,
-``teleop-only``, ``gamepad``) only those are taken; the gamepad one needs no
+``teleop-only``, ``gamepad``, ``estop``) only those are taken; the gamepad one needs no
 Rerun server and holds the test suite's fake pad (``fake_gamepad.js``).
 """
 
@@ -17,10 +17,11 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.server.web.conftest import CHROMIUM, CHROMIUM_ARGS, SCENE_SCRIPT
 from viewer_bridge import RerunWebSocketServer
+from viewer_bridge.clients.client import ViewerClient
 
 OUT = Path(__file__).resolve().parents[3] / "docs" / "img"
 FAKE_PAD = Path(__file__).with_name("fake_gamepad.js")
-SHOTS = ("desktop", "phone", "teleop-only", "gamepad")
+SHOTS = ("desktop", "phone", "teleop-only", "gamepad", "estop")
 
 
 def settle(page: Page, frames: int = 30) -> None:
@@ -38,6 +39,8 @@ def desktop(browser: Browser, url: str) -> None:
     page.keyboard.down("w")
     page.keyboard.down("a")
     page.wait_for_selector("#driver[data-state=self]")
+    # The header's "in force" follows the bridge's next status frame (at most 10 a second).
+    page.wait_for_function("document.getElementById('cmd-applied').textContent === '0.50 0.00 0.80'")
     page.screenshot(path=str(OUT / "web-desktop.png"))
     page.keyboard.up("a")
     page.keyboard.up("w")
@@ -108,6 +111,26 @@ def gamepad(browser: Browser, url: str) -> None:
     context.close()
 
 
+def estop(browser: Browser, url: str, ws_url: str) -> None:
+    """The e-stop another operator latched, with Release being held."""
+    page = browser.new_page(viewport={"width": 1000, "height": 420})
+    page.goto(url)
+    page.wait_for_selector("#conn[data-state=open]")
+    with ViewerClient(ws_url) as panel:
+        panel.estop("person in the aisle")
+        page.wait_for_selector("#estop-banner:not([hidden])")
+        release = page.locator("#release").bounding_box()
+        assert release is not None
+        page.mouse.move(release["x"] + release["width"] / 2, release["y"] + release["height"] / 2)
+        page.mouse.down()
+        page.wait_for_timeout(800)  # about half of the hold: the fill shows how far it is
+        page.screenshot(path=str(OUT / "web-estop.png"))
+        page.mouse.move(0, 0)  # slid off: cancelled, nothing released
+        page.mouse.up()
+        panel.estop_clear()
+    page.close()
+
+
 def main(names: list[str]) -> None:
     unknown = sorted(set(names) - set(SHOTS))
     if unknown:
@@ -144,6 +167,8 @@ def main(names: list[str]) -> None:
                     teleop_only(browser, plain.http_url("/"))
                 elif name == "gamepad":
                     gamepad(browser, plain.http_url("/"))
+                elif name == "estop":
+                    estop(browser, plain.http_url("/"), plain.websocket_url())
                 print(OUT / f"web-{name}.png")
             browser.close()
     finally:

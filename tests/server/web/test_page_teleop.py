@@ -80,19 +80,20 @@ def test_speed_slider_scales_commands(bridge_factory: Factory, context: BrowserC
     wait_for(page, lambda: "stop" in frames.types(), what="stop")
 
 
-def test_stop_button_stops_a_held_key(bridge_factory: Factory, context: BrowserContext) -> None:
+def test_stop_button_latches_the_estop_and_stops_a_held_key(bridge_factory: Factory, context: BrowserContext) -> None:
     server, rec = bridge_factory()
     page, frames = open_page(context, server.http_url("/"))
     page.keyboard.down("w")
     rec.wait_twists(2)
     page.locator("#stop").click()
     wait_for(page, lambda: any(t.is_zero() for t in rec.twists), what="zero twist after STOP")
-    wait_for(page, lambda: frames.types()[-1:] == ["stop"], what="the stop frame")
+    wait_for(page, lambda: frames.types()[-1:] == ["estop"], what="the estop frame")
+    assert server.snapshot().zeros == {"estop": 1}
     # W is still physically down: neither it nor its release restarts or re-stops.
     count = len(frames.items)
     page.keyboard.up("w")
     hold(page, lambda: len(frames.items) == count, 0.3, "the page sent something after STOP")
-    assert frames.types()[-1] == "stop"
+    assert frames.types()[-1] == "estop"
 
 
 def test_space_is_an_emergency_stop(bridge_factory: Factory, context: BrowserContext) -> None:
@@ -220,6 +221,6 @@ def test_page_without_rerun_url_has_no_3d_view(bridge_factory: Factory, context:
     assert page.locator("#view3d").is_hidden()
     assert page.locator("#nav-toggle").is_hidden()
     assert page.locator("#stop").is_visible()
-    # Only the page's own files and the status poll: no Rerun download, no other host.
+    # Only the page's own files: no Rerun download, no other host.
     assert not [u for u in requested if "/rerun/" in u], requested
     assert all(u.startswith(server.http_url("/")) for u in requested), requested

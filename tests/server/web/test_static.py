@@ -57,7 +57,9 @@ def test_page_and_its_files(bridge_factory: Factory) -> None:
     assert headers["Content-Security-Policy"] == "frame-ancestors 'none'"
     assert headers["Referrer-Policy"] == "no-referrer"
     assert headers["X-Content-Type-Options"] == "nosniff"
-    assert page_config(body) == {"wsPath": "/ws", "rerunUrl": None, "rerunAssets": None, "rerunProblem": None}
+    assert page_config(body) == {
+        "wsPath": "/ws", "rerunUrl": None, "rerunAssets": None, "rerunProblem": None, "estop": True
+    }
     for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
         status, headers, _ = get(server.http_url(f"/{name}"))
         assert status == 200 and headers["Content-Type"].startswith(kind), (name, headers)

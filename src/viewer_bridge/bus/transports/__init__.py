@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from viewer_bridge.bus.transports.base import TRANSPORT_NAMES, Transport, TransportError
+from viewer_bridge.extras import missing_extra
 
 if TYPE_CHECKING:  # pragma: no cover
     from viewer_bridge.config import BridgeConfig
@@ -17,7 +18,14 @@ __all__ = ["TRANSPORT_NAMES", "Transport", "TransportError", "create_transport"]
 
 
 def create_transport(name: str, config: BridgeConfig) -> Transport:
-    """Make the transport called ``name`` from the bridge configuration."""
+    """Make the transport called ``name`` from the bridge configuration.
+
+    Raises :class:`TransportError` naming the ``pip install`` when its extra is missing.
+    """
+    if name in TRANSPORT_NAMES:
+        problem = missing_extra(name)
+        if problem is not None:
+            raise TransportError(problem)
     if name == "lcm":
         from viewer_bridge.bus.transports.lcm import LcmTransport
 

@@ -121,8 +121,8 @@ class LcmTransport(Transport):
             return
         try:
             import lcm
-        except ImportError as exc:  # pragma: no cover - a declared dependency
-            raise TransportError(f"the lcm package is not installed ({exc}); pip install lcm dimos-lcm") from None
+        except ImportError as exc:  # create_transport checks first; this covers a direct LcmTransport()
+            raise TransportError(f"{exc}: pip install 'viewer-bridge[lcm]'") from None
         _check_route(self.url)
         try:
             handle = lcm.LCM(self.url)

@@ -95,8 +95,8 @@ class ZenohTransport(Transport):
             return
         try:
             import zenoh
-        except ImportError as exc:  # pragma: no cover - a declared dependency
-            raise TransportError(f"the zenoh package is not installed ({exc}); pip install eclipse-zenoh") from None
+        except ImportError as exc:  # create_transport checks first; this covers a direct ZenohTransport()
+            raise TransportError(f"{exc}: pip install 'viewer-bridge[zenoh]'") from None
         config = self._config()
         try:
             session = zenoh.open(config)

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Final
 
-from viewer_bridge.config import BridgeConfig
+from viewer_bridge.config import BridgeConfig, ConfigError
+from viewer_bridge.extras import missing_extra
 from viewer_bridge.server.web import rerun_assets
 
 __all__ = ["StaticFiles"]
@@ -59,6 +60,11 @@ class StaticFiles:
         self._rerun: rerun_assets.RerunAssets | None = None
         self._rerun_problem: str | None = None
         if config.rerun_url:
+            # Asked for a 3D view without the package that carries it: say so at
+            # start rather than in the browser later.
+            problem = missing_extra("web3d")
+            if problem is not None:
+                raise ConfigError(problem)
             # Read now, before the server listens: it takes ~0.3 s once per
             # process, and doing it here means no request ever waits for it.
             try:
@@ -124,6 +130,8 @@ class StaticFiles:
             "rerunUrl": self._config.rerun_url,
             "rerunAssets": self.rerun_prefix,
             "rerunProblem": self._rerun_problem,
+            # This bridge has the latched e-stop (estop / estop_clear): the page's STOP latches it.
+            "estop": True,
         }
         if self._config.robots:
             # A fleet station's robots, for the page's robot picker (docs/fleet.md).

@@ -1,6 +1,8 @@
 // viewer-bridge browser client: teleop (keys, buttons, joystick, gamepad)
 // over the bridge's WebSocket, plus the embedded Rerun viewer whose 3D clicks
-// become `click` goals. No dependencies and no network beyond the bridge itself.
+// become `click` goals. The bridge's status frames drive the header (who
+// drives, the command in force, the link) and the e-stop banner. No
+// dependencies and no network beyond the bridge itself.
 "use strict";
 
 (() => {
@@ -33,6 +35,13 @@
   const MIN_GAP_MS = 40;
   const CLICK_DEBOUNCE_MS = 100;
   const RECONNECT_MS = [500, 1000, 2000, 4000, 5000];
+  // Releasing the e-stop takes a press held this long: no tap or slip can do it.
+  const RELEASE_HOLD_MS = 1500;
+  // The latched e-stop (`{"type":"estop"}`, released only by a deliberate
+  // `estop_clear`): a bridge that has it says so in the page config. Without
+  // it the STOP button and the gamepad's e-stop button send a plain `stop`
+  // (such a bridge would refuse `estop` as `unknown_type`).
+  const ESTOP_SUPPORTED = config.estop === true;
 
   function readConfig() {
     const defaults = { wsPath: "/ws", rerunUrl: null, rerunAssets: null, rerunProblem: null, estop: false, robots: [] };
@@ -54,11 +63,20 @@
   }
 
   const $ = (id) => document.getElementById(id);
+  const fmt = (v) => (Math.round(v * 100) / 100 || 0).toFixed(2);
   const ui = {
     conn: $("conn"),
     driver: $("driver"),
+    link: $("link"),
+    cmdSent: $("cmd-sent"),
+    cmdApplied: $("cmd-applied"),
     notice: $("notice"),
+    estopBanner: $("estop-banner"),
+    estopText: $("estop-text"),
+    release: $("release"),
+    estopHelp: $("estop-help"),
     stop: $("stop"),
+    stopHint: $("stop-hint"),
     joystick: $("joystick"),
     knob: $("knob"),
     speed: $("speed"),
@@ -134,12 +152,13 @@
       attempts = 0;
       everOpened = true;
       setConn("open");
-      pollHealth();
     };
     ws.onmessage = (event) => onServerMessage(event.data);
     ws.onclose = () => {
       if (socket !== ws) return;
       socket = null;
+      status = null; // it described that connection; the next one sends its own at once
+      renderStatus();
       // The bridge stops a vanished driver itself; here every input is
       // released so nothing resumes on reconnect until pressed again.
       releaseAll({ send: false });
@@ -192,59 +211,108 @@
     } catch {
       return;
     }
-    if (!message || message.type !== "error") return;
+    if (!message) return;
+    if (message.type === "status") {
+      status = message;
+      renderStatus();
+      return;
+    }
+    if (message.type !== "error") return;
     if (message.reason === "not_driver") {
       lastNotDriverAt = performance.now();
       renderDriver();
+    } else if (message.reason === "estopped" || message.reason === "stopped_by_other") {
+      // The banner and the driver badge say this, from the status frames; once is enough here.
+      notify(message.detail || message.reason, "error");
     } else {
       notify(`Bridge refused a message: ${message.reason}${message.detail ? ` (${message.detail})` : ""}`, "error");
     }
   }
 
-  // --------------------------------------------------------- driver state
+  // ---------------------------------------------------- the bridge's status
 
-  // The bridge tells a client only when it is *not* the driver, so "you are
-  // driving" means: sending, and no `not_driver` refusal since. /healthz says
-  // whether anyone else holds the lease while this page is idle.
+  // The bridge sends a status frame on connect and whenever it changes (at
+  // most 10 a second): who drives (`driver`, `you_drive`, `you`), the command
+  // in force after its limits (`command`), the e-stop (`estop`: by, at, reason),
+  // who stopped this page while it drove (`stopped_by`), the round trip
+  // (`rtt_ms`) and the speed factor it allows (`speed_factor`, null: too slow).
+  let status = null;
+  // Refused as not_driver since this drive began: shown as blocked even before the next status frame.
   let lastNotDriverAt = -Infinity;
-  let remoteDriver = null;
-  let idleSince = 0;
 
-  async function pollHealth() {
-    if (connState !== "open" || document.hidden) return;
-    const askedAt = performance.now();
-    try {
-      const response = await fetch(withToken("/healthz"), { cache: "no-store" });
-      if (response.ok) {
-        const health = await response.json();
-        // A reply to a question asked while this page still drove names this page.
-        if (askedAt >= idleSince) remoteDriver = health.driver ?? null;
-      }
-    } catch {
-      // The WebSocket's close handler reports a lost bridge.
-    }
+  function renderStatus() {
     renderDriver();
+    renderApplied();
+    renderLink();
+    renderEstop();
   }
-  setInterval(pollHealth, 1000);
 
   function renderDriver() {
     let state;
     let text;
+    const s = status;
+    const refused = active && performance.now() - lastNotDriverAt < 2 * RESEND_MS + 300;
     if (connState !== "open") {
       [state, text] = ["unknown", "—"];
-    } else if (active && performance.now() - lastNotDriverAt < 2 * RESEND_MS + 300) {
-      [state, text] = ["blocked", "Another client is driving"];
-    } else if (active) {
+    } else if (s && s.estop) {
+      [state, text] = ["estop", "E-stop latched"];
+    } else if (s && s.stopped_by && active) {
+      // Only while this page tries to drive: letting go (which sends the stop) is the release.
+      const who = s.stopped_by === s.you ? "you" : s.stopped_by;
+      [state, text] = ["held", `Stopped by ${who}: let go to drive again`];
+    } else if (active && (refused || (s && s.driver && !s.you_drive))) {
+      [state, text] = ["blocked", `${(s && s.driver) || "Another client"} is driving`];
+    } else if (active || (s && s.you_drive)) {
       [state, text] = ["self", "You are driving"];
-    } else if (remoteDriver) {
-      [state, text] = ["other", "Another client is driving"];
+    } else if (s && s.driver) {
+      [state, text] = ["other", `${s.driver} is driving`];
     } else {
       [state, text] = ["idle", "Idle"];
     }
-    if (ui.driver.dataset.state !== state) {
-      ui.driver.dataset.state = state;
-      ui.driver.textContent = text;
+    if (ui.driver.dataset.state !== state) ui.driver.dataset.state = state;
+    setText(ui.driver, text);
+    ui.driver.title = s ? `Who is driving the robot (you are ${s.you})` : "Who is driving the robot";
+  }
+
+  function renderApplied() {
+    const command = status && status.command;
+    let state = "none";
+    let text = "—";
+    if (status && !command) {
+      [state, text] = ["stopped", "stopped"];
+    } else if (command) {
+      state = status.you_drive ? "yours" : "other";
+      text = `${fmt(command.linear_x)} ${fmt(command.linear_y)} ${fmt(command.angular_z)}`;
     }
+    ui.cmdApplied.dataset.state = state;
+    setText(ui.cmdApplied, text);
+    ui.cmdApplied.title = command && !status.you_drive ? `from ${status.driver}` : "";
+  }
+
+  function renderLink() {
+    const s = status;
+    const measured = !!s && typeof s.rtt_ms === "number";
+    const slow = !!s && s.speed_factor === null;
+    // Shown once a round trip is measured, or when the link is too slow before any came back.
+    ui.link.hidden = !measured && !slow;
+    if (ui.link.hidden) return;
+    ui.link.dataset.state = slow ? "too-slow" : s.speed_factor < 1 ? "slow" : "ok";
+    const speed = slow ? "too slow to drive" : `speed ×${s.speed_factor.toFixed(2)}`;
+    setText(ui.link, `RTT ${measured ? Math.round(s.rtt_ms) : "—"} ms · ${speed}`);
+  }
+
+  function renderEstop() {
+    const estop = status && status.estop;
+    ui.estopBanner.hidden = !estop;
+    document.body.classList.toggle("estopped", !!estop);
+    if (!estop) {
+      cancelRelease();
+      return;
+    }
+    const when = new Date(estop.at * 1000).toLocaleTimeString();
+    const who = estop.by === status.you ? `you (${estop.by})` : estop.by;
+    const why = estop.reason ? `: ${estop.reason}` : "";
+    setText(ui.estopText, `E-STOP latched by ${who} at ${when}${why}. Nothing drives until it is released.`);
   }
 
   // ---------------------------------------------------------------- inputs
@@ -321,8 +389,6 @@
       if (active) {
         active = false;
         lastCmd = null;
-        idleSince = performance.now();
-        remoteDriver = null;
         send({ type: "stop" });
       }
       renderDriver();
@@ -345,6 +411,8 @@
         angular_x: 0,
         angular_y: 0,
         angular_z: cmd.angular_z,
+        // The bridge refuses a twist that took too long to arrive (`stale`).
+        timestamp_ms: Date.now(),
       });
       if (!active) lastNotDriverAt = -Infinity;
       // The pad's rate stays steady: the next twist is due a period after
@@ -363,6 +431,7 @@
 
   function showCommand(cmd) {
     for (const axis of Object.keys(ui.out)) ui.out[axis].textContent = cmd[axis].toFixed(2);
+    setText(ui.cmdSent, `${fmt(cmd.linear_x)} ${fmt(cmd.linear_y)} ${fmt(cmd.angular_z)}`);
     document.body.classList.toggle("moving", !isZero(cmd));
     // Keys light up their on-screen buttons too, so what is held is visible.
     const down = new Set([...heldKeys, ...heldButtons.values()]);
@@ -383,7 +452,6 @@
     if (!sendStop) {
       active = false;
       lastCmd = null;
-      idleSince = performance.now();
     }
     pump();
   }
@@ -458,20 +526,70 @@
   window.addEventListener("blur", () => releaseAll());
   document.addEventListener("visibilitychange", () => {
     if (document.hidden) releaseAll();
-    else pollHealth();
   });
   window.addEventListener("pagehide", () => releaseAll());
 
   // ----------------------------------------------------- on-screen buttons
 
+  // STOP latches the e-stop when the bridge has one (Space and Esc send a plain stop, as in the viewer).
+  const stopButton = () => (ESTOP_SUPPORTED ? latchEstop() : emergencyStop());
   ui.stop.addEventListener("pointerdown", (event) => {
     event.preventDefault();
-    emergencyStop();
+    stopButton();
   });
   // Keyboard activation of the focused button (Enter); Space is handled above.
   ui.stop.addEventListener("click", (event) => {
-    if (event.detail === 0) emergencyStop();
+    if (event.detail === 0) stopButton();
   });
+  if (ESTOP_SUPPORTED) {
+    ui.stop.title = "Latch the e-stop: nothing drives until it is released (Space or Esc only stop)";
+    ui.stopHint.textContent = "latches the e-stop";
+    ui.estopHelp.hidden = false;
+  }
+
+  // Releasing the e-stop: press and hold (pointer, or Enter on the focused
+  // button) for RELEASE_HOLD_MS; letting go earlier, or sliding off, cancels.
+  let releaseTimer = null;
+
+  function startRelease() {
+    if (releaseTimer !== null || !(status && status.estop)) return;
+    ui.release.classList.add("holding");
+    ui.release.style.setProperty("--hold-ms", `${RELEASE_HOLD_MS}ms`);
+    releaseTimer = setTimeout(() => {
+      releaseTimer = null;
+      ui.release.classList.remove("holding");
+      if (send({ type: "estop_clear" })) notify("E-stop released", "ok");
+      else notify("Not connected: the e-stop was not released", "error");
+    }, RELEASE_HOLD_MS);
+  }
+
+  function cancelRelease() {
+    if (releaseTimer !== null) {
+      clearTimeout(releaseTimer);
+      releaseTimer = null;
+    }
+    ui.release.classList.remove("holding");
+  }
+
+  ui.release.addEventListener("pointerdown", (event) => {
+    event.preventDefault();
+    ui.release.setPointerCapture(event.pointerId);
+    startRelease();
+  });
+  for (const type of ["pointerup", "pointercancel", "lostpointercapture"]) {
+    ui.release.addEventListener(type, cancelRelease);
+  }
+  ui.release.addEventListener("pointerleave", cancelRelease);
+  ui.release.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter") return;
+    event.preventDefault();
+    if (!event.repeat) startRelease();
+  });
+  ui.release.addEventListener("keyup", (event) => {
+    if (event.key === "Enter") cancelRelease();
+  });
+  ui.release.addEventListener("blur", cancelRelease);
+  ui.release.addEventListener("contextmenu", (event) => event.preventDefault());
 
   for (const button of document.querySelectorAll(".pad button")) {
     const code = button.dataset.key;
@@ -762,7 +880,7 @@
     if (!focused && enable) padLocked = true;
     // Anyone may stop, with or without enable.
     if (fresh.stop) emergencyStop();
-    if (fresh.estop) latchEstop();
+    if (fresh.estop) latchEstop("the gamepad's e-stop button on the browser page");
     const driving = enable && !padLocked && focused;
     const next = driving ? padCommand(axes, turbo) : ZERO;
     if (!same(next, padCmd)) {
@@ -809,23 +927,18 @@
     }
   });
 
-  // ------------------------------------------------- latched e-stop (hook)
+  // -------------------------------------------------------- latched e-stop
 
-  // The latched e-stop (`{"type":"estop"}`, released only by a deliberate
-  // `estop_clear`) is being designed for the bridge separately. Until a
-  // bridge says it has one (`"estop": true` in the page config), its button
-  // mapping stays disabled and this stops like the Stop button; a bridge
-  // without it would refuse the message as `unknown_type`.
-  const ESTOP_SUPPORTED = config.estop === true;
-
-  function latchEstop() {
+  // The STOP button and the gamepad's e-stop button. The bridge publishes the
+  // one zero itself; every input is let go, so nothing resumes on release.
+  function latchEstop(reason = "STOP on the browser page") {
     if (!ESTOP_SUPPORTED) {
       emergencyStop();
       return;
     }
     releaseAll({ send: false });
-    send({ type: "estop" });
-    notify("E-stop latched", "info");
+    if (send({ type: "estop", reason })) notify("E-stop latched", "info");
+    else notify("Not connected: the e-stop was NOT latched", "error");
   }
 
   // ------------------------------------------------------ gamepad display
@@ -834,7 +947,6 @@
     if (el.textContent !== text) el.textContent = text;
   }
 
-  const fmt = (v) => (Math.round(v * 100) / 100 || 0).toFixed(2);
   const padName = (index) => (index >= 0 ? PAD_BUTTONS[index] : "none");
 
   function renderPad(live) {

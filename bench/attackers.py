@@ -1,0 +1,229 @@
+"""Misbehaving peers for the attack scenarios, each run as a process of its own.
+
+``flood``: connections that send one kind of abusive traffic as fast as the
+bridge takes it (or at ``--rate`` messages per second), never read a byte,
+and reconnect when cut off, as a determined attacker would:
+
+* ``valid``: well-formed 3D clicks, the viewer's own message;
+* ``heartbeat``: ``{"type":"heartbeat"}``, the cheapest valid message;
+* ``malformed``: a twist with a string for a number, and bytes that are no JSON;
+* ``fragments``: messages of 102 empty frames each, every one invalid JSON;
+* ``pings``: 100-byte pings whose pongs are never read.
+
+``zenoh-stuck``: a Zenoh subscriber to the bridge's clicks whose callback
+never returns, so Zenoh's buffers towards it fill and its publisher pushes back.
+
+They run apart from the measuring process (:mod:`bench.attack`) so that
+their Python work does not compete with its timestamps for one interpreter
+lock. Each prints ``{"event": ...}`` lines on stdout: ``connected`` /
+``subscribed`` / ``stuck`` when it is in place, and on SIGTERM a ``stats``
+line, then exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from bench.load import CLICK, open_connections
+
+TEXT, CONT, PING = 0x1, 0x0, 0x9
+
+
+def frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
+    """One masked client frame (RFC 6455 section 5.2) with a random key."""
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    if n < 126:
+        header = bytes((first, 0x80 | n))
+    elif n < 1 << 16:
+        header = bytes((first, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((first, 0x80 | 127)) + n.to_bytes(8, "big")
+    key = os.urandom(4)
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return header + key + masked
+
+
+def _units() -> dict[str, tuple[bytes, int]]:
+    """Per flood kind: one unit of frames, and how many messages (or pings) it holds."""
+    fragments = [frame(TEXT, b"", fin=False), *(frame(CONT, b"", fin=False) for _ in range(100)), frame(CONT, b"")]
+    return {
+        "valid": (frame(TEXT, CLICK), 1),
+        "heartbeat": (frame(TEXT, b'{"type":"heartbeat"}'), 1),
+        "malformed": (frame(TEXT, b'{"type":"twist","linear_x":"fast"}') + frame(TEXT, b"\x00nope"), 2),
+        "fragments": (b"".join(fragments), 1),
+        "pings": (frame(PING, b"p" * 100), 1),
+    }
+
+
+KINDS = ("valid", "heartbeat", "malformed", "fragments", "pings")
+# One sendall's worth of flood: enough that syscalls cost the flooder nothing per frame.
+CHUNK_BYTES = 64 * 1024
+
+
+class Flooder:
+    """``connections`` threads, each sending ``unit`` over and over on a connection of its own."""
+
+    def __init__(self, port: int, kind: str, connections: int, rate: float) -> None:
+        unit, per_unit = _units()[kind]
+        self.port = port
+        self.rate = rate
+        self.per_unit = per_unit
+        self.unit = unit
+        self.chunk = unit * max(1, CHUNK_BYTES // len(unit))
+        self.lock = threading.Lock()
+        self.bytes_sent = 0
+        self.connects = 0
+        self.connect_failures: Counter[str] = Counter()
+        self.cut_offs: Counter[str] = Counter()
+        self.first_round = threading.Barrier(connections + 1)
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(connections)]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def _connect(self) -> socket.socket | None:
+        try:
+            (sock,) = open_connections(self.port, 1)
+        except (OSError, ConnectionError) as exc:
+            with self.lock:
+                self.connect_failures[type(exc).__name__] += 1
+            return None
+        # Blocking sends: a bridge that stops reading us holds us in sendall, as TCP should.
+        sock.settimeout(None)
+        with self.lock:
+            self.connects += 1
+        return sock
+
+    def _run(self) -> None:
+        first = True
+        while True:
+            sock = self._connect()
+            if first:
+                first = False
+                self.first_round.wait()
+            if sock is None:
+                time.sleep(0.05)
+                continue
+            try:
+                if self.rate > 0:
+                    self._paced(sock)
+                else:
+                    while True:
+                        sock.sendall(self.chunk)
+                        with self.lock:
+                            self.bytes_sent += len(self.chunk)
+            except OSError as exc:
+                with self.lock:
+                    self.cut_offs[type(exc).__name__] += 1
+            finally:
+                sock.close()
+
+    def _paced(self, sock: socket.socket) -> None:
+        # Batches every 10 ms: the rate holds on average without a syscall per message.
+        period = 0.01
+        per_batch = self.rate * period / self.per_unit
+        owed = 0.0
+        t_next = time.monotonic()
+        while True:
+            owed += per_batch
+            n = int(owed)
+            owed -= n
+            if n:
+                sock.sendall(self.unit * n)
+                with self.lock:
+                    self.bytes_sent += len(self.unit) * n
+            t_next += period
+            delay = t_next - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "bytes_sent": self.bytes_sent,
+                "units_sent": self.bytes_sent // len(self.unit),
+                "messages_per_unit": self.per_unit,
+                "connects": self.connects,
+                "connect_failures": dict(self.connect_failures),
+                "cut_offs": dict(self.cut_offs),
+            }
+
+
+def _say(record: dict[str, Any]) -> None:
+    os.write(1, json.dumps(record).encode() + b"\n")
+
+
+def _until_term(max_seconds: float, on_term: Any) -> None:
+    """Block until SIGTERM or ``max_seconds``, then report with ``on_term`` and exit at once."""
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    done.wait(max_seconds)
+    on_term()
+    # Threads may be blocked in sendall or in a callback that never returns: do not wait for them.
+    os._exit(0)
+
+
+def cmd_flood(args: argparse.Namespace) -> None:
+    flooder = Flooder(args.port, args.kind, args.connections, args.rate)
+    flooder.start()
+    flooder.first_round.wait(timeout=30)
+    _say({"event": "connected", "connections": flooder.connects})
+    _until_term(args.max_seconds, lambda: _say({"event": "stats", **flooder.stats()}))
+
+
+def cmd_zenoh_stuck(args: argparse.Namespace) -> None:
+    import zenoh
+
+    config = zenoh.Config()
+    config.insert_json5("mode", '"peer"')
+    config.insert_json5("scouting/multicast/enabled", "false")
+    config.insert_json5("listen/endpoints", "[]")
+    config.insert_json5("connect/endpoints", json.dumps([args.connect]))
+    session = zenoh.open(config)
+    hold = threading.Event()
+    seen = [0]
+
+    def stuck(_sample: Any) -> None:
+        seen[0] += 1
+        if seen[0] == 1:
+            _say({"event": "stuck"})
+        hold.wait(args.max_seconds)
+
+    subscriber = session.declare_subscriber(args.key, stuck)
+    _say({"event": "subscribed", "key": str(subscriber.key_expr)})
+    _until_term(args.max_seconds, lambda: _say({"event": "stats", "samples": seen[0]}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    flood = sub.add_parser("flood", help="flood a bridge from N connections")
+    flood.add_argument("--port", type=int, required=True)
+    flood.add_argument("--kind", choices=KINDS, required=True)
+    flood.add_argument("--connections", type=int, default=1)
+    flood.add_argument("--rate", type=float, default=0.0, help="messages/s per connection (0: as fast as taken)")
+    flood.add_argument("--max-seconds", type=float, default=120.0, help="lifetime bound")
+    flood.set_defaults(func=cmd_flood)
+    stuck = sub.add_parser("zenoh-stuck", help="a Zenoh subscriber whose callback never returns")
+    stuck.add_argument("--connect", required=True, help="the bridge's Zenoh endpoint, e.g. tcp/127.0.0.1:7447")
+    stuck.add_argument("--key", default="dimos/clicked_point/**")
+    stuck.add_argument("--max-seconds", type=float, default=120.0, help="lifetime bound")
+    stuck.set_defaults(func=cmd_zenoh_stuck)
+    args = p.parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

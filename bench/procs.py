@@ -1,0 +1,73 @@
+"""Child processes of the benchmark: spawn, read one JSON line, end them by their own group.
+
+Shared by the orchestrator (:mod:`bench.run`) and the attack scenarios
+(:mod:`bench.attack`). Every child is started in a session of its own, so
+ending it ends whatever it spawned, by process-group id and nothing broader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["kill_group", "read_json_line", "wait_for_text"]
+
+
+def kill_group(proc: subprocess.Popen[Any], grace: float = 3.0) -> None:
+    """End ``proc`` and anything it spawned: its own process group, by id (SIGTERM, then SIGKILL)."""
+    if proc.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def read_json_line(stream: IO[bytes], timeout: float) -> dict[str, Any]:
+    """One JSON line from a child's stdout, or TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise TimeoutError(f"no line from child within {timeout:.0f} s")
+            chunk = os.read(stream.fileno(), 65536)
+            if not chunk:
+                raise ConnectionError(f"child exited before a full line: {buf!r}")
+            buf += chunk
+    line = buf.split(b"\n", 1)[0]
+    parsed: dict[str, Any] = json.loads(line)
+    return parsed
+
+
+def wait_for_text(path: Path, needle: str, timeout: float, proc: subprocess.Popen[Any] | None = None) -> str:
+    """The first line of the file at ``path`` that contains ``needle``, polling until ``timeout`` s.
+
+    A child's stderr goes to a file rather than a pipe (a pipe nobody drains
+    would block a chatty child); this is how a parent waits for a line in it.
+    Raises RuntimeError if ``proc`` exits first, TimeoutError at the deadline.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            for line in path.read_text(errors="replace").splitlines():
+                if needle in line:
+                    return line
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"child exited with {proc.returncode} before printing {needle!r} (see {path})")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{needle!r} did not appear in {path} within {timeout:.0f} s")
+        time.sleep(0.02)
