@@ -44,7 +44,8 @@ def test_names_alone_from_a_flag_or_a_variable() -> None:
     ("text", "message"),
     [
         ('[robots.go2-1]\nspeed = 1\n', "key robots: [robots.go2-1] unknown key `speed`"),
-        ('[robots.go2-1]\nmax_linear_x = "fast"\n', "[robots.go2-1] Expected `float | null`, got `str` (key max_linear_x)"),
+        ('[robots.go2-1]\nmax_linear_x = "fast"\n',
+         "[robots.go2-1] Expected `float | null`, got `str` (key max_linear_x)"),
         ('[robots.go2-1]\nmax_linear_x = -1.0\n', "robots.go2-1.max_linear_x must be a finite number >= 0, got -1.0"),
         ('[robots."a/b"]\n', "robots.a/b: invalid robot name 'a/b'"),
         ('[robots.go2-1]\nnamespace = "a b"\n', "robots.go2-1: invalid namespace 'a b'"),
