@@ -46,7 +46,7 @@ dimos-venv:
 
 test: $(TEST_STAMP) system-deps multicast dimos-venv
 	$(MAKE) lint
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 # The whole suite in a random order (pytest-randomly prints the seed; replay one with --randomly-seed=N).
 test-random: $(TEST_STAMP) system-deps multicast dimos-venv

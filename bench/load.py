@@ -104,8 +104,10 @@ def _read_handshake_response(sock: socket.socket, accept: bytes) -> None:
         raise ConnectionError("handshake response lacks the right Sec-WebSocket-Accept")
 
 
-def open_connections(port: int, n: int, path: str = "/ws", batch: int = 50) -> list[socket.socket]:
-    """Open ``n`` upgraded connections, ``batch`` handshakes in flight at a time.
+def open_connections(
+    port: int, n: int, path: str = "/ws", batch: int = 50, source: str | None = None
+) -> list[socket.socket]:
+    """Open ``n`` upgraded connections, ``batch`` handshakes in flight at a time, from ``source`` if given.
 
     Batching keeps the server's accept backlog (asyncio's default is 100)
     from overflowing, which would stall a connect for a 1 s SYN retry.
@@ -115,7 +117,9 @@ def open_connections(port: int, n: int, path: str = "/ws", batch: int = 50) -> l
         while len(socks) < n:
             pending: list[tuple[socket.socket, bytes]] = []
             for _ in range(min(batch, n - len(socks))):
-                s = socket.create_connection((HOST, port), timeout=SOCKET_TIMEOUT)
+                s = socket.create_connection(
+                    (HOST, port), timeout=SOCKET_TIMEOUT, source_address=(source, 0) if source else None
+                )
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 socks.append(s)
                 req, accept = _handshake_request(port, path)

@@ -210,8 +210,8 @@ def _render_main(results: dict[str, Any], plot_name: str | None) -> list[str]:
     settings = [
         f"- {v['label']} ran with `{' '.join(v['args'])}`"
         + (
-            ": DimOS has no per-client rate limit, frame budget, connection cap or link limits, so the "
-            "bridge's are lifted to compare like with like (the attack scenarios below keep them)."
+            ": DimOS has no per-client or per-host rate limit, frame budget, connection caps or link limits, "
+            "so the bridge's are lifted to compare like with like (the attack scenarios below keep them)."
             if "rate_limit=1e9" in v["args"]
             else "."
         )

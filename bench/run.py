@@ -86,21 +86,27 @@ def builtin_targets() -> dict[str, TargetSpec]:
             python=sys.executable,
             # The work tree's code, whether or not the venv has it installed.
             env={"PYTHONPATH": src},
-            # DimOS has no per-client rate limit, frame budget, connection
-            # cap or link limits; the bridge's defaults (200 msg/s and 2000
-            # frames/s per client, 256 connections) would turn the throughput
-            # and idle scenarios into tests of those limits, and the load
-            # generator answers no pings, which the link limits take for a
-            # dead link (twists refused after 1.5 s).
+            # DimOS has no per-client or per-host rate limit, frame budget,
+            # connection caps or link limits; the bridge's defaults (200 msg/s
+            # and 2000 frames/s per client, 400 msg/s per host, 256
+            # connections, 32 handshakes in flight per address) would turn the
+            # throughput and idle scenarios, all from one loopback address,
+            # into tests of those limits, and the load generator answers no
+            # pings, which the link limits take for a dead link (twists
+            # refused after 1.5 s).
             args=(
                 "--kwarg",
                 "rate_limit=1e9",
                 "--kwarg",
                 "rate_burst=1e9",
                 "--kwarg",
+                "host_rate_limit=0",
+                "--kwarg",
                 "frame_budget=1e9",
                 "--kwarg",
                 "max_connections=4096",
+                "--kwarg",
+                "max_pending_per_address=4096",
                 "--kwarg",
                 "link_limits=false",
             ),

@@ -36,15 +36,30 @@ def frame(
 
 
 class RawClient:
-    """A TCP connection that has done the WebSocket opening handshake on ``path``."""
+    """A TCP connection that has done the WebSocket opening handshake on ``path``.
 
-    def __init__(self, port: int, path: str = "/ws", host: str = "127.0.0.1", timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    ``source`` is the local address to connect from: any of 127.0.0.0/8 works
+    on Linux loopback, so a test can play several hosts (the bridge keeps
+    per-address accounts).
+    """
+
+    def __init__(
+        self,
+        port: int,
+        path: str = "/ws",
+        host: str = "127.0.0.1",
+        timeout: float = 5.0,
+        source: str | None = None,
+        headers: str = "",
+    ) -> None:
+        self.sock = socket.create_connection(
+            (host, port), timeout=timeout, source_address=(source, 0) if source else None
+        )
         key = base64.b64encode(os.urandom(16)).decode()
         self.sock.sendall(
             (
                 f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
             ).encode()
         )
         head = b""
@@ -59,6 +74,43 @@ class RawClient:
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
+
+    def read_frame(self) -> tuple[int, bytes]:
+        """The next frame the server sent: ``(opcode, payload)`` (server frames are not masked)."""
+        head = self._read(2)
+        opcode, length = head[0] & 0x0F, head[1] & 0x7F
+        if length == 126:
+            length = struct.unpack("!H", self._read(2))[0]
+        elif length == 127:
+            length = struct.unpack("!Q", self._read(8))[0]
+        return opcode, self._read(length)
+
+    def read_until(self, opcode: int) -> bytes:
+        """The payload of the next frame with ``opcode``, skipping others (status frames, the bridge's pings)."""
+        while True:
+            got, payload = self.read_frame()
+            if got == opcode:
+                return payload
+
+    def read_close(self) -> int | None:
+        """Read until the server's close frame; its code (None if the connection ended without one)."""
+        try:
+            while True:
+                opcode, payload = self.read_frame()
+                if opcode == 8:
+                    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+        except ConnectionError:
+            return None
+
+    def _read(self, n: int) -> bytes:
+        data = self.leftover[:n]
+        self.leftover = self.leftover[n:]
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            data += chunk
+        return data
 
     def close(self) -> None:
         try:
@@ -80,9 +132,10 @@ class Flood:
     (``"stopped"``, or the error that cut it off).
     """
 
-    def __init__(self, port: int, chunk: bytes, connections: int = 1) -> None:
+    def __init__(self, port: int, chunk: bytes, connections: int = 1, source: str | None = None) -> None:
         self.port = port
         self.chunk = chunk
+        self.source = source
         self.stop_event = threading.Event()
         self.sent = 0
         self.ended: list[str] = []
@@ -91,7 +144,7 @@ class Flood:
 
     def _run(self) -> None:
         try:
-            client = RawClient(self.port, timeout=2.0)
+            client = RawClient(self.port, timeout=2.0, source=self.source)
         except OSError as exc:
             with self._lock:
                 self.ended.append(f"connect failed: {exc}")

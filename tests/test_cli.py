@@ -193,13 +193,13 @@ def test_port_in_use_exits_non_zero_naming_the_address(serve: type[Serve]) -> No
 
 def test_wildcard_bind_prints_a_url_per_interface(serve: type[Serve], tmp_path: Path) -> None:
     token_file = tmp_path / "token"
-    token_file.write_text("s3cret-token\n")
+    token_file.write_text("s3cret-token-0123456789\n")
     srv = serve("--host", "0.0.0.0", "--port", "0", "--token-file", str(token_file))
     first = srv.wait_stderr(r"--ws-url ws://(\S+?):(\d+)/ws\?token=<your token>")
     assert first.group(1) == "127.0.0.1"
     assert srv.finish() == 0
     everything = "\n".join(srv.stderr_lines) + "\n" + "\n".join(iter_queue(srv.stderr))
-    assert "s3cret-token" not in everything
+    assert "s3cret-token-0123456789" not in everything
 
 
 def iter_queue(q: queue.Queue[str]) -> Iterator[str]:

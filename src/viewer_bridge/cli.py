@@ -1,4 +1,4 @@
-"""The ``viewer-bridge`` command line: ``serve``, plus ``send``, ``teleop`` and ``listen`` from their modules.
+"""The ``viewer-bridge`` command line: ``serve``, ``token``, and ``send``, ``teleop``, ``listen`` from their modules.
 
 Every :class:`~viewer_bridge.config.BridgeConfig` setting is a ``serve`` flag
 (``max_linear_x`` -> ``--max-linear-x``); lists are repeatable flags. Flags
@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import secrets
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,9 @@ from viewer_bridge.bus import agent, listen
 from viewer_bridge.bus.transports import TransportError
 from viewer_bridge.clients import send, teleop
 from viewer_bridge.config import BridgeConfig, ConfigError, add_flags, flag_values, load_config
+from viewer_bridge.core.auth import NAME_PATTERN
+from viewer_bridge.core.logsafe import escape
+from viewer_bridge.core.roles import Role
 from viewer_bridge.server.pump import AsyncRerunWebSocketServer, BindError, interface_addresses
 from viewer_bridge.version import __version__
 
@@ -42,6 +46,19 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class _TextFormatter(logging.Formatter):
+    """One record, one line: control characters in the message are escaped whoever logged it.
+
+    The bridge escapes what clients send where it logs it; this is the net
+    under that, for a library's message that quotes client input. A
+    traceback (the exception text) is still printed over several lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape(record.message)
+        return super().formatMessage(record)
+
+
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is at the time, so a replaced stderr never breaks logging."""
 
@@ -59,18 +76,21 @@ def setup_logging(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # picows logs every connection and handshake failure at INFO; the bridge
     # reports those itself, naming the client.
-    logging.getLogger("picows").setLevel(max(logging.WARNING, root.level))
+    for name in ("picows", "viewer_bridge.picows"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def add_serve_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "serve",
+        # No abbreviations: "--tokens SECRET..." must not be taken for --tokens-file (secrets stay out of argv).
+        allow_abbrev=False,
         help="run the bridge",
         usage="%(prog)s [-h] [--config FILE] [-v] [--SETTING VALUE ...]",
         description="Accept dimos-viewer (and browser/terminal clients) and publish what they send. "
@@ -124,7 +144,7 @@ async def _serve(config: BridgeConfig) -> int:
         print(f"viewer-bridge: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, (BindError, TransportError)) else 2
     try:
-        for line in banner(server, server.token is not None):
+        for line in banner(server, server.auth_required):
             print(line, file=sys.stderr)
         sys.stderr.flush()
         await stop.wait()
@@ -144,6 +164,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(config))
 
 
+def add_token_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "token",
+        help="print a new random token",
+        description="Print a strong random token (256 bits, URL-safe). With --name, print a line for a "
+        "tokens_file: 'NAME ROLE SECRET'.",
+    )
+    parser.add_argument("--name", help="the token's name (shown in logs, /status and metrics)")
+    parser.add_argument(
+        "--role", choices=[role.value for role in Role], default=Role.DRIVE.value,
+        help="with --name: drive (default), stop (stop only) or view (status only)",
+    )
+    parser.set_defaults(func=cmd_token)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    secret = secrets.token_urlsafe(32)
+    if args.name is None:
+        print(secret)
+        return 0
+    if not NAME_PATTERN.match(args.name):
+        print(f"viewer-bridge: token name {args.name!r} must be 1-64 letters, digits, '.', '_' or '-'", file=sys.stderr)
+        return 2
+    print(f"{args.name} {args.role} {secret}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="viewer-bridge", description="Drive a robot from dimos-viewer, a browser or a terminal, safely."
@@ -151,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"viewer-bridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve_parser(sub)
+    add_token_parser(sub)
     # Client commands live beside what they drive; each adds its own subcommand.
     send.register(sub)
     teleop.register(sub)

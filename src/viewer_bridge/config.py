@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -33,7 +34,9 @@ from typing import Annotated, Any, Final, Literal, Union
 
 import msgspec
 
+from viewer_bridge.core.auth import NamedToken, TokenTable
 from viewer_bridge.core.link import LinkLimits
+from viewer_bridge.core.roles import Role
 from viewer_bridge.core.topics import TopicMap, mux_topics
 
 __all__ = [
@@ -67,7 +70,10 @@ def _setting(description: str, **extra: Any) -> msgspec.Meta:
 
     ``extra`` may hold ``ge``/``gt``/``le`` (numeric bounds), ``nonempty``,
     ``starts_with``, ``flag`` (the command-line flag when it is not the field's
-    name, e.g. a repeatable ``--transport``) and ``metavar``.
+    name, e.g. a repeatable ``--transport``), ``metavar``, ``value`` (what a
+    value looks like, when the type alone does not say) and ``file_only``
+    (no flag and no environment variable: the setting holds secrets, which
+    must not be in argv or the environment).
     """
     return msgspec.Meta(description=description, extra=extra)
 
@@ -301,6 +307,30 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
         OptionalText,
         _setting("file whose first line is the token (keeps it out of argv and shell history)", metavar="FILE"),
     ] = None
+    # Names appear in logs, /status, metric labels and other clients' errors; secrets nowhere.
+    tokens: Annotated[
+        dict[str, dict[str, str]],
+        _setting(
+            "named tokens, each with a role: drive (everything), stop (stop and e-stop only), view (status "
+            "only); TOML only, e.g. [tokens.field-laptop] role = \"drive\", secret = \"...\"",
+            file_only=True,
+            value="a table of name = { role, secret }",
+        ),
+    ] = {}
+    tokens_file: Annotated[
+        OptionalText,
+        _setting("file of named tokens, one 'name role secret' per line (# starts a comment)", metavar="FILE"),
+    ] = None
+    # DNS rebinding: a page whose own name now points at the robot sends that name as Host.
+    allowed_hosts: Annotated[
+        list[str],
+        _setting(
+            "Host name clients may use besides IP addresses, localhost, the bind host and this machine's name "
+            "(others get 403); .example.org allows its subdomains, * any",
+            flag="--allowed-host",
+            metavar="NAME",
+        ),
+    ] = []
     insecure: Annotated[bool, _setting("allow a non-loopback bind without a token (warns at start)")] = False
     allowed_origins: Annotated[
         list[str],
@@ -350,6 +380,52 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             "seconds to wait for the pong before dropping the client (and stopping it if it drove)", gt=0, metavar="S"
         ),
     ] = 30.0
+    # Twice one client's budget: a browser tab and the viewer on one machine never reach it.
+    host_rate_limit: Annotated[
+        OptionalNumber,
+        _setting(
+            "messages per second from one address over all its connections; none = twice rate_limit, 0 = off",
+            ge=0,
+            metavar="PER_S",
+        ),
+    ] = None
+    host_rate_burst: Annotated[
+        OptionalNumber,
+        _setting("depth of that per-address budget; none = twice rate_burst", ge=1, metavar="N"),
+    ] = None
+    handshake_timeout: Annotated[
+        Number,
+        _setting(
+            "seconds from accept until the request head (and, with TLS, the TLS handshake) is complete",
+            gt=0,
+            metavar="S",
+        ),
+    ] = 10.0
+    # A browser opens at most six at a time.
+    max_pending_per_address: Annotated[
+        int,
+        _setting(
+            "connections one address may hold before its request is upgraded or answered; more get 503 at once",
+            ge=1,
+            metavar="N",
+        ),
+    ] = 32
+    max_pending: Annotated[
+        int,
+        _setting(
+            "such connections from all addresses (lowered at start to fit the fd limit); past it the oldest of "
+            "the address holding the most is dropped",
+            ge=1,
+            metavar="N",
+        ),
+    ] = 512
+    auth_failures: Annotated[
+        int,
+        _setting("wrong or missing tokens from one address within auth_window before it gets 429", ge=1, metavar="N"),
+    ] = 10
+    auth_window: Annotated[
+        Number, _setting("seconds over which auth_failures are counted", gt=0, metavar="S")
+    ] = 60.0
 
     # -- serving extras and output ----------------------------------------
     rerun_url: Annotated[
@@ -449,6 +525,23 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             raise ConfigError(
                 f"ping_timeout ({self.ping_timeout:g} s) must not exceed ping_interval ({self.ping_interval:g} s)"
             )
+        try:
+            TokenTable(self.token, self.named_tokens())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def named_tokens(self) -> list[NamedToken]:
+        """The ``tokens`` table as entries; raises ConfigError naming a malformed one (never its secret)."""
+        entries: list[NamedToken] = []
+        for name, spec in self.tokens.items():
+            if set(spec) != {"role", "secret"}:
+                raise ConfigError(f"tokens.{name} must have exactly 'role' and 'secret', got {sorted(spec)}")
+            if spec["role"] not in Role.__members__.values():
+                raise ConfigError(
+                    f"tokens.{name}.role must be one of {', '.join(r.value for r in Role)}, got {spec['role']!r}"
+                )
+            entries.append(NamedToken(name, Role(spec["role"]), spec["secret"]))
+        return entries
 
     def _check_fleet(self) -> None:
         from viewer_bridge.core.fleet import check_name
@@ -498,7 +591,13 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
 
     @property
     def is_loopback(self) -> bool:
-        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+        """Whether ``host`` is a loopback address as written (names are resolved, and checked, by the server)."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     def resolved_token(self) -> str | None:
         """The token from ``token`` or ``token_file``; raises ConfigError if the file is unreadable."""
@@ -512,6 +611,10 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             token = text.strip().splitlines()[0].strip() if text.strip() else ""
             if not token:
                 raise ConfigError(f"token_file {self.token_file!r} is empty")
+            try:
+                TokenTable(token)
+            except ValueError as exc:
+                raise ConfigError(f"token_file {self.token_file!r}: {exc}") from None
             return token
         return None
 
@@ -649,7 +752,9 @@ class Setting:
         """
         base = self.base
         choices = self.choices
-        if self.named_tables:
+        if "value" in self.extra:
+            what = str(self.extra["value"])
+        elif self.named_tables:
             what = (
                 "names, comma-separated (each with its defaults; a config file's tables set more)"
                 if style == "text"
@@ -927,6 +1032,11 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
         if setting is None:
             envs = {s.env: s for s in SETTINGS.values()}
             raise ConfigError(f"unknown environment variable {key}{_unknown(key, envs)}")
+        if setting.extra.get("file_only"):
+            raise ConfigError(
+                f"environment variable {key}: {name} holds secrets and is read only from the --config file "
+                f"(or use {ENV_PREFIX}{name.upper()}_FILE)"
+            )
         values[name] = setting.parse_text(raw, f"environment variable {key}")
     return values
 
@@ -971,6 +1081,8 @@ def add_flags(parser: argparse.ArgumentParser | Any, names: Iterable[str] | None
     """
     for name in names if names is not None else SETTINGS:
         setting = SETTINGS[name]
+        if setting.extra.get("file_only"):
+            continue  # secrets: never in argv
         options: dict[str, Any] = {"dest": name, "default": None, "help": setting.help().replace("%", "%%")}
         if setting.base is bool:
             options["action"] = argparse.BooleanOptionalAction

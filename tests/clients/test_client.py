@@ -253,14 +253,15 @@ def test_bad_arguments_are_value_errors() -> None:
 @pytest.mark.parametrize("how", ["bearer", "query"])
 @run_async
 async def test_token_by_header_or_query(bridge_factory: BridgeFactory, how: str) -> None:
-    server, rec = bridge_factory(token="s3cret")
+    server, rec = bridge_factory(token="s3cret-0123456789abcdef")
     url = server.websocket_url()
     with pytest.raises(ConnectError, match="HTTP 401: missing or wrong token") as caught:
         await AsyncViewerClient(url).connect()
     assert caught.value.status == 401
     with pytest.raises(ConnectError, match="401"):
         await AsyncViewerClient(url, token="wrong").connect()
-    client = AsyncViewerClient(url, token="s3cret") if how == "bearer" else AsyncViewerClient(url + "?token=s3cret")
+    token = "s3cret-0123456789abcdef"
+    client = AsyncViewerClient(url, token=token) if how == "bearer" else AsyncViewerClient(url + f"?token={token}")
     async with client:
         await client.click(1, 1, 1)
         await client.sync()
@@ -404,14 +405,15 @@ def test_blocking_client_round_trip(bridge: tuple[RerunWebSocketServer, Recorder
 
 
 def test_blocking_client_callbacks_and_connect_errors(bridge_factory: BridgeFactory, no_thread_leaks: None) -> None:
-    server, _ = bridge_factory(token="t")
+    server, _ = bridge_factory(token="t-0123456789abcdef")
     client = ViewerClient(server.websocket_url())
     with pytest.raises(ConnectError, match="401"):
         client.connect()
     client.close()
 
     seen: list[Any] = []
-    client = ViewerClient(server.websocket_url(), token="t", on_error=seen.append, on_state=seen.append)
+    token = "t-0123456789abcdef"
+    client = ViewerClient(server.websocket_url(), token=token, on_error=seen.append, on_state=seen.append)
     client.start()
     client.wait_connected(5)
     client.send_raw("[]")

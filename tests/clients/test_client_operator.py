@@ -79,17 +79,16 @@ async def test_every_message_is_the_protocols_own_encoding_and_twists_carry_the_
 
 
 @run_async
-async def test_a_reason_the_bridge_would_refuse_raises_before_anything_is_sent(
+async def test_a_long_reason_is_cut_and_the_estop_still_latches(
     bridge: tuple[RerunWebSocketServer, Recorder],
 ) -> None:
     server, rec = bridge
     async with AsyncViewerClient(server.websocket_url()) as client:
-        with pytest.raises(ValueError, match="reason is 201 characters; at most 200"):
-            await client.estop("x" * 201)
-        with pytest.raises(ValueError, match="reason must be a string"):
-            await client.estop(42)  # type: ignore[arg-type]
+        await client.estop("x" * 201)
         await client.sync()
-    assert rec.items == []
+    assert rec.of("estop") == [Bool(True)] and rec.twists == [Twist.zero()]
+    latch = server.server.safety.estop
+    assert latch is not None and latch.reason == "x" * 199 + "\u2026"
 
 
 # -- status frames ------------------------------------------------------------------------------

@@ -157,15 +157,15 @@ def test_token_by_flag_file_or_environment(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    server, rec = bridge_factory(token="s3cret")
+    server, rec = bridge_factory(token="s3cret-0123456789abcdef")
     url = server.websocket_url()
     code, err = send(capsys, "click", "1", "1", "1", "--url", url)
     assert code == 3 and "HTTP 401: missing or wrong token" in err
-    assert send(capsys, "click", "1", "1", "1", "--url", url, "--token", "s3cret")[0] == 0
+    assert send(capsys, "click", "1", "1", "1", "--url", url, "--token", "s3cret-0123456789abcdef")[0] == 0
     token_file = tmp_path / "token"
-    token_file.write_text("s3cret\n")
+    token_file.write_text("s3cret-0123456789abcdef\n")
     assert send(capsys, "click", "2", "2", "2", "--url", url, "--token-file", str(token_file))[0] == 0
-    monkeypatch.setenv("VIEWER_BRIDGE_TOKEN", "s3cret")
+    monkeypatch.setenv("VIEWER_BRIDGE_TOKEN", "s3cret-0123456789abcdef")
     monkeypatch.setenv("DIMOS_VIEWER_WS_URL", url)
     assert send(capsys, "click", "3", "3", "3")[0] == 0
     assert [p.x for p in rec.points] == [1.0, 2.0, 3.0]

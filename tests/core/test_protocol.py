@@ -114,3 +114,19 @@ def test_deep_nesting_is_rejected_not_crashing() -> None:
     raw = b'{"type":"twist","linear_x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with pytest.raises(ProtocolError):
         parse_message(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"type":"estop"}', None),
+        (b'{"type":"estop","reason":"wall"}', "wall"),
+        (b'{"type":"estop","reason":5}', "5"),
+        (b'{"type":"estop","reason":{"who":"me"}}', '{"who":"me"}'),
+        (b'{"type":"estop","reason":"' + b"x" * 300 + b'"}', "x" * 199 + "\u2026"),
+    ],
+)
+def test_an_estop_is_never_refused_for_its_reason(raw: bytes, reason: str | None) -> None:
+    from viewer_bridge.core.protocol import Estop
+
+    assert parse_message(raw) == Estop(reason)

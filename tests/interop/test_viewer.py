@@ -540,7 +540,7 @@ def test_an_estop_cleared_while_w_is_held_does_not_drive_until_w_is_let_go(ctx: 
 def viewer_session_status(server: RerunWebSocketServer) -> dict[str, Any]:
     """The viewer's entry in ``/status`` (it is the only client)."""
     with urllib.request.urlopen(server.http_url("/status"), timeout=5) as response:
-        (viewer,) = json.load(response)
+        (viewer,) = json.load(response)["clients"]
     result: dict[str, Any] = viewer
     return result
 

@@ -66,11 +66,13 @@ def test_silence_trips_the_deadman_once(bridge_factory: BridgeFactory) -> None:
 
 
 def test_steady_twists_keep_the_deadman_quiet(bridge_factory: BridgeFactory) -> None:
-    server, rec = bridge_factory(deadman_timeout=0.5)
+    # A deadman long against the machine's worst stalls (a loaded test machine can pause a process for
+    # hundreds of milliseconds), refreshed for well past it.
+    server, rec = bridge_factory(deadman_timeout=1.5, rate_limit=1e6, rate_burst=1e6)
     with client(server) as ws:
         # Refresh the command for twice the deadman: each refresh goes out once the last was handled.
         began, sent = time.monotonic(), 0
-        while time.monotonic() - began < 1.0:
+        while time.monotonic() - began < 3.0:
             ws.send(twist(linear_x=0.5))
             sent += 1
             rec.wait_twists(sent)

@@ -262,8 +262,10 @@ def test_http_status_endpoints(bridge: tuple[RerunWebSocketServer, Recorder]) ->
         assert health["up"] is True and health["clients"] == 1 and health["driver"] is not None
         assert health["last_command_age_s"] is not None and health["last_command_age_s"] >= 0
         status = json.loads(urllib.request.urlopen(server.http_url("/status"), timeout=5).read())
-        assert len(status) == 1 and status[0]["driver"] is True and status[0]["frames"] >= 1
-        assert status[0]["address"].startswith("127.0.0.1:")
+        assert status["driver"] == "#0001" and status["estop"] is None
+        (me,) = status["clients"]
+        assert me["driver"] is True and me["frames"] >= 1 and me["name"] == "#0001"
+        assert me["address"].startswith("127.0.0.1:")
         ws.send('{"type":"stop"}')
         rec.wait_twists(2)
     metrics = urllib.request.urlopen(server.http_url("/metrics"), timeout=5).read().decode()

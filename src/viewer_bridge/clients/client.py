@@ -104,6 +104,7 @@ _MAX_INCOMING: Final = 1 << 20
 _ERROR_HISTORY: Final = 100
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 class ClientError(Exception):
@@ -448,14 +449,7 @@ class AsyncViewerClient:
             # What the bridge said applied to that connection; a new one gets its own status at once.
             self.status = None
         waiters, self._state_waiters = self._state_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        if self.on_state is not None:
-            try:
-                self.on_state(state)
-            except Exception:
-                log.exception("on_state callback raised")
+        _notify(waiters, self.on_state, state, "on_state")
 
     def _on_message(self, message: str | bytes) -> None:
         try:
@@ -482,14 +476,7 @@ class AsyncViewerClient:
     def _on_status(self, status: Status) -> None:
         self.status = status
         waiters, self._status_waiters = self._status_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        if self.on_status is not None:
-            try:
-                self.on_status(status)
-            except Exception:
-                log.exception("on_status callback raised")
+        _notify(waiters, self.on_status, status, "on_status")
 
     async def wait_status(
         self, predicate: Callable[[Status], object] = lambda status: True, timeout: float | None = None
@@ -652,14 +639,13 @@ class AsyncViewerClient:
     async def estop(self, reason: str | None = None) -> None:
         """Latch the bridge's emergency stop: one zero now, and every twist and click refused
         (``estopped``) until someone sends :meth:`estop_clear`, across disconnects (and bridge
-        restarts with ``estop_state_file``). ``reason`` (at most 200 characters) is shown to every operator.
+        restarts with ``estop_state_file``). ``reason`` is shown to every operator; past
+        ``MAX_REASON`` (200) characters it is cut, never a reason not to stop.
         """
         if reason is not None:
-            if not isinstance(reason, str):
-                raise ValueError(f"reason must be a string, got {type(reason).__name__}")
+            reason = str(reason)
             if len(reason) > MAX_REASON:
-                # The bridge would refuse the whole message (and not latch): say so before it leaves.
-                raise ValueError(f"reason is {len(reason)} characters; at most {MAX_REASON}")
+                reason = reason[: MAX_REASON - 1] + "\u2026"
         await self._send_struct(Estop(reason))
 
     async def estop_clear(self) -> None:
@@ -669,6 +655,20 @@ class AsyncViewerClient:
     async def heartbeat(self, timestamp_ms: int | None = None) -> None:
         """Liveness only; the bridge publishes nothing for it."""
         await self._send_struct(Heartbeat(int(_now_ms() if timestamp_ms is None else timestamp_ms)))
+
+
+def _notify(
+    waiters: list[asyncio.Future[None]], callback: Callable[[V], object] | None, value: V, name: str
+) -> None:
+    """Wake ``waiters`` and call the user's ``callback`` with ``value`` (whose exceptions are logged, not raised)."""
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    if callback is not None:
+        try:
+            callback(value)
+        except Exception:
+            log.exception("%s callback raised", name)
 
 
 def _http_reason(body: bytes | bytearray | None) -> str:

@@ -65,8 +65,10 @@ def positive_float(text: str) -> float:
 
 
 def estop_reason(text: str) -> str:
+    # Never a reason not to stop: a reason too long is cut (the bridge would cut it too), not refused.
     if len(text) > MAX_REASON:
-        raise argparse.ArgumentTypeError(f"is {len(text)} characters; at most {MAX_REASON}")
+        print(f"viewer-bridge send: --reason cut to {MAX_REASON} characters", file=sys.stderr)
+        return text[: MAX_REASON - 1] + "\u2026"
     return text
 
 
@@ -233,7 +235,7 @@ def register(subparsers: Any) -> None:
         "not they are still connected. Prints who latched it, when and why.",
     )
     estop.add_argument("--reason", type=estop_reason, default=None, help=f"why, shown to every operator "
-                       f"(at most {MAX_REASON} characters)")
+                       f"(cut to {MAX_REASON} characters)")
     kinds.add_parser(
         "estop-clear",
         parents=[common],

@@ -27,7 +27,14 @@ Two budgets, because commands and CPU need different treatment:
   messages. Excess messages are dropped and the client told (once a
   second); they are never queued, because a velocity command that arrives
   late is worse than none. A ``stop`` and a zero twist are never dropped: a
-  client's own limit must not keep its robot moving.
+  client's own limit must not keep its robot moving. When the server passes
+  a ``host`` bucket (one per remote address, shared by all of its
+  connections; see :mod:`viewer_bridge.core.peers`), an accepted message
+  spends from both, so opening more connections does not buy more messages.
+
+Each connection has a ``role`` (:mod:`viewer_bridge.core.roles`): a message
+its role may not send is refused (``forbidden``) before it costs any
+message budget, and never reaches the safety controller.
 
 Frame-level rules follow RFC 6455: reserved bits without an extension,
 a continuation with nothing to continue, a new message inside a fragmented
@@ -43,7 +50,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Final, Union
+from typing import Final, Union, get_args
 
 import msgspec
 
@@ -59,6 +66,7 @@ from viewer_bridge.core.protocol import (
     parse_message,
 )
 from viewer_bridge.core.ratelimit import TokenBucket
+from viewer_bridge.core.roles import PERMITTED, Role, may_send
 
 __all__ = [
     "Answered",
@@ -240,6 +248,8 @@ class MessageAssembler:
         self._binary = False
 
 
+# The message kinds the protocol has (its Event types' tags), for error details.
+_KINDS: Final = tuple(str(kind.__struct_config__.tag) for kind in get_args(Event))
 # Bounds of read_allowance(): a viewer message (~200 bytes) always fits; 16 KiB at most per read.
 _MIN_READ: Final = 512
 _MAX_READ: Final = 16 * 1024
@@ -266,26 +276,45 @@ class Connection:
         "_allow",
         "_assembler",
         "_charge",
+        "_host",
+        "_host_limited",
         "_max_size",
         "_messages",
         "_over_since",
+        "_restricted",
         "_state",
         "_told",
         "_work",
         "dropped",
         "frames",
         "limits",
+        "name",
         "pause_until",
+        "role",
     )
 
-    def __init__(self, limits: ConnectionLimits, now: float) -> None:
+    def __init__(
+        self,
+        limits: ConnectionLimits,
+        now: float,
+        *,
+        role: Role = Role.DRIVE,
+        name: str = "",
+        host: TokenBucket | None = None,
+    ) -> None:
+        """``role`` and ``name`` are the client's token's; ``host`` its address's shared message bucket."""
         self.limits = limits
+        self.role = role
+        self.name = name
+        self._restricted = PERMITTED[role] is not None
         self._messages = TokenBucket(limits.rate, limits.burst, now)
+        self._host = host
+        self._host_limited = False
         self._work = TokenBucket(limits.work_rate, limits.work_burst, now, floor=-limits.work_burst)
         self._assembler: MessageAssembler | None = None
         # Bound once: receive() runs for every frame.
         self._charge = self._work.charge
-        self._allow = self._messages.allow
+        self._allow = self._messages.allow if host is None else self._allow_both
         self._max_size = limits.max_message_size
         self._state = _State.OPEN
         self._over_since: float | None = None
@@ -321,6 +350,8 @@ class Connection:
             except ProtocolError as exc:
                 return self._penalize(now) or Refusal(exc.reason, exc.detail, exc.field)
             if type(event) is TwistCommand:
+                if self._restricted:
+                    return self._forbidden("twist", now)
                 if (
                     event.linear_x or event.linear_y or event.linear_z
                     or event.angular_x or event.angular_y or event.angular_z
@@ -373,6 +404,10 @@ class Connection:
 
     def _event(self, event: Event, now: float) -> Result:
         kind = type(event)
+        if self._restricted:
+            tag = kind.__struct_config__.tag
+            if not may_send(self.role, str(tag)):
+                return self._forbidden(str(tag), now)
         if kind is Stop or kind is Estop or (kind is TwistCommand and _is_zero(event)):  # type: ignore[arg-type]
             # Never limited: a client's own rate must not keep its robot moving.
             return event
@@ -396,13 +431,43 @@ class Connection:
             return True
         return False
 
+    def _allow_both(self, now: float) -> bool:
+        """The message budget with a shared per-address bucket: a message spends from both."""
+        if not self._messages.allow(now):
+            self._host_limited = False
+            return False
+        host = self._host
+        assert host is not None
+        if host.allow(now):
+            return True
+        self._host_limited = True
+        return False
+
     def _rate_limited(self, now: float) -> Refusal:
         self.dropped += 1
         tell = self.tell_once(Reason.RATE_LIMITED, now)
+        if self._host_limited and self._host is not None:
+            what = (
+                f"more than {self._host.rate:g} messages/s (burst {self._host.burst:g}) from your address, "
+                "over all its connections"
+            )
+        else:
+            what = f"more than {self.limits.rate:g} messages/s (burst {self.limits.burst:g})"
         return Refusal(
             Reason.RATE_LIMITED,
-            f"more than {self.limits.rate:g} messages/s (burst {self.limits.burst:g}); excess messages are "
-            "dropped ('stop' and zero twists never are)",
+            f"{what}; excess messages are dropped ('stop' and zero twists never are)",
+            tell=tell,
+        )
+
+    def _forbidden(self, kind: str, now: float) -> Refusal:
+        # Told once a second per kind of message: a held key on a view-only page must not flood it.
+        tell = self.tell_once(f"{Reason.FORBIDDEN}:{kind}", now)
+        permitted = PERMITTED[self.role] or _KINDS
+        may = ", ".join(k for k in _KINDS if k in permitted and k != "heartbeat") or "no commands"
+        who = f"token {self.name!r} has" if self.name else "this connection has"
+        return Refusal(
+            Reason.FORBIDDEN,
+            f"{who} role {self.role.value!r}, which may send {may}: the {kind} was not acted on",
             tell=tell,
         )
 

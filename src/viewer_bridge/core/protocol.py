@@ -178,7 +178,7 @@ class Click(msgspec.Struct, tag_field="type", tag="click", frozen=True, gc=False
     timestamp_ms: Union[float, None] = None
 
 
-class TwistCommand(msgspec.Struct, tag_field="type", tag="twist", frozen=True, gc=False):
+class TwistCommand(Axes, tag_field="type", tag="twist", frozen=True, gc=False):
     """A velocity command; a missing component is 0, as in DimOS.
 
     ``timestamp_ms`` (wall-clock epoch milliseconds when the client sent it) is
@@ -186,12 +186,6 @@ class TwistCommand(msgspec.Struct, tag_field="type", tag="twist", frozen=True, g
     command that spent too long on its way (``stale``); the viewer sends none.
     """
 
-    linear_x: float = 0.0
-    linear_y: float = 0.0
-    linear_z: float = 0.0
-    angular_x: float = 0.0
-    angular_y: float = 0.0
-    angular_z: float = 0.0
     timestamp_ms: Union[float, None] = None
 
     def to_twist(self) -> Twist:
@@ -216,9 +210,14 @@ MAX_REASON: Final = 200
 
 
 class Estop(msgspec.Struct, tag_field="type", tag="estop", frozen=True, gc=False):
-    """Latch the emergency stop (this project's extension): one zero now, no driving until cleared."""
+    """Latch the emergency stop (this project's extension): one zero now, no driving until cleared.
 
-    reason: Union[str, None] = None
+    ``reason`` is free text for the other operators. An e-stop is never refused
+    for its reason: a reason that is not a string is shown as JSON, and one
+    longer than ``MAX_REASON`` characters is cut.
+    """
+
+    reason: Any = None
 
 
 class EstopClear(msgspec.Struct, tag_field="type", tag="estop_clear", frozen=True, gc=False):
@@ -251,10 +250,9 @@ def parse_message(data: bytes | str) -> Event:
     kind = type(event)
     if kind is Estop:
         reason = event.reason  # type: ignore[union-attr]
-        if reason is not None and len(reason) > MAX_REASON:
-            raise ProtocolError(
-                Reason.INVALID_FIELD, f"reason is {len(reason)} characters; at most {MAX_REASON}", "reason"
-            )
+        if reason is not None and (type(reason) is not str or len(reason) > MAX_REASON):
+            text = reason if type(reason) is str else msgspec.json.encode(reason).decode()
+            return Estop(text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "\u2026")
     elif kind is not Stop and kind is not EstopClear:
         ts = event.timestamp_ms  # type: ignore[union-attr]
         if ts is not None and not 0 <= ts <= MAX_TIMESTAMP_MS:

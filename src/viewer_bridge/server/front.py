@@ -7,11 +7,14 @@ files sent in pieces as the client reads them (the Rerun web viewer is
 precise errors for malformed requests. So every accepted connection starts
 with a :class:`FrontDoor`, which
 
-1. reads the request head, bounded in size (``MAX_HEAD``) and time (the
-   handshake timeout; TLS has the same bound for its own handshake);
-2. parses it strictly (RFC 9112 section 3: one request line, ``name: value``
+1. with TLS, runs the TLS handshake itself (``loop.start_tls``), so a
+   connection is counted and bounded from the moment it is accepted, not
+   from when its handshake ends;
+2. reads the request head, bounded in size (``MAX_HEAD``) and time: one
+   handshake timeout from accept to a complete head, TLS included;
+3. parses it strictly (RFC 9112 section 3: one request line, ``name: value``
    fields of token characters and visible bytes); anything else is a 400;
-3. asks the router (:class:`~viewer_bridge.server.http.HttpRoutes`) what to do:
+4. asks the router (:class:`~viewer_bridge.server.http.HttpRoutes`) what to do:
    an :class:`Upgrade` hands the connection, with the bytes read so far, to
    a picows protocol whose listener is the session the router made; a
    :class:`Response` is written here, a large body in chunks with the
@@ -19,6 +22,11 @@ with a :class:`FrontDoor`, which
 
 Nothing here blocks: writing a body only queues what the socket takes and
 waits for ``resume_writing`` to queue more.
+
+``on_open`` is called when a connection is accepted and may refuse it;
+``on_close`` once when it stops being the front door's (handed to picows,
+or closed after its answer is written). Between the two the connection is
+*pending*: not yet authenticated, and counted per address by the router.
 """
 
 from __future__ import annotations
@@ -26,9 +34,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
+
+from viewer_bridge.core.logsafe import clean, redact_target
 
 __all__ = ["MAX_HEAD", "FrontDoor", "Request", "Response", "Upgrade", "reason_phrase"]
 
@@ -102,6 +113,14 @@ class Router(Protocol):
 MakeProtocol = Callable[[Any], asyncio.BaseProtocol]
 
 
+# Sent to a connection refused before its request is read (its address holds too many already).
+_BUSY_BODY: Final = b"too many connections from your address; retry later\n"
+_BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
 class FrontDoor(asyncio.BufferedProtocol):
     """One connection until its request head is read and answered (or handed to picows)."""
 
@@ -112,34 +131,79 @@ class FrontDoor(asyncio.BufferedProtocol):
         timeout: float,
         on_open: Callable[[FrontDoor], bool] | None = None,
         on_close: Callable[[FrontDoor], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._router = router
         self._make_ws_protocol = make_ws_protocol
         self._timeout = timeout
         self._on_open = on_open
         self._on_close = on_close
+        self._tls = tls
         self._buffer = bytearray(4096)
         self._used = 0
-        self._transport: asyncio.Transport | None = None
+        self._raw: asyncio.Transport | None = None  # the socket's own transport (under TLS, if any)
+        self._transport: asyncio.Transport | None = None  # what requests are read from and answered on
         self._timer: asyncio.TimerHandle | None = None
+        self._tls_task: asyncio.Task[None] | None = None
         self._body: memoryview | None = None
         self._writing = True
-        self._done = False
+        self._decided = False
+        self._released = False
         self.peer: tuple[str, int] | None = None
 
     # -- asyncio.BufferedProtocol -----------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._raw = transport
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) and len(peer) >= 2 else None
         if self._on_open is not None and not self._on_open(self):
-            self._finish()  # refused before reading anything (the caller logged why)
-            transport.abort()
+            # Refused before reading anything (the router counted and logs why).
+            self._decided = self._released = True
+            if self._tls is None:
+                transport.write(_BUSY)
+                transport.close()
+            else:
+                transport.abort()
             return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._timeout, self._timed_out)
+        if self._tls is None:
+            self._ready(transport)
+        else:
+            # Nothing is read until start_tls has put the TLS layer between the socket and us.
+            transport.pause_reading()
+            self._tls_task = loop.create_task(self._start_tls(transport))
+
+    async def _start_tls(self, raw: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._tls is not None
+        try:
+            # The front door's timer bounds the whole of it; asyncio's own timeout is only a backstop.
+            tls = await loop.start_tls(raw, self, self._tls, server_side=True, ssl_handshake_timeout=self._timeout)
+        except asyncio.CancelledError:
+            self._release()
+            raw.abort()
+            raise
+        except Exception as exc:  # whatever the handshake failed with, the connection is over
+            log.debug("TLS handshake with %s failed: %s", self.peer, clean(exc))
+            self._release()
+            raw.abort()
+            return
+        if tls is None or self._decided:
+            if tls is not None:
+                tls.abort()
+            self._release()
+            return
+        assert isinstance(tls, asyncio.Transport)
+        self._ready(tls)
+
+    def _ready(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
         transport.set_write_buffer_limits(high=_HIGH_WATER)
-        self._timer = asyncio.get_running_loop().call_later(self._timeout, self._timed_out)
+        if self._used:
+            self._process()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._used == len(self._buffer):
@@ -147,9 +211,14 @@ class FrontDoor(asyncio.BufferedProtocol):
         return memoryview(self._buffer)[self._used :]
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._done:
+        if self._decided:
             return
         self._used += nbytes
+        if self._transport is not None:
+            self._process()
+        # else: TLS delivers what came with its last handshake message before start_tls returns; _ready reads it.
+
+    def _process(self) -> None:
         data = bytes(self._buffer[: self._used])
         end = data.find(b"\r\n\r\n")
         if end < 0:
@@ -177,11 +246,16 @@ class FrontDoor(asyncio.BufferedProtocol):
             return
         try:
             decision = self._router.front(request)
-        except Exception:
-            log.exception("answering %s %s failed", request.method, request.target[:80])
+        except Exception as exc:
+            # The target is redacted and the exception named only by its type: both may hold what a client sent.
+            log.error(
+                "answering %s %s from %s failed: %s",
+                clean(request.method, 16), redact_target(request.target), self.peer, type(exc).__name__,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             decision = Response(500, b"internal error\n")
         if isinstance(decision, Upgrade):
-            self._hand_over(data[: end + 4], rest, decision)
+            self._hand_over(_upgrade_head(request), rest, decision)
         else:
             self._answer(decision, head_only=request.method == "HEAD")
 
@@ -189,7 +263,8 @@ class FrontDoor(asyncio.BufferedProtocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._finish()
+        self._decide()
+        self._release()
 
     def pause_writing(self) -> None:
         self._writing = False
@@ -198,29 +273,44 @@ class FrontDoor(asyncio.BufferedProtocol):
         self._writing = True
         self._write_more()
 
+    # -- for the router ---------------------------------------------------------------
+
+    def drop(self) -> None:
+        """Abort this connection now, to make room for others (``on_close`` is called at once)."""
+        self._decide()
+        if self._raw is not None:
+            self._raw.abort()
+        self._release()
+
     # -- internals ----------------------------------------------------------------
 
-    def _finish(self) -> None:
+    def _decide(self) -> None:
+        """The request is decided (or will never be): the head timer stops."""
+        self._decided = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._done:
-            self._done = True
+
+    def _release(self) -> None:
+        """The connection is no longer the front door's: the router stops counting it."""
+        if not self._released:
+            self._released = True
             if self._on_close is not None:
                 self._on_close(self)
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self._done or self._transport is None:
+        if self._decided or self._raw is None:
             return
         log.debug("no complete request from %s within %.0f s; closed", self.peer, self._timeout)
-        self._finish()
-        self._transport.abort()
+        self._decide()
+        self._raw.abort()
 
     def _hand_over(self, head: bytes, rest: bytes, upgrade: Upgrade) -> None:
         transport = self._transport
         assert transport is not None
-        self._finish()
+        self._decide()
+        self._release()
         protocol = self._make_ws_protocol(upgrade.listener)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
@@ -228,7 +318,7 @@ class FrontDoor(asyncio.BufferedProtocol):
 
     def _answer(self, response: Response, head_only: bool = False) -> None:
         transport = self._transport
-        self._finish()
+        self._decide()
         if transport is None or transport.is_closing():
             return
         body = memoryview(response.body) if not isinstance(response.body, memoryview) else response.body
@@ -250,6 +340,22 @@ class FrontDoor(asyncio.BufferedProtocol):
         self._body = body if body is not None and len(body) else None
         if self._body is None:
             transport.close()  # after what is queued has been sent
+
+
+def _upgrade_head(request: Request) -> bytes:
+    """The request head picows is given: only what it needs, in the one form it accepts.
+
+    The router has checked the upgrade (method, ``Connection``, key, version)
+    already. picows wants ``Connection`` to be exactly ``Upgrade``, which
+    refuses Firefox's ``keep-alive, Upgrade`` (RFC 9110 section 7.6.1 makes it
+    a list), so it is handed a canonical head instead of the client's.
+    """
+    headers = request.headers
+    return (
+        f"GET {request.target} HTTP/1.1\r\nHost: {headers.get('host', '')}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {headers.get('sec-websocket-key', '')}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode("latin-1")
 
 
 def _feed(protocol: Any, data: bytes) -> None:

@@ -73,6 +73,10 @@ class BridgeStats:
         self.paused = 0  # clients whose socket is not being read (over their frame budget)
         self.flood_closes = 0
         self.http_refused: Counter[int] = Counter()  # by HTTP status
+        # Connections dropped before their request was read: per_address (over its cap), evicted (the
+        # oldest of the heaviest address, at max_pending), shed (accept() ran out of descriptors).
+        self.preauth_refused: Counter[str] = Counter()
+        self.auth_failures = 0  # requests with a wrong or missing token
         self.frames: dict[str, int] = dict.fromkeys(MESSAGE_TYPES, 0)  # by type
         self.rejects: Counter[str] = Counter()  # by reason
         # Messages handed to the outlet, by stream (each destination counts its own deliveries).
@@ -103,6 +107,8 @@ class _Source(Protocol):
 
     def watchdog_zeros(self) -> int: ...
 
+    def token_connections(self) -> dict[tuple[str, str], int]: ...
+
 
 class _StatsCollector(Collector):
     def __init__(self, source: _Source) -> None:
@@ -129,6 +135,23 @@ class _StatsCollector(Collector):
         for status, n in sorted(s.http_refused.items()):
             refused.add_metric([str(status)], n)
         yield refused
+        preauth = CounterMetricFamily(
+            "viewer_bridge_preauth_dropped",
+            "Connections dropped before sending a complete request, by why", labels=["why"],
+        )
+        for why in ("per_address", "evicted", "shed"):
+            preauth.add_metric([why], s.preauth_refused.get(why, 0))
+        yield preauth
+        yield CounterMetricFamily(
+            "viewer_bridge_auth_failures", "Requests with a wrong or missing token", value=s.auth_failures
+        )
+        by_token = GaugeMetricFamily(
+            "viewer_bridge_token_connections", "Open WebSocket connections by token name and role",
+            labels=["token", "role"],
+        )
+        for (name, role), n in sorted(source.token_connections().items()):
+            by_token.add_metric([name, role], n)
+        yield by_token
         frames = CounterMetricFamily("viewer_bridge_frames", "Valid messages received, by type", labels=["type"])
         for kind in MESSAGE_TYPES:
             frames.add_metric([kind], s.frames.get(kind, 0))

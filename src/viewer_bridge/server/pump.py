@@ -68,9 +68,11 @@ from viewer_bridge.bus.outlet import Outlet
 from viewer_bridge.bus.streams import Stream
 from viewer_bridge.bus.transports import Transport, create_transport
 from viewer_bridge.config import BridgeConfig, ConfigError, from_mapping
+from viewer_bridge.core.auth import ANONYMOUS, Principal
 from viewer_bridge.core.connection import Answered, Close, CloseCode, Connection, ConnectionLimits, Pong, Refusal
 from viewer_bridge.core.goals import goal_out_of_range
 from viewer_bridge.core.link import LinkMonitor
+from viewer_bridge.core.logsafe import clean
 from viewer_bridge.core.messages import Bool, Message, PointStamped, Twist
 from viewer_bridge.core.protocol import Click, Estop, EstopClear, Heartbeat, Reason, Stop, TwistCommand
 from viewer_bridge.core.safety import ESTOP, TELE_CMD_VEL, Decision, Latch, Limits, Refused, SafetyController
@@ -78,6 +80,7 @@ from viewer_bridge.core.topics import STREAM_TYPES, Topic, TopicMap
 from viewer_bridge.server.estop_store import EstopStore
 from viewer_bridge.server.fleet import FLEET_EVENTS, Fleet, FleetCollector, RobotLine, RobotSnapshot
 from viewer_bridge.server.front import FrontDoor
+from viewer_bridge.server.hardening import ACCEPT_BATCH, AcceptErrors, PicowsLog, deepen_accept_queue, prepare
 from viewer_bridge.server.http import HttpRoutes
 from viewer_bridge.server.metrics import BridgeStats, make_registry
 from viewer_bridge.server.observer import BridgeObserver
@@ -119,8 +122,6 @@ _LINK_PERIOD: Final = 0.1
 _LINK_WATCH: Final = 5.0
 # Names of clients kept after they leave, for "stopped by ..." and "latched by ..." messages.
 _NAMES_KEPT: Final = 1024
-# The WebSocket handshake (after TCP, and TLS) must finish within this.
-_HANDSHAKE_TIMEOUT: Final = 10.0
 _TEXT: Final = WSMsgType.TEXT
 # How often the observer (the Rerun sink) is told the status; it logs only changes.
 _STATUS_PERIOD: Final = 0.2
@@ -146,6 +147,10 @@ class BridgeSnapshot:
     http_refused: dict[int, int]
     deliveries: dict[tuple[str, str], tuple[int, int]]
     """``(stream, transport) -> (delivered, failed)`` for every bus transport."""
+    preauth_dropped: dict[str, int] = field(default_factory=dict)
+    """Connections dropped before a complete request: ``per_address``, ``evicted``, ``shed``."""
+    auth_failures: int = 0
+    """Requests with a wrong or missing token."""
     robots: dict[str, RobotSnapshot] = field(default_factory=dict)
     """A fleet station's robots by name (empty without a ``robots`` table)."""
 
@@ -200,15 +205,23 @@ class _Session(WSListener):
     """One WebSocket client: hands its frames to its :class:`Connection` and the result to the server."""
 
     def __init__(
-        self, server: AsyncRerunWebSocketServer, client_id: str, connection: Connection, link: LinkMonitor
+        self,
+        server: AsyncRerunWebSocketServer,
+        client_id: str,
+        connection: Connection,
+        link: LinkMonitor,
+        principal: Principal = ANONYMOUS,
+        account: str = "?",
     ) -> None:
         super().__init__()
         self.server = server
         self.id = client_id
         self.peer = "?"
+        self.principal = principal
+        self.account = account  # the address (IPv6: /64) its host message budget is charged to
         self.label = f"? #{client_id}"
-        # How operators and status frames name this client (a token's name, once tokens have names).
-        self.name = f"#{client_id}"
+        # How operators and status frames name this client: its token's name, if the token has one.
+        self.name = principal.name if principal.named else f"#{client_id}"
         # The robot this client drives at a fleet station (?robot=NAME, or chosen by a click); None otherwise.
         self.robot: str | None = None
         self.conn = connection
@@ -313,6 +326,8 @@ class _Session(WSListener):
             "rejects": self.rejects,
             "paused": self.paused,
             "driver": driver == self.id,
+            "token": self.principal.name if self.principal.named else None,
+            "role": self.principal.role.value,
         }
 
 
@@ -402,6 +417,9 @@ class AsyncRerunWebSocketServer:
         self.bound_port: int | None = None
         self.state = ServerState.STOPPED
         self._http = HttpRoutes(self)
+        self._tls: ssl.SSLContext | None = None
+        self._picows_log: Any = logging.getLogger("viewer_bridge.picows")
+        self._accept_errors: AcceptErrors | None = None
         self._outlet: Outlet | None = None
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -449,27 +467,32 @@ class AsyncRerunWebSocketServer:
         # The loop's clock; asyncio's own loop.time() *is* time.monotonic(), called directly where it is
         # (it is read several times per message, and the method call costs more than the read).
         self.clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
-        self.token = config.resolved_token()
-        if not config.is_loopback and not self.token and not config.insecure:
+        # Tokens read, and the bind host resolved: loopback is decided by address, not by name.
+        security = await asyncio.to_thread(prepare, config)
+        self.token = security.shared_token
+        if not security.loopback and not security.tokens and not config.insecure:
             raise ConfigError(
-                f"refusing to listen on {config.host}:{config.port} without a token: anyone who can reach "
-                "that address could drive the robot. Set a token (--token-file FILE, or the "
-                "VIEWER_BRIDGE_TOKEN environment variable) and give clients ws://HOST:PORT/ws?token=..., "
-                "or pass --insecure to accept the risk."
+                f"refusing to listen on {config.host}:{config.port} ({', '.join(security.bind_addresses)}) "
+                "without a token: anyone who can reach that address could drive the robot. Set a token "
+                "(--token-file FILE, or the VIEWER_BRIDGE_TOKEN environment variable) and give clients "
+                "ws://HOST:PORT/ws?token=..., or pass --insecure to accept the risk."
             )
-        if not config.is_loopback and not self.token:
+        if not security.loopback and not security.tokens:
             log.warning(
                 "listening on %s without a token (--insecure): anyone who can reach this port can drive "
                 "the robot",
                 config.host,
             )
+        self._http.configure(security)
         ssl_context = await asyncio.to_thread(_tls_context, config) if config.tls_cert else None
+        self._tls = ssl_context
         self.secure = ssl_context is not None
         if config.web:
             from viewer_bridge.server.web import StaticFiles
 
-            static = await asyncio.to_thread(StaticFiles, config)
+            static = await asyncio.to_thread(StaticFiles, config, bool(security.tokens))
             self._http.static = static.respond
+            self._http.page_config = static.page_config
         for name in config.transports:
             transport = create_transport(name, config)
             self.transports.append(transport)
@@ -492,25 +515,29 @@ class AsyncRerunWebSocketServer:
                 # Restored latched: the robot side hears it again, with one zero, before anyone connects.
                 now = self.clock()
                 self._apply(self.safety.latch("estop_state_file", latch.by, latch.at, now, latch.reason), now)
-                log.warning("starting with the e-stop latched (by %s%s), from %s", latch.by,
-                            f": {latch.reason}" if latch.reason else "", self._estop_store.path)
+                log.warning("starting with the e-stop latched (by %s%s), from %s", clean(latch.by),
+                            f": {clean(latch.reason)}" if latch.reason else "", self._estop_store.path)
         self.status.start(loop)
         if self.mux is not None:
             self.mux.start(loop, self.transports, self._on_nav)
+        self._picows_log = PicowsLog(logging.getLogger("viewer_bridge.picows"), security.tokens.secrets, self.clock)
         try:
+            # The addresses that were checked, not the name again (it could resolve differently now).
+            # TLS is started by the front door, so its handshake counts against the pre-auth limits.
             self._server = await loop.create_server(
                 self._front_door,
-                config.host,
+                list(security.bind_addresses),
                 config.port,
-                ssl=ssl_context,
-                ssl_handshake_timeout=_HANDSHAKE_TIMEOUT if ssl_context is not None else None,
                 reuse_address=True,
+                backlog=ACCEPT_BATCH,
             )
         except OSError as exc:
             raise BindError(exc.errno, _bind_failure(config.host, config.port, exc)) from None
+        deepen_accept_queue(self._server)
         sockets = self._server.sockets
         self.bound_port = sockets[0].getsockname()[1] if sockets else config.port
         self._started_at = self.clock()
+        self._accept_errors = AcceptErrors(loop, self._http.shed, self.clock)
         self._lag_timer = loop.call_at(self.clock() + _LAG_PERIOD, self._measure_lag, self.clock() + _LAG_PERIOD)
         self._link_timer = loop.call_at(self.clock() + _LINK_PERIOD, self._link_tick)
         if self.observer is not None:
@@ -518,7 +545,10 @@ class AsyncRerunWebSocketServer:
         log.info("listening on %s", self.websocket_url())
 
     def _front_door(self) -> FrontDoor:
-        return FrontDoor(self._http, self._ws_protocol, _HANDSHAKE_TIMEOUT)
+        http = self._http
+        return FrontDoor(
+            http, self._ws_protocol, self.config.handshake_timeout, http.opened, http.closed, tls=self._tls
+        )
 
     def _ws_protocol(self, session: WSListener) -> WSProtocol:
         """picows's protocol for a connection the front door has vetted; ``session`` gets its frames."""
@@ -528,9 +558,9 @@ class AsyncRerunWebSocketServer:
             None,  # path (client side only)
             False,  # is_client_side
             lambda _request: session,
-            logging.getLogger("viewer_bridge.picows"),
+            self._picows_log,
             True,  # disconnect_on_exception
-            _HANDSHAKE_TIMEOUT,
+            config.handshake_timeout,
             True,  # enable_auto_ping: picows pings an idle client and drops it if no pong comes
             config.ping_interval,
             config.ping_timeout,
@@ -612,6 +642,10 @@ class AsyncRerunWebSocketServer:
     async def _teardown(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._accept_errors is not None:
+            self._accept_errors.remove()
+            self._accept_errors = None
+        self._http.stop()
         if self._outlet is not None:
             self._apply(self.safety.shutdown(self.clock()), self.clock())
             if self.fleet is not None:
@@ -691,16 +725,42 @@ class AsyncRerunWebSocketServer:
         return self.fleet.robots if self.fleet is not None else {}
 
     @property
+    def auth_required(self) -> bool:
+        """Whether clients must present a token (the shared one or a named one); known once started."""
+        return bool(self._http.tokens)
+
+    @property
     def client_count(self) -> int:
         return len(self._sessions)
 
-    def new_session(self, robot: str | None = None) -> _Session:
-        """A session for a request that passed the HTTP checks (called by the router)."""
+    def new_session(
+        self, principal: Principal = ANONYMOUS, account: str = "?", *, robot: str | None = None
+    ) -> _Session:
+        """A session for a request that passed the HTTP checks (called by the router).
+
+        ``principal`` is whose token it presented (its role decides what it may
+        send); ``account`` the address its messages are also counted against;
+        ``robot`` the robot it drives at a fleet station.
+        """
         client_id = f"{next(self._ids):04x}"
         now = self.clock()
-        session = _Session(self, client_id, Connection(self.limits, now), LinkMonitor(self.link_limits, now))
+        connection = Connection(
+            self.limits,
+            now,
+            role=principal.role,
+            name=principal.name if principal.named else "",
+            host=self._http.guard.bucket(account, now),
+        )
+        session = _Session(self, client_id, connection, LinkMonitor(self.link_limits, now), principal, account)
         session.robot = robot
         return session
+
+    def token_connections(self) -> dict[tuple[str, str], int]:
+        """Open WebSocket connections by token name and role (a metric's labels)."""
+        counts: Counter[tuple[str, str]] = Counter()
+        for session in self._sessions.values():
+            counts[(session.principal.name, session.principal.role.value)] += 1
+        return counts
 
     async def wait_delivered(self, timeout: float = 5.0) -> bool:
         """Wait until every message published so far has been handed to the in-process subscribers.
@@ -793,6 +853,8 @@ class AsyncRerunWebSocketServer:
             published=Counter(stats.published),
             http_refused=Counter(stats.http_refused),
             deliveries=self._deliveries(),
+            preauth_dropped=Counter(stats.preauth_refused),
+            auth_failures=stats.auth_failures,
             robots=self.fleet.snapshots() if self.fleet is not None else {},
         )
 
@@ -806,10 +868,16 @@ class AsyncRerunWebSocketServer:
                 counts[(stream, lane.kind)] = (ok, failed)
         return counts
 
-    def client_status(self) -> list[dict[str, Any]]:
+    def client_status(self) -> dict[str, Any]:
+        """``/status``: who drives, the e-stop, and one entry per client."""
         driver = self.safety.driver
+        estop = self.safety.estop
         now = self.clock()
-        return [session.status(driver, now) for session in self._sessions.values()]
+        return {
+            "driver": None if driver is None else self._name_of(driver),
+            "estop": None if estop is None else {"by": estop.by, "at": estop.at, "reason": estop.reason},
+            "clients": [session.status(driver, now) for session in self._sessions.values()],
+        }
 
     # -- sessions ---------------------------------------------------------
 
@@ -819,7 +887,8 @@ class AsyncRerunWebSocketServer:
         peer = transport.underlying_transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             session.peer = f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
-            session.label = f"{session.peer} #{session.id}"
+            named = session.principal.named
+            session.label = f"{session.peer} #{session.id}" + (f" ({session.principal.name})" if named else "")
         self._sessions[session.id] = session
         self._remember(session)
         self.stats.connections_total += 1
@@ -833,6 +902,7 @@ class AsyncRerunWebSocketServer:
     def _session_closed(self, session: _Session) -> None:
         if self._sessions.pop(session.id, None) is None:
             return
+        self._http.guard.release(session.account)
         self.stats.connections_open = len(self._sessions)
         if session.paused:
             session.paused = False
@@ -1027,7 +1097,7 @@ class AsyncRerunWebSocketServer:
         name = self._name_of(client)
         decision = self.safety.latch(client, name, self.wall_clock(), now, reason)
         if decision.publish:
-            log.warning("e-stop LATCHED by %s%s", name, f": {reason}" if reason else "")
+            log.warning("e-stop LATCHED by %s%s", name, f": {clean(reason)}" if reason else "")
         self._apply(decision, now)
         if self.fleet is not None:
             # At a fleet station an e-stop from outside any robot's session (POST /estop) latches every robot.
@@ -1198,7 +1268,8 @@ class AsyncRerunWebSocketServer:
         if last is None or now - last >= _LOG_REPEAT_INTERVAL:
             suppressed = session.suppressed.pop(reason, 0)
             more = f" (+{suppressed} more since last logged)" if suppressed else ""
-            log.warning("client %s: rejected %s: %s%s", session.label, reason, detail, more)
+            # The detail may quote what the client sent (an entity_path): escaped, one line.
+            log.warning("client %s: rejected %s: %s%s", session.label, reason, clean(detail, 300), more)
             session.logged[reason] = now
         else:
             session.suppressed[reason] = session.suppressed.get(reason, 0) + 1

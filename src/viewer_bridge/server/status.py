@@ -6,8 +6,8 @@ e-stop, its own round trip and speed factor). The server marks the board
 dirty whenever something in it may have changed; the board then sends, at
 most ``MAX_RATE`` times a second, each client whose frame differs from the
 last one it got. Values that drift continuously are rounded (the deadman to
-a tenth of a second, the round trip to a millisecond) so that a held key's
-refreshes do not count as changes.
+half a second, the round trip to a tenth of a millisecond) so that a held
+key's refreshes do not count as changes.
 
 dimos-viewer ignores every frame the bridge sends, so it is unaffected; the
 bridge's own clients (the page, the terminal teleop, ``ViewerClient``) show
@@ -91,7 +91,8 @@ class StatusBoard:
             command=None if command is None else Axes.of(command),
             estop=None if estop is None else EstopState(estop.by, estop.at, estop.reason),
             stopped_by=None if held is None else self._name_of(held),
-            deadman_remaining_s=None if deadline is None else round(max(0.0, deadline - now), 1),
+            # Half seconds: a held key refreshes the deadman ~30 times a second, which is not news.
+            deadman_remaining_s=None if deadline is None else round(max(0.0, deadline - now) * 2) / 2,
             rtt_ms=None if rtt is None else round(rtt * 1000.0, 1),
             speed_factor=None if factor is None else round(factor, 3),
             clients=sum(1 for _ in self._clients()),

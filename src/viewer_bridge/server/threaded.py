@@ -196,6 +196,8 @@ class RerunWebSocketServer:
         finally:
             try:
                 loop.run_until_complete(loop.shutdown_asyncgens())
+                # The worker threads start() and stop() used (bus probes, file reads) end with the loop.
+                loop.run_until_complete(loop.shutdown_default_executor())
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()

@@ -181,8 +181,8 @@ def test_bridge_going_away_releases_and_reconnects(bridge_factory: Factory, cont
 
 
 def test_token_from_page_url_is_forwarded(bridge_factory: Factory, context: BrowserContext) -> None:
-    server, rec = bridge_factory(token="s3cret-token")
-    page, _ = open_page(context, server.http_url("/?token=s3cret-token"))
+    server, rec = bridge_factory(token="s3cret-token-0123456789")
+    page, _ = open_page(context, server.http_url("/?token=s3cret-token-0123456789"))
     page.keyboard.down("w")
     rec.wait_twists(1)
     page.keyboard.up("w")

@@ -5,6 +5,12 @@ kilobytes and must work offline (no CDN), so everything it needs ships here.
 When a Rerun gRPC URL is configured and rerun-sdk is installed, the Rerun web
 viewer's two files are served too, under ``/rerun/<version>/`` (see
 :mod:`viewer_bridge.server.web.rerun_assets`).
+
+The page's settings (the WebSocket path, the Rerun URL) are written into
+``index.html``, unless the bridge has tokens (``protected``): then the page
+is a shell that carries none of them, and asks ``/config`` for them with
+the token (see :mod:`viewer_bridge.server.http`). The scripts, the style
+sheet and Rerun's own files hold no settings and are served to anyone.
 """
 
 from __future__ import annotations
@@ -53,8 +59,9 @@ _PAGE_HEADERS: Final = {
 class StaticFiles:
     """Maps a request path to a response body and headers, or ``None`` when there is no such file."""
 
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: BridgeConfig, protected: bool = False) -> None:
         self._config = config
+        self._protected = protected
         self._cache: dict[str, tuple[bytes, str] | None] = {}
         self._root = resources.files(__package__).joinpath("static")
         self._rerun: rerun_assets.RerunAssets | None = None
@@ -124,19 +131,22 @@ class StaticFiles:
             body = body.replace(b"__VIEWER_BRIDGE_CONFIG__", self._page_config())
         return body, content_type
 
-    def _page_config(self) -> bytes:
-        page: dict[str, object] = {
+    def page_config(self) -> dict[str, object]:
+        """The settings the page needs (served as ``/config``, and in the page when no token is set)."""
+        return {
             "wsPath": self._config.path,
             "rerunUrl": self._config.rerun_url,
             "rerunAssets": self.rerun_prefix,
             "rerunProblem": self._rerun_problem,
             # This bridge has the latched e-stop (estop / estop_clear): the page's STOP latches it.
             "estop": True,
-        }
-        if self._config.robots:
             # A fleet station's robots, for the page's robot picker (docs/fleet.md).
-            page["robots"] = sorted(self._config.robots)
-        text = json.dumps(page, separators=(",", ":"))
+            **({"robots": sorted(self._config.robots)} if self._config.robots else {}),
+        }
+
+    def _page_config(self) -> bytes:
+        # With tokens, the page says only that it must ask (with a token) for its settings.
+        text = json.dumps({"auth": True} if self._protected else self.page_config(), separators=(",", ":"))
         # The JSON sits inside a <script> element: "</script>" in a URL must
         # not end it early.
         return text.replace("<", "\\u003c").encode("utf-8")

@@ -5,12 +5,18 @@
 // dependencies and no network beyond the bridge itself.
 "use strict";
 
-(() => {
+(async () => {
   // ---------------------------------------------------------------- config
 
-  const config = readConfig();
+  // A token arrives as ?token=… (a browser cannot put it in a WebSocket
+  // header). It moves to this tab's sessionStorage at once and leaves the
+  // address bar, so it is not in the history, a bookmark or a screenshot.
+  const TOKEN_KEY = "viewer-bridge-token";
+  const token = takeToken();
+  // With tokens set, the bridge serves this page without its settings; they
+  // come from /config, asked for with the token.
+  const config = await loadConfig();
   const params = new URLSearchParams(location.search);
-  const token = params.get("token");
   // At a fleet station the page drives one robot, chosen with ?robot=NAME (the picker sets it).
   const robot = params.get("robot");
   // ?debug logs the Rerun viewer's events to the console (to see why a click sent no goal).
@@ -43,13 +49,51 @@
   // (such a bridge would refuse `estop` as `unknown_type`).
   const ESTOP_SUPPORTED = config.estop === true;
 
-  function readConfig() {
-    const defaults = { wsPath: "/ws", rerunUrl: null, rerunAssets: null, rerunProblem: null, estop: false, robots: [] };
+  function takeToken() {
+    const url = new URL(location.href);
+    const fromUrl = url.searchParams.get("token");
+    if (fromUrl === null) {
+      try {
+        return sessionStorage.getItem(TOKEN_KEY);
+      } catch {
+        return null; // storage disabled: the token must come with the URL each time
+      }
+    }
     try {
-      return { ...defaults, ...JSON.parse(document.getElementById("bridge-config").textContent) };
+      sessionStorage.setItem(TOKEN_KEY, fromUrl);
+    } catch {
+      // Kept in memory for this page only.
+    }
+    url.searchParams.delete("token");
+    history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+    return fromUrl;
+  }
+
+  async function loadConfig() {
+    const defaults = { wsPath: "/ws", rerunUrl: null, rerunAssets: null, rerunProblem: null, estop: false, robots: [] };
+    let embedded;
+    try {
+      embedded = JSON.parse(document.getElementById("bridge-config").textContent);
     } catch {
       return defaults; // page opened without the bridge filling in its config
     }
+    if (!embedded.auth) return { ...defaults, ...embedded };
+    if (!token) return { ...defaults, auth: "missing" };
+    try {
+      const response = await fetch("/config", { cache: "no-store", headers: authHeaders() });
+      if (response.ok) return { ...defaults, ...(await response.json()) };
+      if (response.status === 401) return { ...defaults, auth: "wrong" };
+      if (response.status === 429) {
+        return { ...defaults, auth: "braked", retryAfter: Number(response.headers.get("Retry-After")) || 60 };
+      }
+      return { ...defaults, auth: "error", authStatus: response.status };
+    } catch {
+      return { ...defaults, auth: "error", authStatus: "unreachable" };
+    }
+  }
+
+  function authHeaders() {
+    return token ? { Authorization: `Bearer ${token}` } : {};
   }
 
   function withToken(path) {
@@ -154,7 +198,7 @@
       setConn("open");
     };
     ws.onmessage = (event) => onServerMessage(event.data);
-    ws.onclose = () => {
+    ws.onclose = async () => {
       if (socket !== ws) return;
       socket = null;
       status = null; // it described that connection; the next one sends its own at once
@@ -163,8 +207,8 @@
       // released so nothing resumes on reconnect until pressed again.
       releaseAll({ send: false });
       setConn("closed");
-      checkAuth();
-      scheduleReconnect();
+      await checkAuth();
+      if (connState !== "unauthorized") scheduleReconnect();
     };
   }
 
@@ -176,13 +220,44 @@
 
   // A browser WebSocket hides the HTTP status of a refused upgrade, so ask a
   // plain HTTP endpoint behind the same token whether the token is the problem.
+  // Once the token is known to be wrong the page stops retrying: every try
+  // is a failed attempt the bridge counts against this machine's address.
   async function checkAuth() {
     try {
-      const response = await fetch(withToken("/healthz"), { cache: "no-store" });
-      if (response.status === 401 && connState !== "open") setConn("unauthorized");
+      const response = await fetch("/healthz", { cache: "no-store", headers: authHeaders() });
+      if ((response.status === 401 || response.status === 429) && connState !== "open") {
+        setConn("unauthorized");
+        askForToken(response.status === 429 ? "braked" : token ? "wrong" : "missing");
+      }
     } catch {
       // Bridge unreachable: "disconnected" already says it.
     }
+  }
+
+  function askForToken(why) {
+    const form = $("token-form");
+    const input = $("token-input");
+    $("token-why").textContent = {
+      missing: "This bridge needs a token.",
+      wrong: "The bridge did not accept that token.",
+      braked: `Too many wrong tokens from this machine; wait ${config.retryAfter || 60} s before trying again.`,
+      error: `The bridge's settings could not be read (${config.authStatus}).`,
+    }[why];
+    form.hidden = false;
+    input.focus();
+    form.onsubmit = (event) => {
+      event.preventDefault();
+      try {
+        sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+      } catch {
+        // No storage: carry it in the URL once; the reloaded page takes it from there.
+        const url = new URL(location.href);
+        url.searchParams.set("token", input.value.trim());
+        location.replace(url.href);
+        return;
+      }
+      location.reload();
+    };
   }
 
   function setConn(state) {
@@ -1253,7 +1328,18 @@
 
   // ----------------------------------------------------------------- start
 
-  connect();
+  if (config.auth) {
+    // No usable token: ask for one instead of connecting (and failing) over and over.
+    setConn("unauthorized");
+    askForToken(config.auth);
+  } else {
+    connect();
+    const you = config.you;
+    if (you && you.role && you.role !== "drive") {
+      const what = you.role === "stop" ? "it may stop the robot, not drive it" : "it may watch, not drive or stop";
+      notify(`Token ${you.name || ""} has the ${you.role} role: ${what}`, "info", 15000);
+    }
+  }
   pump();
   if (padSupported) watchPads();
   start3d();

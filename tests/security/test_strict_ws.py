@@ -1,0 +1,141 @@
+"""Strict WebSocket and HTTP (RFC 6455, RFC 9112): what a conforming server must refuse, refused.
+
+Frames are written by hand (tests/raw_ws.py); each case says who enforces
+it: the bridge's connection core, or picows underneath (see
+docs/picows-upstream.md for what picows leaves to its users).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from tests.conftest import BridgeFactory
+from tests.raw_ws import RawClient, frame
+from tests.security.conftest import http, upgrade_request
+
+TEXT, BINARY, CLOSE, PING = 1, 2, 8, 9
+CLICK = b'{"type":"click","x":1,"y":2,"z":3}'
+
+
+def close_payload(code: int, reason: bytes = b"") -> bytes:
+    return struct.pack("!H", code) + reason
+
+
+@pytest.mark.parametrize("rsv", [1, 2, 4, 7])
+def test_reserved_bits_without_an_extension_fail_the_connection(bridge_factory: BridgeFactory, rsv: int) -> None:
+    server, rec = bridge_factory()
+    with RawClient(server.bound_port or 0) as raw:
+        raw.send(frame(TEXT, CLICK, rsv=rsv))  # RSV1 would be permessage-deflate, which was not negotiated
+        assert raw.read_close() == 1002
+    assert rec.points == []
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
+def test_close_codes_a_peer_may_not_send_fail_the_connection(bridge_factory: BridgeFactory, code: int) -> None:
+    server, _ = bridge_factory()
+    with RawClient(server.bound_port or 0) as raw:
+        raw.send(frame(CLOSE, close_payload(code)))
+        assert raw.read_close() == 1002
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1011, 3000, 4999])
+def test_valid_close_codes_are_answered_in_kind(bridge_factory: BridgeFactory, code: int) -> None:
+    server, _ = bridge_factory()
+    with RawClient(server.bound_port or 0) as raw:
+        raw.send(frame(CLOSE, close_payload(code)))
+        assert raw.read_close() == code
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "code"),
+    [
+        ("a one-byte close payload", frame(CLOSE, b"\x03"), 1002),
+        ("a close reason that is not UTF-8", frame(CLOSE, close_payload(1000, b"\xff\xfe")), 1007),
+        ("an unmasked frame", b"\x81\x05hello", 1002),
+        ("a fragmented ping", frame(PING, b"p", fin=False), 1002),
+        ("a ping over 125 bytes", frame(PING, b"p" * 126), 1002),
+        ("a reserved opcode", frame(3, b"x"), 1002),
+        ("a continuation with nothing to continue", frame(0, b"x"), 1002),
+        ("a new message inside a fragmented one", frame(TEXT, b"{", fin=False) + frame(TEXT, b"}"), 1002),
+    ],
+)
+def test_frames_rfc_6455_forbids_fail_the_connection(
+    bridge_factory: BridgeFactory, name: str, data: bytes, code: int
+) -> None:
+    server, rec = bridge_factory()
+    with RawClient(server.bound_port or 0) as raw:
+        raw.send(data)
+        assert raw.read_close() == code, name
+    assert rec.points == []
+
+
+def test_a_valid_connection_still_works_after_all_that(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory()
+    with RawClient(server.bound_port or 0) as raw:
+        raw.send(frame(TEXT, CLICK[:10], fin=False) + frame(PING, b"hi") + frame(0, CLICK[10:]))
+        assert raw.read_until(10) == b"hi"  # the pong, between the fragments
+        rec.wait_points(1)
+
+
+@pytest.mark.parametrize("version", ["8", "12", "14", ""])
+def test_other_websocket_versions_get_426_naming_13(bridge_factory: BridgeFactory, version: str) -> None:
+    server, _ = bridge_factory()
+    port = server.bound_port or 0
+    reply = http(port, upgrade_request("/ws", f"127.0.0.1:{port}", version=version))
+    assert reply.status == 426 and reply.headers["sec-websocket-version"] == "13"
+
+
+@pytest.mark.parametrize(
+    ("name", "head"),
+    [
+        ("a control character in a header value", "X-Note: a\x01b\r\n"),
+        ("DEL in a header value", "X-Note: a\x7fb\r\n"),
+        ("a space in a header name", "X Note: a\r\n"),
+        ("a header line without a colon", "X-Note\r\n"),
+        ("a duplicate Host", "Host: evil.example\r\n"),
+        ("a key that is not 16 bytes of base64", "Sec-WebSocket-Key: c2hvcnQ=\r\n"),
+        ("a key that is not base64", "Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==\r\n"),
+    ],
+)
+def test_malformed_request_heads_get_400(bridge_factory: BridgeFactory, name: str, head: str) -> None:
+    server, _ = bridge_factory()
+    port = server.bound_port or 0
+    request = upgrade_request("/ws", f"127.0.0.1:{port}")
+    if head.startswith("Sec-WebSocket-Key"):
+        request = request.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", head)
+    else:
+        request = request.replace("\r\n\r\n", "\r\n" + head + "\r\n")
+    assert http(port, request).status == 400, name
+
+
+@pytest.mark.parametrize(
+    ("name", "line"),
+    [
+        ("a raw escape in the target", b"GET /\x1b[2J HTTP/1.1"),
+        ("a space too many", b"GET / ws HTTP/1.1"),
+        ("HTTP/2 in an HTTP/1 request line", b"GET /ws HTTP/2.0"),
+        ("a non-ASCII byte in the target", b"GET /\xff HTTP/1.1"),
+    ],
+)
+def test_malformed_request_lines_get_400(bridge_factory: BridgeFactory, name: str, line: bytes) -> None:
+    server, _ = bridge_factory()
+    port = server.bound_port or 0
+    assert http(port, line + b"\r\nHost: 127.0.0.1\r\n\r\n").status == 400, name
+
+
+def test_an_upgrade_without_connection_upgrade_gets_400(bridge_factory: BridgeFactory) -> None:
+    server, _ = bridge_factory()
+    port = server.bound_port or 0
+    request = upgrade_request("/ws", f"127.0.0.1:{port}").replace("Connection: Upgrade\r\n", "Connection: close\r\n")
+    assert http(port, request).status == 400
+
+
+@pytest.mark.parametrize("connection", ["Upgrade", "upgrade", "keep-alive, Upgrade", "Upgrade, keep-alive"])
+def test_connection_is_a_list_of_tokens(bridge_factory: BridgeFactory, connection: str) -> None:
+    # Firefox sends "Connection: keep-alive, Upgrade" (RFC 9110 section 7.6.1: a list); picows alone refuses it.
+    server, _ = bridge_factory()
+    port = server.bound_port or 0
+    request = upgrade_request("/ws", f"127.0.0.1:{port}").replace("Connection: Upgrade", f"Connection: {connection}")
+    assert http(port, request, head_only=True).status == 101
