@@ -65,6 +65,24 @@ class ConfigError(ValueError):
     """A setting is unknown or has a bad value; the message names it, and where it came from."""
 
 
+def read_token_file(path: str) -> str:
+    """The token in a file (its first line; ``~`` expanded): what the bridge and its clients both read.
+
+    Raises :class:`ConfigError` naming the file when it cannot be read or holds none.
+    """
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read token_file {path!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"token_file {path!r} is not UTF-8 text") from None
+    lines = text.strip().splitlines()
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise ConfigError(f"token_file {path!r} is empty")
+    return token
+
+
 def _setting(description: str, **extra: Any) -> msgspec.Meta:
     """A field's help and bounds.
 
@@ -604,13 +622,7 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
         if self.token:
             return self.token
         if self.token_file:
-            try:
-                text = Path(self.token_file).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"cannot read token_file {self.token_file!r}: {exc.strerror}") from None
-            token = text.strip().splitlines()[0].strip() if text.strip() else ""
-            if not token:
-                raise ConfigError(f"token_file {self.token_file!r} is empty")
+            token = read_token_file(self.token_file)
             try:
                 TokenTable(token)
             except ValueError as exc:

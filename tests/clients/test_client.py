@@ -269,7 +269,9 @@ async def test_token_by_header_or_query(bridge_factory: BridgeFactory, how: str)
 
 
 def test_redact_url_hides_the_token() -> None:
-    assert redact_url("ws://h:1/ws?token=abc&x=1") == "ws://h:1/ws?token=***&x=1"
+    assert redact_url("ws://h:1/ws?token=abc&x=1") == "ws://h:1/ws?token=***&x=***"
+    assert redact_url("wss://h/ws#token=abc") == "wss://h/ws#token=***"
+    assert "abc" not in redact_url("ws://h:1/ws?abc")
     assert redact_url("ws://h:1/ws") == "ws://h:1/ws"
 
 

@@ -148,7 +148,7 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = send(capsys, "stop", "--url", "http://example.invalid/")
     assert code == 2 and "not a WebSocket URL" in err
     code, err = send(capsys, "stop", "--token-file", "/nonexistent/token")
-    assert code == 2 and "cannot read token file" in err
+    assert code == 2 and "cannot read token_file" in err
 
 
 def test_token_by_flag_file_or_environment(

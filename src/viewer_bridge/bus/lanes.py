@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from viewer_bridge.core.logsafe import Throttle
 from viewer_bridge.core.messages import Message, Twist
 
 __all__ = ["Lane", "LaneHealth"]
@@ -92,7 +93,7 @@ class Lane:
         self.dropped = 0
         self.last_error: str | None = None
         self._last_failed = False
-        self._last_log = -_LOG_INTERVAL
+        self._complaints = Throttle(_LOG_INTERVAL)
         self._zero_since: float | None = None  # when the oldest undelivered zero twist was queued
         self._zero_failed = False
 
@@ -266,9 +267,7 @@ class Lane:
         failures = self.failures[stream] = self.failures.get(stream, 0) + 1
         self._last_failed = True
         self.last_error = f"{type(exc).__name__}: {exc}"
-        now = self._clock()
-        if now - self._last_log >= _LOG_INTERVAL:
-            self._last_log = now
+        if self._complaints.allow(None, self._clock()) is not None:
             log.error("%s: publishing %s failed: %s (%d failures so far)", self.name, stream, exc, failures)
 
     def _has_zero(self) -> bool:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Final, Generic, TypeVar
 
+from viewer_bridge.core.logsafe import Throttle
 from viewer_bridge.core.messages import Message
 
 __all__ = ["Stream"]
@@ -34,7 +35,7 @@ _ERROR_LOG_INTERVAL: Final = 5.0
 class Stream(Generic[T]):
     """A named stream of ``T`` messages with any number of subscribers."""
 
-    __slots__ = ("_callbacks", "_entries", "_last_error_log", "_lock", "errors", "name", "type")
+    __slots__ = ("_callbacks", "_complaints", "_entries", "_lock", "errors", "name", "type")
 
     def __init__(self, name: str, message_type: type[T]) -> None:
         self.name = name
@@ -44,7 +45,7 @@ class Stream(Generic[T]):
         self._entries: tuple[tuple[object, Callable[[T], object]], ...] = ()
         self._callbacks: tuple[Callable[[T], object], ...] = ()
         self._lock = threading.Lock()
-        self._last_error_log = -float("inf")
+        self._complaints = Throttle(_ERROR_LOG_INTERVAL)
         self.errors = 0  # subscriber exceptions so far
 
     def subscribe(self, callback: Callable[[T], object]) -> Callable[[], None]:
@@ -74,9 +75,7 @@ class Stream(Generic[T]):
                 callback(message)
             except Exception:
                 self.errors += 1
-                now = time.monotonic()
-                if now - self._last_error_log >= _ERROR_LOG_INTERVAL:
-                    self._last_error_log = now
+                if self._complaints.allow(callback, time.monotonic()) is not None:
                     log.exception(
                         "subscriber %r of stream %r raised (other subscribers still run; "
                         "%d errors on this stream so far)",

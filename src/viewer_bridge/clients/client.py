@@ -68,6 +68,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage, InvalidStatus, InvalidURI
 from websockets.uri import parse_uri
 
+from viewer_bridge.core.logsafe import redact_target
 from viewer_bridge.core.protocol import (
     MAX_REASON,
     Click,
@@ -215,14 +216,12 @@ def _with_scheme(url: str, scheme: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any ``token=`` query value hidden, for messages and the teleop screen."""
+    """``url`` with its query and fragment values hidden (the bridge's one redaction rule), for messages."""
     parts = urlsplit(url)
-    if not parts.query:
+    if not parts.query and not parts.fragment:
         return url
-    query = "&".join(
-        f"{key}=***" if key == "token" else item for item in parts.query.split("&") for key in [item.split("=", 1)[0]]
-    )
-    return parts._replace(query=query).geturl()
+    head = f"{parts.scheme}://{parts.netloc}" if parts.scheme else parts.netloc
+    return head + redact_target(url[len(head) :])
 
 
 def _finite(name: str, value: float) -> float:

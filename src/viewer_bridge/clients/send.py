@@ -28,10 +28,10 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, Final
 
 from viewer_bridge.clients.client import DEFAULT_URL, AsyncViewerClient, ClientError, ConnectError, ServerError
+from viewer_bridge.config import ConfigError, read_token_file
 from viewer_bridge.core.protocol import MAX_REASON, EstopState
 from viewer_bridge.core.safety import AXES
 
@@ -153,13 +153,9 @@ def client_options(args: argparse.Namespace) -> dict[str, Any]:
     token_file = getattr(args, "token_file", None)
     if token is None and token_file:
         try:
-            text = Path(token_file).expanduser().read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ClientError(f"cannot read token file {token_file!r}: {exc.strerror}") from None
-        lines = text.strip().splitlines()
-        token = lines[0].strip() if lines else ""
-        if not token:
-            raise ClientError(f"token file {token_file!r} is empty")
+            token = read_token_file(token_file)
+        except ConfigError as exc:
+            raise ClientError(str(exc)) from None
     if token is None:
         token = os.environ.get(TOKEN_ENV) or None
     robot = getattr(args, "robot", None)

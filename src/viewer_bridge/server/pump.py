@@ -72,7 +72,7 @@ from viewer_bridge.core.auth import ANONYMOUS, Principal
 from viewer_bridge.core.connection import Answered, Close, CloseCode, Connection, ConnectionLimits, Pong, Refusal
 from viewer_bridge.core.goals import goal_out_of_range
 from viewer_bridge.core.link import LinkMonitor
-from viewer_bridge.core.logsafe import clean
+from viewer_bridge.core.logsafe import Throttle, clean
 from viewer_bridge.core.messages import Bool, Message, PointStamped, Twist
 from viewer_bridge.core.protocol import Click, Estop, EstopClear, Heartbeat, Reason, Stop, TwistCommand
 from viewer_bridge.core.safety import ESTOP, TELE_CMD_VEL, Decision, Latch, Limits, Refused, SafetyController
@@ -232,8 +232,7 @@ class _Session(WSListener):
         self.connected_wall = time.time()
         self.rejects = 0
         self.paused = False
-        self.logged: dict[str, float] = {}
-        self.suppressed: dict[str, int] = {}
+        self.complaints = Throttle(_LOG_REPEAT_INTERVAL, max_keys=64)  # one log line per reason at a time
         self._receive = connection.receive
         self._act = server._act
         self._clock = server.clock
@@ -1264,15 +1263,11 @@ class AsyncRerunWebSocketServer:
         now = self.clock()
         if self.observer is not None:
             self.observer.on_refusal(session.label, reason, detail, now)
-        last = session.logged.get(reason)
-        if last is None or now - last >= _LOG_REPEAT_INTERVAL:
-            suppressed = session.suppressed.pop(reason, 0)
+        suppressed = session.complaints.allow(reason, now)
+        if suppressed is not None:
             more = f" (+{suppressed} more since last logged)" if suppressed else ""
             # The detail may quote what the client sent (an entity_path): escaped, one line.
             log.warning("client %s: rejected %s: %s%s", session.label, reason, clean(detail, 300), more)
-            session.logged[reason] = now
-        else:
-            session.suppressed[reason] = session.suppressed.get(reason, 0) + 1
 
     def _refused(self, session: _Session, refusal: Refusal) -> None:
         self._count_reject(session, refusal.reason, refusal.detail)

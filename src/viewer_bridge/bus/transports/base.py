@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from viewer_bridge.config import TRANSPORT_NAMES
+from viewer_bridge.core.logsafe import Throttle
 
 if TYPE_CHECKING:  # pragma: no cover
     from viewer_bridge.core.messages import Message
@@ -68,15 +69,13 @@ class Transport(ABC):
     # Received payloads that do not decode are counted, and logged at most once
     # per topic per interval: a misbehaving publisher must not flood the log.
     decode_errors: int = 0
-    _decode_logged: dict[str, float] | None = None
+    _decode_complaints: Throttle | None = None
 
     def _decode_failed(self, where: str, exc: Exception) -> None:
         self.decode_errors += 1
-        if self._decode_logged is None:
-            self._decode_logged = {}
-        now = time.monotonic()
-        if now - self._decode_logged.get(where, -_LOG_INTERVAL) >= _LOG_INTERVAL:
-            self._decode_logged[where] = now
+        if self._decode_complaints is None:
+            self._decode_complaints = Throttle(_LOG_INTERVAL)
+        if self._decode_complaints.allow(where, time.monotonic()) is not None:
             log.warning(
                 "%s message on %s does not decode as its declared type (%s); dropped (%d so far)",
                 self.name,
