@@ -371,7 +371,7 @@ def test_without_robots_nothing_changes() -> None:
         assert server.robots == {} and server.server.fleet is None
         assert server.snapshot().robots == {}
         with urllib.request.urlopen(server.http_url("/status"), timeout=10) as response:
-            assert json.loads(response.read()) == []
+            assert json.loads(response.read()) == {"driver": None, "estop": None, "clients": []}
         with connect(server.websocket_url() + "?robot=go2-1", open_timeout=10) as ws:
             ws.send(twist(**FWD))
             assert server.wait_delivered()
