@@ -72,6 +72,7 @@ docs: $(RUN_STAMP)
 bench: $(TEST_STAMP) multicast
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,bench]'
 	$(BIN)/python -m bench.run --docs docs --targets dimos,floor,bridge,bridge-lcm --variant 'bridge-lcm:bridge:transports=["lcm"]' --scenarios default,attack
+	$(BIN)/python -m bench.fleet --docs docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis dist build

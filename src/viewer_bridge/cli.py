@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from viewer_bridge.bus import listen
+from viewer_bridge.bus import agent, listen
 from viewer_bridge.bus.transports import TransportError
 from viewer_bridge.clients import send, teleop
 from viewer_bridge.config import BridgeConfig, ConfigError, add_flags, flag_values, load_config
@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.register(sub)
     teleop.register(sub)
     listen.register(sub)
+    agent.register(sub, setup_logging)
     return parser
 
 

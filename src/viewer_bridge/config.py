@@ -24,6 +24,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Iterable, Mapping
@@ -112,6 +113,36 @@ def _clamp(axis: str) -> msgspec.Meta:
 Number = float
 OptionalNumber = Union[float, None]
 OptionalText = Union[str, None]
+
+
+class RobotSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """One robot of a fleet, a ``[robots.NAME]`` table (see docs/fleet.md).
+
+    ``namespace`` prefixes the robot's topics where this station publishes
+    them itself (its own ``transports``: robots sharing one bus); a robot with
+    an agent publishes on its own bus under the agent's ``--namespace``.
+    ``entity_prefix``: a click on an entity under it (e.g.
+    ``/world/robots/go2-1``) is a goal for this robot. ``agent``: the robot
+    runs ``viewer-bridge agent`` (orders over Zenoh, online when its token is
+    seen, its own deadman); false drives it on this station's buses only.
+    ``scale_*``/``max_*`` replace the station's limit for this robot.
+    """
+
+    namespace: str = ""
+    entity_prefix: Union[str, None] = None
+    agent: bool = True
+    scale_linear_x: Union[float, None] = None
+    scale_linear_y: Union[float, None] = None
+    scale_linear_z: Union[float, None] = None
+    scale_angular_x: Union[float, None] = None
+    scale_angular_y: Union[float, None] = None
+    scale_angular_z: Union[float, None] = None
+    max_linear_x: Union[float, None] = None
+    max_linear_y: Union[float, None] = None
+    max_linear_z: Union[float, None] = None
+    max_angular_x: Union[float, None] = None
+    max_angular_y: Union[float, None] = None
+    max_angular_z: Union[float, None] = None
 
 
 class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -448,6 +479,30 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
         ),
     ] = "bridge/"
     web: Annotated[bool, _setting("serve the browser teleop page at /")] = True
+
+    # -- a fleet: several robots, each through its agent over Zenoh (docs/fleet.md) --
+    robots: Annotated[
+        dict[str, RobotSettings],
+        _setting(
+            "robots this station drives, as [robots.NAME] tables (namespace, entity_prefix, agent, per-robot "
+            "scale_*/max_*; docs/fleet.md), or as flag or variable just their names; none = one robot on this "
+            "bridge's own buses",
+            named_tables=True,
+            metavar="NAME",
+        ),
+    ] = {}
+    station: Annotated[
+        OptionalText,
+        _setting("this station's name in the fleet, shown to other stations' operators; none = the host name",
+                 metavar="NAME"),
+    ] = None
+    # Faster than the agents' link timeout (0.5 s by default), which must fire only when the station or the
+    # network is gone, never in a held key's key-repeat gap.
+    fleet_refresh_hz: Annotated[
+        Number,
+        _setting("how often the command in force is re-sent to a robot's agent while someone drives", gt=0,
+                 metavar="HZ"),
+    ] = 10.0
     echo: Annotated[
         Union[Literal["text", "json"], None], _setting("print every published message on stdout, as text or JSON lines")
     ] = None
@@ -471,6 +526,7 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             raise ConfigError(str(exc)) from None
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
+        self._check_fleet()
         if self.rerun_connect is not None:
             _check_rerun_url(self.rerun_connect)
         if not self.rerun_prefix.strip("/") or any(c.isspace() for c in self.rerun_prefix):
@@ -504,6 +560,41 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
                 )
             entries.append(NamedToken(name, Role(spec["role"]), spec["secret"]))
         return entries
+
+    def _check_fleet(self) -> None:
+        from viewer_bridge.core.fleet import check_name
+
+        if self.station is not None:
+            try:
+                check_name("station", self.station)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        prefixes: dict[str, str] = {}
+        for name, robot in self.robots.items():
+            try:
+                check_name("robot", name)
+                TopicMap(self.remap, robot.namespace)
+            except ValueError as exc:
+                raise ConfigError(f"robots.{name}: {exc}") from None
+            for axis in _AXES:
+                scale, limit = getattr(robot, f"scale_{axis}"), getattr(robot, f"max_{axis}")
+                if scale is not None and not math.isfinite(scale):
+                    raise ConfigError(f"robots.{name}.scale_{axis} must be a finite number, got {scale!r}")
+                if limit is not None and not (math.isfinite(limit) and limit >= 0):
+                    raise ConfigError(f"robots.{name}.max_{axis} must be a finite number >= 0, got {limit!r}")
+            prefix = robot.entity_prefix
+            if prefix is None:
+                continue
+            if not prefix.startswith("/") or prefix.rstrip("/") == "":
+                raise ConfigError(f"robots.{name}.entity_prefix must be an entity path like /world/robots/{name}, "
+                                  f"got {prefix!r}")
+            clean = prefix.rstrip("/")
+            for other_prefix, other in prefixes.items():
+                if clean == other_prefix or clean.startswith(other_prefix + "/") or other_prefix.startswith(
+                        clean + "/"):
+                    raise ConfigError(f"robots.{name}.entity_prefix {prefix!r} overlaps robots.{other}'s "
+                                      f"{other_prefix!r}: a click must belong to one robot")
+            prefixes[clean] = name
 
     def link(self) -> LinkLimits:
         """The link_* settings as the link monitor takes them."""
@@ -643,6 +734,11 @@ class Setting:
         return typing.get_origin(self.base) is dict
 
     @property
+    def named_tables(self) -> bool:
+        """A table of tables by name (``robots``): a config file gives each its table, a flag only names them."""
+        return bool(self.extra.get("named_tables"))
+
+    @property
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
 
@@ -670,6 +766,12 @@ class Setting:
         choices = self.choices
         if "value" in self.extra:
             what = str(self.extra["value"])
+        elif self.named_tables:
+            what = (
+                "names, comma-separated (each with its defaults; a config file's tables set more)"
+                if style == "text"
+                else f"a table of [{self.name}.NAME] tables"
+            )
         elif self.is_table:
             words = {"text": "STREAM=TOPIC pairs, comma-separated", "toml": 'a table of stream = "topic"'}
             what = words.get(style, "a dict of stream -> topic")
@@ -734,6 +836,21 @@ class Setting:
 
     def check(self, value: Any, where: str, style: Literal["python", "toml", "text"], given: str) -> Any:
         """``value`` converted to this setting's type, or a ConfigError naming ``where`` it came from."""
+        if self.named_tables:
+            # A table of tables: each inner table is checked on its own, so the error names it
+            # (robots.go2-1: unknown field `speed`).
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected {self.expected(style)}, got {given}")
+            inner = typing.get_args(self.base)[1]
+            checked = {}
+            for key, table in value.items():
+                try:
+                    checked[key] = msgspec.convert(table, inner, strict=True)
+                except msgspec.ValidationError as exc:
+                    detail = str(exc).replace("Object contains unknown field", "unknown key").replace(" - at `$`", "")
+                    detail = re.sub(r" - at `\$\.(\w+)`", r" (key \1)", detail)
+                    raise ConfigError(f"{where}: [{self.name}.{key}] {detail}") from None
+            return checked
         if not self._fits(value):
             raise ConfigError(f"{where}: expected {self.expected(style)}, got {given}")
         return msgspec.convert(value, self.type, strict=True)
@@ -745,6 +862,12 @@ class Setting:
         setting that may be none), and choices match in any case.
         """
         value: Any
+        if self.named_tables:
+            names = [item.strip() for item in raw.split(",") if item.strip()]
+            try:
+                return self.check({name: {} for name in names}, "", "text", repr(raw))
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix(": ")) from None
         if self.is_table:
             value = {}
             for item in raw.split(","):

@@ -209,3 +209,33 @@ def test_the_wrong_scheme_is_pointed_out(
         f"viewer-bridge send: no answer from {tls_url} within 1 s; "
         f"if the bridge does not serve TLS, use {plain.websocket_url()}\n"
     )
+
+
+# -- a fleet station: --robot -------------------------------------------------------------------------
+
+FLEET = {"go2-1": {"agent": False}, "go2-2": {"agent": False}}
+
+
+def test_robot_chooses_the_robot_at_a_fleet_station(
+    bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, _ = bridge_factory(robots=FLEET)
+    got: dict[str, list[Twist]] = {name: [] for name in FLEET}
+    for name, robot in server.robots.items():
+        robot.tele_cmd_vel.subscribe(got[name].append)
+    code, err = send(capsys, "twist", "--linear-x", "0.3", "--robot", "go2-2", "--url", server.websocket_url())
+    assert code == 0, err
+    assert server.wait_delivered()
+    assert got["go2-2"][0] == Twist(Vector3(0.3, 0, 0), Vector3()) and got["go2-1"] == []
+
+
+def test_robot_unknown_or_missing_is_named(bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    server, _ = bridge_factory(robots=FLEET)
+    code, err = send(capsys, "stop", "--robot", "go2-9", "--url", server.websocket_url())
+    assert code == 3
+    assert "unknown_robot: no robot named 'go2-9' here; robots: go2-1, go2-2" in err
+    code, err = send(capsys, "twist", "--linear-x", "0.3", "--url", server.websocket_url())
+    assert code == 1
+    assert "unknown_robot" in err and "?robot=NAME" in err
+    code, err = send(capsys, "stop", "--robot", "a/b", "--url", server.websocket_url())
+    assert code == 2 and "invalid robot name 'a/b'" in err

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from viewer_bridge.core.messages import Message
     from viewer_bridge.core.topics import Topic
 
-__all__ = ["BusListener", "RateMeter", "register", "run_listen"]
+__all__ = ["BusListener", "FleetWatcher", "RateMeter", "register", "run_listen"]
 
 # The rate shown is over the arrivals of the last this-many seconds: long
 # enough to smooth the viewer's per-frame jitter, short enough to show a
@@ -127,6 +127,124 @@ class BusListener:
         self.close()
 
 
+class FleetWatcher:
+    """Watches a fleet's Zenoh network: robots online, who drives which, e-stops, stations (``listen --fleet``).
+
+    Produces one event (a dict) per change, in arrival order, from the
+    agents' liveliness tokens and states and the stations' tokens (see
+    :mod:`viewer_bridge.core.fleet`). Only reads: it declares nothing.
+    """
+
+    def __init__(self, session_options: dict[str, Any]) -> None:
+        self._options = session_options
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._session: Any = None
+        self._declared: list[Any] = []
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[Any, ...]] = {}  # robot -> (holder, estop, linked) last reported
+
+    def start(self) -> None:
+        from viewer_bridge.bus.fleetlink import open_session
+        from viewer_bridge.core.fleet import ALL_AGENTS, ALL_STATES, ALL_STATIONS
+
+        session = self._session = open_session(who="fleet listener", **self._options)
+        liveliness = session.liveliness()
+        self._declared = [
+            liveliness.declare_subscriber(ALL_AGENTS, self._on_agent, history=True),
+            liveliness.declare_subscriber(ALL_STATIONS, self._on_station, history=True),
+            session.declare_subscriber(ALL_STATES, self._on_state),
+        ]
+
+    def _on_agent(self, sample: Any) -> None:
+        import zenoh
+
+        from viewer_bridge.core.fleet import robot_of
+
+        robot = robot_of(str(sample.key_expr))
+        if robot is None:
+            return
+        online = sample.kind != zenoh.SampleKind.DELETE
+        if not online:
+            with self._lock:
+                self._seen.pop(robot, None)
+        self._queue.put({"event": "robot", "robot": robot, "online": online})
+
+    def _on_station(self, sample: Any) -> None:
+        import zenoh
+
+        from viewer_bridge.core.fleet import station_of
+
+        parsed = station_of(str(sample.key_expr))
+        if parsed is not None:
+            online = sample.kind != zenoh.SampleKind.DELETE
+            self._queue.put({"event": "station", "station": parsed[0], "online": online})
+
+    def _on_state(self, sample: Any) -> None:
+        from viewer_bridge.core.fleet import FleetWireError, decode_state
+
+        try:
+            state = decode_state(sample.payload.to_bytes())
+        except FleetWireError:
+            return
+        holder = None if state.holder is None else state.holder.who
+        estop = None if state.estop is None else state.estop.by
+        key = (holder, estop, state.linked)
+        with self._lock:
+            if self._seen.get(state.robot) == key:
+                return
+            self._seen[state.robot] = key
+        self._queue.put({"event": "state", "robot": state.robot, "driven_by": holder, "estop_by": estop,
+                         "linked": state.linked, "link_timeout_s": state.link_timeout})
+
+    def get(self, timeout: float | None) -> dict[str, Any] | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        declared, self._declared = self._declared, []
+        for entity in declared:
+            try:
+                entity.undeclare()
+            except Exception:
+                pass
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+
+def format_fleet_event(event: dict[str, Any], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(event, separators=(",", ":"))
+    kind = event["event"]
+    if kind == "robot":
+        return f"robot   {event['robot']}: {'online' if event['online'] else 'OFFLINE'}"
+    if kind == "station":
+        return f"station {event['station']}: {'online' if event['online'] else 'gone'}"
+    driven = f"driven by {event['driven_by']}" if event["driven_by"] else "idle"
+    estop = f", E-STOP latched by {event['estop_by']}" if event["estop_by"] else ""
+    link = "" if event["linked"] else ", no router"
+    return f"robot   {event['robot']}: {driven}{estop}{link}"
+
+
+def run_fleet(watcher: FleetWatcher, out: TextIO, *, as_json: bool, count: int | None, duration: float | None,
+              stop: threading.Event) -> int:
+    deadline = None if duration is None else time.monotonic() + duration
+    printed = 0
+    while not stop.is_set() and (count is None or printed < count):
+        wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+        if wait <= 0:
+            break
+        event = watcher.get(wait)
+        if event is None:
+            continue
+        out.write(format_fleet_event(event, as_json) + "\n")
+        out.flush()
+        printed += 1
+    return printed
+
+
 def format_line(item: Received, rate: float | None, as_json: bool) -> str:
     if as_json:
         record: dict[str, Any] = {
@@ -195,8 +313,12 @@ def register(subparsers: Any) -> None:
         dest="transports",
         action="append",
         choices=TRANSPORT_NAMES,
-        required=True,
         help="bus to listen on: lcm or zenoh (repeatable)",
+    )
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="show the fleet on Zenoh instead: robots online, who drives which, e-stops, stations",
     )
     parser.add_argument("--json", action="store_true", help="JSON lines instead of text")
     parser.add_argument("--count", type=int, help="exit after this many messages")
@@ -215,6 +337,11 @@ def cmd_listen(args: argparse.Namespace) -> int:
         config = _config(args)
     except ConfigError as exc:
         print(f"viewer-bridge: {exc}", file=sys.stderr)
+        return 2
+    if args.fleet:
+        return _listen_fleet(args, config)
+    if not args.transports:
+        print("viewer-bridge: listen needs --transport lcm|zenoh (or --fleet)", file=sys.stderr)
         return 2
     try:
         transports = [create_transport(name, config) for name in dict.fromkeys(args.transports)]
@@ -237,4 +364,28 @@ def cmd_listen(args: argparse.Namespace) -> int:
     if not args.json:
         for where, n in sorted(seen.items()):
             print(f"  {where}: {n} message{'' if n == 1 else 's'}", file=sys.stderr)
+    return 0
+
+
+def _listen_fleet(args: argparse.Namespace, config: BridgeConfig) -> int:
+    watcher = FleetWatcher({
+        "mode": config.zenoh_mode,
+        "connect": config.zenoh_connect,
+        "listen": config.zenoh_listen,
+        "multicast_scouting": config.zenoh_multicast_scouting,
+    })
+    try:
+        watcher.start()
+    except TransportError as exc:
+        print(f"viewer-bridge: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+    print("viewer-bridge: watching the fleet on Zenoh (robots, drivers, e-stops, stations)", file=sys.stderr)
+    try:
+        run_fleet(watcher, sys.stdout, as_json=args.json, count=args.count, duration=args.duration, stop=stop)
+    finally:
+        watcher.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0

@@ -114,12 +114,33 @@ def add_connection_options(parser: argparse.ArgumentParser, suppress_defaults: b
         help="wss:// without checking the certificate (unsafe: anyone on the path can drive)",
     )
     group.add_argument(
+        "--robot",
+        default=default(None),
+        metavar="NAME",
+        help="at a fleet station, the robot to drive (adds ?robot=NAME to the URL)",
+    )
+    group.add_argument(
         "--timeout",
         type=positive_float,
         default=default(5.0),
         metavar="S",
         help="seconds to wait for the connection and for the bridge's answer (default 5)",
     )
+
+
+def with_robot(url: str, robot: str) -> str:
+    """``url`` asking a fleet station for ``robot`` (``?robot=NAME``, replacing one already there)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    from viewer_bridge.core.fleet import check_name
+
+    try:
+        check_name("robot", robot)
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "robot"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("robot", robot)])))
 
 
 def client_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -137,6 +158,9 @@ def client_options(args: argparse.Namespace) -> dict[str, Any]:
             raise ClientError(str(exc)) from None
     if token is None:
         token = os.environ.get(TOKEN_ENV) or None
+    robot = getattr(args, "robot", None)
+    if robot is not None:
+        url = with_robot(url, robot)
     timeout = getattr(args, "timeout", 5.0)
     options: dict[str, Any] = {
         "token": token,

@@ -71,6 +71,9 @@ class Reason(enum.StrEnum):
     STOPPED_BY_OTHER = "stopped_by_other"
     LINK_TOO_SLOW = "link_too_slow"
     STALE = "stale"
+    UNKNOWN_ROBOT = "unknown_robot"
+    ROBOT_OFFLINE = "robot_offline"
+    LINK_LAPSED = "link_lapsed"
 
 
 class ProtocolError(Exception):

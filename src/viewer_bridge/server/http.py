@@ -191,6 +191,8 @@ class HttpRoutes:
                 page = self.page_config() if self.page_config is not None else {"wsPath": config.path}
                 you = {"name": principal.name if principal.named else None, "role": principal.role.value}
                 return _ok(_json({**page, "you": you}), "application/json")
+            if server.fleet is not None:
+                return _ok(_json(server.fleet.report()), "application/json")
             return _ok(_json(server.client_status()), "application/json")
         if self.static is not None:
             found = self.static(path, headers)
@@ -228,8 +230,15 @@ class HttpRoutes:
             return self.refuse(
                 503, f"connection limit reached ({config.max_connections})", request, {"Retry-After": "1"}
             )
+        robot: str | None = None
+        if server.fleet is not None:
+            # A fleet station: the robot this client drives (docs/fleet.md).
+            chosen = query.get("robot")
+            robot = chosen[-1] if chosen else None
+            if robot is not None and robot not in server.fleet.robots:
+                return self.refuse(404, f"unknown_robot: {server.fleet.unknown(robot)}", request)
         address = request.peer[0] if request.peer is not None else "?"
-        return Upgrade(server.new_session(principal, peer_of(address)))
+        return Upgrade(server.new_session(principal, peer_of(address), robot=robot))
 
     def _shown(self, path: str) -> str:
         """A client's path as it may appear in a reason (which is also logged): redacted, escaped, short."""
@@ -282,7 +291,10 @@ class HttpRoutes:
             server.clear_estop(who, now)
         latch = server.safety.estop
         state = None if latch is None else {"by": latch.by, "at": latch.at, "reason": latch.reason}
-        return Response(200, _json({"estop": state}), _no_store(_JSON))
+        answer: dict[str, object] = {"estop": state}
+        if server.fleet is not None:
+            answer["robots"] = {name: robot["estop"] for name, robot in server.fleet.report()["robots"].items()}
+        return Response(200, _json(answer), _no_store(_JSON))
 
     def refuse(
         self, status: int, why: str, request: Request | str, headers: dict[str, str] | None = None

@@ -78,6 +78,7 @@ from viewer_bridge.core.protocol import Click, Estop, EstopClear, Heartbeat, Rea
 from viewer_bridge.core.safety import ESTOP, TELE_CMD_VEL, Decision, Latch, Limits, Refused, SafetyController
 from viewer_bridge.core.topics import STREAM_TYPES, Topic, TopicMap
 from viewer_bridge.server.estop_store import EstopStore
+from viewer_bridge.server.fleet import FLEET_EVENTS, Fleet, FleetCollector, RobotLine, RobotSnapshot
 from viewer_bridge.server.front import FrontDoor
 from viewer_bridge.server.hardening import ACCEPT_BATCH, AcceptErrors, PicowsLog, deepen_accept_queue, prepare
 from viewer_bridge.server.http import HttpRoutes
@@ -150,6 +151,8 @@ class BridgeSnapshot:
     """Connections dropped before a complete request: ``per_address``, ``evicted``, ``shed``."""
     auth_failures: int = 0
     """Requests with a wrong or missing token."""
+    robots: dict[str, RobotSnapshot] = field(default_factory=dict)
+    """A fleet station's robots by name (empty without a ``robots`` table)."""
 
 
 class BindError(OSError):
@@ -219,6 +222,8 @@ class _Session(WSListener):
         self.label = f"? #{client_id}"
         # How operators and status frames name this client: its token's name, if the token has one.
         self.name = principal.name if principal.named else f"#{client_id}"
+        # The robot this client drives at a fleet station (?robot=NAME, or chosen by a click); None otherwise.
+        self.robot: str | None = None
         self.conn = connection
         self.link = link
         self.last_status: bytes | None = None
@@ -367,6 +372,10 @@ class AsyncRerunWebSocketServer:
         if config.mux is not None:
             self.mux = MuxNode.from_config(config, self.topics)
             self.streams.update(self.mux.streams)
+        # A fleet station (docs/fleet.md): each robot's own safety state, streams and agent.
+        self.fleet: Fleet | None = Fleet(self) if config.robots else None
+        if self.fleet is not None:
+            self.streams.update(self.fleet.streams())
         self._subscribers_on = subscribers
         self.limits = ConnectionLimits(
             max_message_size=config.max_message_size,
@@ -386,13 +395,18 @@ class AsyncRerunWebSocketServer:
         self._estop_store = EstopStore(config.estop_state_file) if config.estop_state_file else None
         # Names of clients that took part in a stop or a latch, kept after they leave (for who-did-it messages).
         self._names: dict[str, str] = {}
-        self.status = StatusBoard(self.safety, lambda: self._sessions.values(), self._name_of, self._now)
+        self.status = StatusBoard(
+            self.safety, lambda: self._sessions.values(), self._name_of, self._now,
+            self.fleet.safety_of if self.fleet is not None else None,
+        )
         # The DimOS 0.0.15 compatibility profile (docs/dimos.md).
         self._announce = config.stop_movement == "publish"
         self._entity_frames = config.click_frame == "entity_path"
         self._goal_limits = config.max_goal_distance is not None or config.max_goal_height is not None
         self.stats = BridgeStats()
         self.registry = make_registry(self)
+        if self.fleet is not None:
+            self.registry.register(FleetCollector(self.fleet))
         self.wall_clock: Callable[[], float] = time.time
         # The server's one clock: the event loop's (asyncio's is monotonic), read from other threads too.
         self.clock: Callable[[], float] = time.monotonic
@@ -492,6 +506,8 @@ class AsyncRerunWebSocketServer:
             self.registry.register(sink.metrics)
         self._outlet = self._build_outlet()
         self._outlet.start()
+        if self.fleet is not None:
+            await self.fleet.start(loop)
         if self._estop_store is not None:
             latch = await asyncio.to_thread(self._estop_store.load, self.wall_clock())
             if latch is not None:
@@ -560,6 +576,8 @@ class AsyncRerunWebSocketServer:
         """One command lane and one click lane per transport, plus subscribers' and echo's lanes."""
         config = self.config
         topic_for: dict[str, Topic] = {topic.stream: topic for topic in self.topics}
+        if self.fleet is not None:
+            topic_for.update(self.fleet.topics())
         if self.mux is not None:
             topic_for[self.mux.output_topic.stream] = self.mux.output_topic
         bus_streams = list(topic_for)
@@ -599,6 +617,8 @@ class AsyncRerunWebSocketServer:
             for stream in ("clicked_point", TELE_CMD_VEL):
                 lanes[stream].append(self.rerun_sink.lane)
         commands_streams = {TELE_CMD_VEL}
+        if self.fleet is not None:
+            commands_streams |= self.fleet.command_streams()
         if self.mux is not None:
             commands_streams.add(self.mux.output_topic.stream)
         loop = self._loop
@@ -627,6 +647,8 @@ class AsyncRerunWebSocketServer:
         self._http.stop()
         if self._outlet is not None:
             self._apply(self.safety.shutdown(self.clock()), self.clock())
+            if self.fleet is not None:
+                self.fleet.shutdown(self.clock())
             if self.observer is not None:
                 self.observer.on_status(self._observer_status(self.clock()), self.clock())
         sessions = list(self._sessions.values())
@@ -654,6 +676,8 @@ class AsyncRerunWebSocketServer:
             # Lanes deliver what they hold (the shutdown zero among it) before their threads end.
             await asyncio.to_thread(self._outlet.stop)
             self._outlet = None
+        if self.fleet is not None:
+            await self.fleet.close()
         if self.rerun_sink is not None:
             await asyncio.to_thread(self.rerun_sink.close)
             self.registry.unregister(self.rerun_sink.metrics)
@@ -695,6 +719,11 @@ class AsyncRerunWebSocketServer:
     # -- state for HTTP, metrics and tests ----------------------------------
 
     @property
+    def robots(self) -> dict[str, RobotLine]:
+        """A fleet station's robots by name (each has the four streams); empty without a ``robots`` table."""
+        return self.fleet.robots if self.fleet is not None else {}
+
+    @property
     def auth_required(self) -> bool:
         """Whether clients must present a token (the shared one or a named one); known once started."""
         return bool(self._http.tokens)
@@ -703,11 +732,14 @@ class AsyncRerunWebSocketServer:
     def client_count(self) -> int:
         return len(self._sessions)
 
-    def new_session(self, principal: Principal = ANONYMOUS, account: str = "?") -> _Session:
+    def new_session(
+        self, principal: Principal = ANONYMOUS, account: str = "?", *, robot: str | None = None
+    ) -> _Session:
         """A session for a request that passed the HTTP checks (called by the router).
 
         ``principal`` is whose token it presented (its role decides what it may
-        send); ``account`` the address its messages are also counted against.
+        send); ``account`` the address its messages are also counted against;
+        ``robot`` the robot it drives at a fleet station.
         """
         client_id = f"{next(self._ids):04x}"
         now = self.clock()
@@ -718,7 +750,9 @@ class AsyncRerunWebSocketServer:
             name=principal.name if principal.named else "",
             host=self._http.guard.bucket(account, now),
         )
-        return _Session(self, client_id, connection, LinkMonitor(self.link_limits, now), principal, account)
+        session = _Session(self, client_id, connection, LinkMonitor(self.link_limits, now), principal, account)
+        session.robot = robot
+        return session
 
     def token_connections(self) -> dict[tuple[str, str], int]:
         """Open WebSocket connections by token name and role (a metric's labels)."""
@@ -749,7 +783,8 @@ class AsyncRerunWebSocketServer:
     def owns_thread(self, thread: threading.Thread) -> bool:
         """Whether ``thread`` is one of the bridge's own (a publishing lane's, or the watchdog's)."""
         outlet = self._outlet
-        return outlet is not None and outlet.owns_thread(thread)
+        fleet_lanes = self.fleet.lanes() if self.fleet is not None else []
+        return (outlet is not None and outlet.owns_thread(thread)) or any(lane.thread is thread for lane in fleet_lanes)
 
     def bus_lanes(self) -> list[Lane]:
         """The lanes that carry messages to bus transports."""
@@ -758,7 +793,8 @@ class AsyncRerunWebSocketServer:
         return [lane for lane in self._outlet.lanes if lane.kind in {t.name for t in self.transports}]
 
     def metric_lanes(self) -> list[Lane]:
-        return self._outlet.lanes if self._outlet is not None else []
+        lanes = self._outlet.lanes if self._outlet is not None else []
+        return lanes + self.fleet.lanes() if self.fleet is not None else lanes
 
     def metric_links(self) -> list[tuple[str, float | None, float | None]]:
         now = self.clock()
@@ -793,6 +829,7 @@ class AsyncRerunWebSocketServer:
             "transports": transports,
             "problems": problems,
             "estop": None if estop is None else {"by": estop.by, "at": estop.at, "reason": estop.reason},
+            **({"fleet": self.fleet.health()} if self.fleet is not None else {}),
         }
 
     def snapshot(self) -> BridgeSnapshot:
@@ -817,6 +854,7 @@ class AsyncRerunWebSocketServer:
             deliveries=self._deliveries(),
             preauth_dropped=Counter(stats.preauth_refused),
             auth_failures=stats.auth_failures,
+            robots=self.fleet.snapshots() if self.fleet is not None else {},
         )
 
     def _deliveries(self) -> dict[tuple[str, str], tuple[int, int]]:
@@ -871,6 +909,8 @@ class AsyncRerunWebSocketServer:
         if self._outlet is not None:
             now = self.clock()
             self._apply(self.safety.disconnect(session.id, now), now)
+            if self.fleet is not None:
+                self.fleet.closed(session, now)
         self.status.changed()
         close = session.transport.close_handshake if session.transport is not None else None
         received = close.recv if close is not None else None
@@ -904,6 +944,9 @@ class AsyncRerunWebSocketServer:
         # Twists come first: they arrive at key-repeat or frame rate from every driver.
         kind = type(result)
         stats = self.stats
+        if self.fleet is not None and kind in FLEET_EVENTS:
+            self.fleet.act(session, result, now)
+            return
         if kind is TwistCommand:
             stats.frames["twist"] += 1
             command: TwistCommand = result  # type: ignore[assignment]
@@ -1055,6 +1098,10 @@ class AsyncRerunWebSocketServer:
         if decision.publish:
             log.warning("e-stop LATCHED by %s%s", name, f": {clean(reason)}" if reason else "")
         self._apply(decision, now)
+        if self.fleet is not None:
+            # At a fleet station an e-stop from outside any robot's session (POST /estop) latches every robot.
+            for robot in self.fleet.robots.values():
+                self.fleet.latch(robot, client, reason, now)
         return self.safety.estop
 
     def clear_estop(self, client: str, now: float) -> None:
@@ -1062,6 +1109,9 @@ class AsyncRerunWebSocketServer:
         if decision.publish:
             log.warning("e-stop cleared by %s", self._name_of(client))
         self._apply(decision, now)
+        if self.fleet is not None:
+            for robot in self.fleet.robots.values():
+                self.fleet.clear(robot, client, now)
 
     def _link_check(self, session: _Session, command: TwistCommand, now: float) -> float | None:
         """The speed factor for a moving twist, or None after refusing it (link too slow, or stale)."""

@@ -52,8 +52,11 @@ class StatusBoard:
         clients: Callable[[], Iterable[Client]],
         name_of: Callable[[object], str],
         clock: Callable[[], float],
+        safety_for: Callable[[Client], SafetyController | None] | None = None,
     ) -> None:
         self._safety = safety
+        # A fleet station: each client's status is about the robot it chose (see viewer_bridge.server.fleet).
+        self._safety_for = safety_for
         self._clients = clients
         self._name_of = name_of
         self._clock = clock
@@ -73,6 +76,8 @@ class StatusBoard:
 
     def status_for(self, client: Client, now: float) -> Status:
         safety = self._safety
+        if self._safety_for is not None:
+            safety = self._safety_for(client) or safety
         driver = safety.driver
         command = safety.command
         estop = safety.estop

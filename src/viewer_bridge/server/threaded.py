@@ -36,6 +36,7 @@ from viewer_bridge.bus.mux import MuxNode
 from viewer_bridge.bus.streams import Stream
 from viewer_bridge.config import BridgeConfig
 from viewer_bridge.core.messages import Bool, PointStamped, Twist
+from viewer_bridge.server.fleet import RobotLine
 from viewer_bridge.server.pump import AsyncRerunWebSocketServer, BridgeSnapshot, ServerState
 
 __all__ = ["RerunWebSocketServer"]
@@ -93,6 +94,11 @@ class RerunWebSocketServer:
     def mux(self) -> MuxNode | None:
         """The cmd_vel mux when ``mux`` is configured: subscribe to ``mux.cmd_vel``, feed ``mux.feed_nav``."""
         return self._server.mux
+
+    @property
+    def robots(self) -> dict[str, RobotLine]:
+        """A fleet station's robots by name (each has the four streams); empty without a ``robots`` table."""
+        return self._server.robots
 
     @property
     def config(self) -> BridgeConfig:

@@ -140,6 +140,8 @@ class StaticFiles:
             "rerunProblem": self._rerun_problem,
             # This bridge has the latched e-stop (estop / estop_clear): the page's STOP latches it.
             "estop": True,
+            # A fleet station's robots, for the page's robot picker (docs/fleet.md).
+            **({"robots": sorted(self._config.robots)} if self._config.robots else {}),
         }
 
     def _page_config(self) -> bytes:

@@ -17,6 +17,8 @@
   // come from /config, asked for with the token.
   const config = await loadConfig();
   const params = new URLSearchParams(location.search);
+  // At a fleet station the page drives one robot, chosen with ?robot=NAME (the picker sets it).
+  const robot = params.get("robot");
   // ?debug logs the Rerun viewer's events to the console (to see why a click sent no goal).
   const debug = params.has("debug");
 
@@ -68,7 +70,7 @@
   }
 
   async function loadConfig() {
-    const defaults = { wsPath: "/ws", rerunUrl: null, rerunAssets: null, rerunProblem: null, estop: false };
+    const defaults = { wsPath: "/ws", rerunUrl: null, rerunAssets: null, rerunProblem: null, estop: false, robots: [] };
     let embedded;
     try {
       embedded = JSON.parse(document.getElementById("bridge-config").textContent);
@@ -97,6 +99,11 @@
   function withToken(path) {
     if (!token) return path;
     return path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+  }
+
+  function withRobot(path) {
+    if (!robot) return path;
+    return path + (path.includes("?") ? "&" : "?") + "robot=" + encodeURIComponent(robot);
   }
 
   const $ = (id) => document.getElementById(id);
@@ -141,7 +148,31 @@
     padFormError: $("pad-form-error"),
     padReset: $("pad-reset"),
     padEstopRow: $("pad-estop-row"),
+    robotPick: $("robot-pick"),
+    robot: $("robot"),
   };
+
+  // ------------------------------------------------------------ robot picker
+
+  // A fleet station lists its robots; choosing one reloads the page with ?robot=NAME, so every
+  // connection (and reconnection) asks for that robot.
+  function setupRobotPicker() {
+    if (!config.robots.length) return;
+    for (const name of config.robots) {
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = name;
+      ui.robot.append(option);
+    }
+    ui.robot.value = config.robots.includes(robot) ? robot : "";
+    ui.robotPick.hidden = false;
+    ui.robot.addEventListener("change", () => {
+      if (!ui.robot.value) return;
+      params.set("robot", ui.robot.value);
+      location.search = params.toString();
+    });
+  }
+  setupRobotPicker();
 
   // ------------------------------------------------------------ connection
 
@@ -155,7 +186,7 @@
     setConn("connecting");
     let ws;
     try {
-      ws = new WebSocket(scheme + location.host + withToken(config.wsPath));
+      ws = new WebSocket(scheme + location.host + withToken(withRobot(config.wsPath)));
     } catch (err) {
       notify(`Cannot open the connection: ${err.message}`, "error");
       return scheduleReconnect();

@@ -1,0 +1,48 @@
+"""The browser page at a fleet station, in real headless Chromium: the robot picker chooses what W drives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.conftest import Recorder
+from tests.server.web.conftest import open_page, wait_for
+from viewer_bridge import RerunWebSocketServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
+
+Factory = Callable[..., tuple[RerunWebSocketServer, Recorder]]
+# Robots without agents: driven on the station's own streams, so no Zenoh is needed here.
+ROBOTS = {"go2-1": {"agent": False}, "go2-2": {"agent": False}}
+
+
+def test_the_picker_lists_the_robots_and_drives_the_one_chosen(bridge_factory: Factory,
+                                                               context: BrowserContext) -> None:
+    server, _ = bridge_factory(robots=ROBOTS)
+    got: dict[str, list[Any]] = {name: [] for name in ROBOTS}
+    for name, robot in server.robots.items():
+        robot.tele_cmd_vel.subscribe(got[name].append)
+    page, _ = open_page(context, server.http_url("/"))
+    assert not page.locator("#robot-pick").is_hidden()
+    assert page.locator("#robot option").all_inner_texts() == ["choose…", "go2-1", "go2-2"]
+    page.select_option("#robot", "go2-2")
+    page.wait_for_url("**/?robot=go2-2")
+    page.wait_for_selector("#conn[data-state=open]")
+    assert page.locator("#robot").input_value() == "go2-2"
+    page.keyboard.down("w")
+    wait_for(page, lambda: server.wait_delivered() and len(got["go2-2"]) >= 3, what="go2-2 driven")
+    page.keyboard.up("w")
+    wait_for(page, lambda: server.wait_delivered() and got["go2-2"][-1].is_zero(), what="go2-2's zero")
+    assert got["go2-1"] == []
+    assert all(t.linear.x == 0.5 for t in got["go2-2"][:-1])
+
+
+def test_no_picker_without_robots(bridge_factory: Factory, context: BrowserContext) -> None:
+    server, _ = bridge_factory()
+    page, _ = open_page(context, server.http_url("/"))
+    assert page.locator("#robot-pick").is_hidden()
