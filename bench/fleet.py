@@ -269,7 +269,11 @@ def run_failover(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 ("station_killed", lambda: station.proc.send_signal(signal.SIGKILL), lambda: None),
             ):
                 deadline = time.monotonic() + 30
-                while not all(collect(hosts).get(robot) for robot in robots):
+                while True:
+                    # One report for both robots: each collect() takes what the hosts have seen so far.
+                    seen = collect(hosts)
+                    if all(seen.get(robot) for robot in robots):
+                        break
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"{phase}: the robots are not being driven")
                     time.sleep(0.2)
