@@ -2,24 +2,21 @@
 
 The namespaces and links exist only for the test and are removed after it;
 their addresses are private and never leave the machine. Built on the same
-``ip`` helpers as the transport tests (tests/bus/transports/test_netns.py).
+``ip`` helpers as the transport tests (tests/netns_support.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.bus.transports.bus_support import LineReader, need
-from tests.bus.transports.test_netns import _can_make_namespaces, _ip
+from tests.bus.transports.bus_support import need
+from tests.netns_support import NetnsProc, can_make_namespaces, ip
 
 REPO = Path(__file__).resolve().parents[2]
 PEER = Path(__file__).with_name("fleet_peer.py")
@@ -50,19 +47,19 @@ class Topology:
 
     @staticmethod
     def require() -> None:
-        ok, why = _can_make_namespaces()
+        ok, why = can_make_namespaces()
         need(ok, why)
 
     def host(self, name: str, *, lcm: bool = False) -> str:
         """A namespace named after ``name``; ``lcm`` gives its loopback the multicast route LCM needs."""
         ns = f"vf{name}{self.tag}"
-        result = _ip("netns", "add", ns, check=False)
+        result = ip("netns", "add", ns, check=False)
         need(result.returncode == 0, f"cannot make a network namespace: {result.stderr.strip()}")
         self.hosts[name] = ns
-        _ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", ns, "link", "set", "lo", "up")
         if lcm:
-            _ip("-n", ns, "link", "set", "lo", "multicast", "on")
-            _ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "lo")
+            ip("-n", ns, "link", "set", "lo", "multicast", "on")
+            ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "lo")
         return ns
 
     def link(self, a: str, b: str) -> Link:
@@ -71,107 +68,34 @@ class Topology:
         subnet = random.choice([i for i in range(256) if i not in self._subnets])
         self._subnets.add(subnet)
         dev_a, dev_b = f"v{self.tag}{n}a", f"v{self.tag}{n}b"  # at most 15 characters
-        _ip("link", "add", dev_a, "type", "veth", "peer", "name", dev_b)
+        ip("link", "add", dev_a, "type", "veth", "peer", "name", dev_b)
         ns_a, ns_b = self.hosts[a], self.hosts[b]
-        _ip("link", "set", dev_a, "netns", ns_a)
-        _ip("link", "set", dev_b, "netns", ns_b)
+        ip("link", "set", dev_a, "netns", ns_a)
+        ip("link", "set", dev_b, "netns", ns_b)
         net = f"10.{self._base}.{subnet}"
         for ns, dev, addr in ((ns_a, dev_a, f"{net}.1"), (ns_b, dev_b, f"{net}.2")):
-            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            _ip("-n", ns, "link", "set", dev, "up")
+            ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
         link = Link(a, b, dev_a, dev_b, f"{net}.1", f"{net}.2")
         self.links.append(link)
         return link
 
     def set_link(self, link: Link, up: bool) -> None:
         """Cut (or restore) a link at its ``a`` end, as a pulled cable or a dead radio would."""
-        _ip("-n", self.hosts[link.a], "link", "set", link.dev_a, "up" if up else "down")
+        ip("-n", self.hosts[link.a], "link", "set", link.dev_a, "up" if up else "down")
 
     def close(self) -> None:
         for ns in self.hosts.values():
-            _ip("netns", "del", ns, check=False)
+            ip("netns", "del", ns, check=False)
         self.hosts.clear()
 
 
-class Proc:
-    """A process in a namespace, its stdout and stderr read line by line."""
-
-    def __init__(self, ns: str, argv: list[str], name: str) -> None:
-        self.name = name
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.stdout = LineReader(self.proc.stdout)
-        self.stderr = LineReader(self.proc.stderr)
+class Proc(NetnsProc):
+    """A process in one of the topology's hosts."""
 
     @classmethod
     def python(cls, ns: str, name: str, *args: str) -> Proc:
         return cls(ns, [sys.executable, *args], name)
-
-    def read(self, timeout: float = 20.0) -> dict[str, Any] | None:
-        """The next JSON line on stdout, or None if none came within ``timeout``."""
-        try:
-            line = self.stdout.get(timeout)
-        except TimeoutError:
-            return None
-        if line is None:
-            raise AssertionError(f"{self.name} exited with {self.proc.wait()}; stderr:\n{self.stderr_text()}")
-        record: dict[str, Any] = json.loads(line)
-        return record
-
-    def expect(self, timeout: float = 30.0) -> dict[str, Any]:
-        record = self.read(timeout)
-        assert record is not None, f"no answer from {self.name} within {timeout} s"
-        return record
-
-    def send(self, line: str) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        return self.expect()
-
-    def stderr_text(self) -> str:
-        lines: list[str] = []
-        while True:
-            try:
-                line = self.stderr.get(0.01)
-            except TimeoutError:
-                break
-            if line is None:
-                break
-            lines.append(line)
-        return "\n".join(lines)
-
-    def kill(self) -> None:
-        """kill -9: no shutdown code runs, the kernel closes its sockets."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=20)
-
-    def close(self, grace: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            try:
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.close()
-            except (BrokenPipeError, ValueError):
-                pass
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for reader in (self.stdout, self.stderr):
-            reader.join()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
 
 
 class LcmListener(Proc):

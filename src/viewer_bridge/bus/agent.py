@@ -42,6 +42,7 @@ from viewer_bridge.bus.fleetlink import DEFAULT_LEASE, open_session
 from viewer_bridge.bus.lanes import Lane
 from viewer_bridge.bus.streams import Stream
 from viewer_bridge.bus.transports.base import Transport, TransportError
+from viewer_bridge.bus.transports.zenoh import leave_session
 from viewer_bridge.bus.watchdog import Watchdog
 from viewer_bridge.core.fleet import (
     ALL_STATIONS,
@@ -255,17 +256,9 @@ class RobotAgent:
         if uplink is not None:
             uplink.stop()
         declared, self._declared = self._declared, []
-        for entity in reversed(declared):
-            try:
-                entity.undeclare()
-            except Exception:  # already gone with a failed session
-                pass
         session, self._session = self._session, None
         if session is not None:
-            try:
-                session.close()
-            except Exception as exc:
-                log.warning("closing the agent's Zenoh session failed: %s", exc)
+            leave_session(session, declared, "the agent's")
         for lane in self._all_lanes:
             lane.stop()
         transports, self._transports = self._transports, []

@@ -47,6 +47,7 @@ from prometheus_client.registry import Collector
 from viewer_bridge.bus.fleetlink import open_session
 from viewer_bridge.bus.lanes import Lane
 from viewer_bridge.bus.streams import Stream
+from viewer_bridge.bus.transports.zenoh import leave_session
 from viewer_bridge.config import BridgeConfig, RobotSettings
 from viewer_bridge.core.connection import Refusal
 from viewer_bridge.core.fleet import (
@@ -282,18 +283,7 @@ class Fleet:
         if session is None:
             return
 
-        def leave() -> None:
-            for entity in reversed(declared):
-                try:
-                    entity.undeclare()
-                except Exception:  # already gone with a failed session
-                    pass
-            try:
-                session.close()
-            except Exception as exc:
-                log.warning("closing the station's Zenoh session failed: %s", exc)
-
-        await asyncio.to_thread(leave)
+        await asyncio.to_thread(leave_session, session, declared, "the station's")
 
     # -- choosing a robot ---------------------------------------------------------------------------
 

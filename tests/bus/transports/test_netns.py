@@ -13,31 +13,25 @@ is a failure.
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.bus.transports.bus_support import LineReader, need
+from tests.bus.transports.bus_support import need
 from tests.conftest import wait_until
+from tests.netns_support import NetnsProc, can_make_namespaces, ip
 
 pytestmark = pytest.mark.netns
 
 PEER = Path(__file__).with_name("netns_peer.py")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
 
 
 @dataclass
@@ -48,17 +42,9 @@ class Hosts:
     addr_b: str
 
 
-def _can_make_namespaces() -> tuple[bool, str]:
-    if shutil.which("ip") is None:
-        return False, "iproute2 ('ip') is not installed"
-    if os.geteuid() != 0:
-        return False, "making network namespaces needs root"
-    return True, ""
-
-
 @pytest.fixture
 def hosts() -> Iterator[Hosts]:
-    ok, why = _can_make_namespaces()
+    ok, why = can_make_namespaces()
     need(ok, why)
     tag = f"{os.getpid() % 100000}{random.randrange(1000):03d}"
     a, b = f"vbA{tag}", f"vbB{tag}"
@@ -68,95 +54,48 @@ def hosts() -> Iterator[Hosts]:
     made: list[str] = []
     try:
         for ns in (a, b):
-            result = _ip("netns", "add", ns, check=False)
+            result = ip("netns", "add", ns, check=False)
             need(result.returncode == 0, f"cannot make a network namespace: {result.stderr.strip()}")
             made.append(ns)
-        _ip("link", "add", veth_a, "type", "veth", "peer", "name", veth_b)
-        _ip("link", "set", veth_a, "netns", a)
-        _ip("link", "set", veth_b, "netns", b)
+        ip("link", "add", veth_a, "type", "veth", "peer", "name", veth_b)
+        ip("link", "set", veth_a, "netns", a)
+        ip("link", "set", veth_b, "netns", b)
         for ns, dev, addr in ((a, veth_a, f"{net}.1"), (b, veth_b, f"{net}.2")):
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            _ip("-n", ns, "link", "set", dev, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+            ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
             # The multicast route LCM needs, over the link to the other host.
-            _ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", dev)
+            ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", dev)
         yield Hosts(a, b, f"{net}.1", f"{net}.2")
     finally:
         for ns in made:
-            _ip("netns", "del", ns, check=False)
+            ip("netns", "del", ns, check=False)
 
 
 @pytest.fixture
 def bare_host() -> Iterator[str]:
     """A namespace whose loopback is up but has no multicast route (a loopback-only host)."""
-    ok, why = _can_make_namespaces()
+    ok, why = can_make_namespaces()
     need(ok, why)
     ns = f"vbC{os.getpid() % 100000}{random.randrange(1000):03d}"
-    result = _ip("netns", "add", ns, check=False)
+    result = ip("netns", "add", ns, check=False)
     need(result.returncode == 0, f"cannot make a network namespace: {result.stderr.strip()}")
     try:
-        _ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", ns, "link", "set", "lo", "up")
         yield ns
     finally:
-        _ip("netns", "del", ns, check=False)
+        ip("netns", "del", ns, check=False)
 
 
-class Peer:
+class Peer(NetnsProc):
     """A netns_peer.py process in a namespace, spoken to by JSON lines."""
 
     def __init__(self, ns: str, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, str(PEER), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.stdout = LineReader(self.proc.stdout)
-        self.stderr = LineReader(self.proc.stderr)  # drained so the child never blocks on it
+        super().__init__(ns, [sys.executable, str(PEER), *args], f"netns_peer {args[0]}")
 
-    def read(self, timeout: float = 20.0) -> dict[str, Any] | None:
-        """The next JSON line, or None if none came within ``timeout``."""
-        try:
-            line = self.stdout.get(timeout)
-        except TimeoutError:
-            return None
-        if line is None:
-            raise AssertionError(f"peer exited with {self.proc.wait()}")
-        record: dict[str, Any] = json.loads(line)
-        return record
-
-    def expect(self, timeout: float = 20.0) -> dict[str, Any]:
-        record = self.read(timeout)
-        assert record is not None, f"no answer from the peer within {timeout} s"
-        return record
-
-    def send(self, line: str) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        return self.expect()
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for reader in (self.stdout, self.stderr):
-            reader.join()
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None and not stream.closed:
-                stream.close()
+    def close(self, grace: float = 20.0, *, term: bool = False) -> None:
+        # It quits on "quit" after stopping its bridge cleanly; a SIGTERM would cut that short.
+        super().close(grace, term=term)
 
 
 def _next_on(sub: Peer, name: str, timeout: float = 10.0) -> bytes:
@@ -249,7 +188,7 @@ def test_lcm_route_lost_mid_run_is_counted_and_the_bridge_carries_on(hosts: Host
 
         bridge.send("twist 0.5 0.0")
         wait_until(lambda: sent_and_failed() == [1, 0], what="the first twist on the bus")
-        _ip("-n", hosts.a, "route", "del", "224.0.0.0/4")
+        ip("-n", hosts.a, "route", "del", "224.0.0.0/4")
         bridge.send("twist 0.6 0.0")
         wait_until(lambda: sent_and_failed() == [1, 1], what="the second twist to fail: no route to the group")
         bridge.send("stop")
@@ -275,7 +214,7 @@ def test_lcm_without_a_multicast_route_fails_at_start_with_the_fix(bare_host: st
 
 def test_lcm_that_cannot_join_its_group_fails_at_start(bare_host: str) -> None:
     # A route, but the host refuses multicast memberships: LCM itself cannot come up.
-    _ip("-n", bare_host, "route", "add", "224.0.0.0/4", "dev", "lo")
+    ip("-n", bare_host, "route", "add", "224.0.0.0/4", "dev", "lo")
     subprocess.run(
         ["ip", "netns", "exec", bare_host, "sysctl", "-qw", "net.ipv4.igmp_max_memberships=0"], check=True, timeout=30
     )

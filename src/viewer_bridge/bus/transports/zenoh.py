@@ -38,6 +38,23 @@ KEY_PREFIX: Final = "dimos"
 _CONNECT_GRACE: Final = 1.0
 
 
+def leave_session(session: Any, declared: Sequence[Any], whose: str) -> None:
+    """Undeclare ``declared`` (newest first), then close ``session``; ``whose`` names it in the warning.
+
+    Blocking (Zenoh waits for the network): call it off the event loop. An
+    entity already gone with a failed session is passed over.
+    """
+    for entity in reversed(declared):
+        try:
+            entity.undeclare()
+        except Exception:  # already gone with a failed session
+            pass
+    try:
+        session.close()
+    except Exception as exc:
+        log.warning("closing %s Zenoh session failed: %s", whose, exc)
+
+
 class ZenohTransport(Transport):
     """Publishes (and optionally receives) on a Zenoh network.
 
@@ -145,15 +162,7 @@ class ZenohTransport(Transport):
             subscribers, self._subscribers = self._subscribers, []
         if session is None:
             return
-        for entity in [*subscribers, *publishers.values()]:
-            try:
-                entity.undeclare()
-            except Exception:  # already gone with a failed session
-                pass
-        try:
-            session.close()
-        except Exception as exc:
-            log.warning("closing the Zenoh session failed: %s", exc)
+        leave_session(session, [*publishers.values(), *subscribers], "the")
 
     # -- publishing ---------------------------------------------------------
 
