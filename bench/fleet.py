@@ -52,6 +52,7 @@ if __package__ in (None, ""):
 
 from bench.control import now, proc_cpu_ns  # noqa: E402
 from bench.load import close_all, latency_stats_us, open_connections, text_frame  # noqa: E402
+from bench.report import pyplot  # noqa: E402
 
 AGENTS_PER_PROCESS = 10
 BEGIN, END = "<!-- fleet:begin -->", "<!-- fleet:end -->"
@@ -437,13 +438,8 @@ def render_markdown(results: dict[str, Any], plot: str | None = PLOT) -> str:
 
 
 def render_plot(results: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot")
+    plt = pyplot()
+    if plt is None:
         return False
     summary = results["summary"]
     sizes = [int(n) for n in summary]

@@ -336,8 +336,8 @@ _PANELS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...], bool], ...] = (
 )
 
 
-def render_plot(results: dict[str, Any], path: Path) -> bool:
-    """Write a PNG of the medians; False (and no file) when matplotlib is missing."""
+def pyplot() -> Any | None:
+    """matplotlib's pyplot drawing to files (no display), or None, said once, when matplotlib is missing."""
     try:
         import matplotlib
 
@@ -345,6 +345,14 @@ def render_plot(results: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed: no plot")
+        return None
+    return plt
+
+
+def render_plot(results: dict[str, Any], path: Path) -> bool:
+    """Write a PNG of the medians; False (and no file) when matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
         return False
     summary = results.get("summary") or summarize(results)
     stats = summary["stats"]

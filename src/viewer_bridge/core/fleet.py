@@ -56,7 +56,7 @@ import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Final, Union
+from typing import Final, TypeVar, Union
 
 import msgspec
 
@@ -294,6 +294,18 @@ _encoder: Final = msgspec.msgpack.Encoder()
 _order_decoder: Final = msgspec.msgpack.Decoder(_OrderWire)
 _reply_decoder: Final = msgspec.msgpack.Decoder(Reply)
 _state_decoder: Final = msgspec.msgpack.Decoder(AgentState)
+_W = TypeVar("_W", _OrderWire, Reply, AgentState)
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[_W], data: bytes, what: str, reader: str) -> _W:
+    """``data`` as ``what``, in this protocol version; :class:`FleetWireError` naming the fault otherwise."""
+    try:
+        value = decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise FleetWireError(f"not {what}: {exc}") from None
+    if value.version != PROTOCOL_VERSION:
+        raise FleetWireError(f"fleet protocol version {value.version}; {reader} speaks {PROTOCOL_VERSION}")
+    return value
 
 
 def encode_order(order: Order) -> bytes:
@@ -316,12 +328,7 @@ def encode_order(order: Order) -> bytes:
 
 def decode_order(data: bytes) -> Order:
     """An order from the wire; :class:`FleetWireError` saying what is wrong for anything else."""
-    try:
-        wire = _order_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-        raise FleetWireError(f"not a fleet order: {exc}") from None
-    if wire.version != PROTOCOL_VERSION:
-        raise FleetWireError(f"fleet protocol version {wire.version}; this agent speaks {PROTOCOL_VERSION}")
+    wire = _decode(_order_decoder, data, "a fleet order", "this agent")
     try:
         kind = Kind(wire.kind)
     except ValueError:
@@ -364,13 +371,7 @@ def encode_reply(reply: Reply) -> bytes:
 
 
 def decode_reply(data: bytes) -> Reply:
-    try:
-        reply = _reply_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-        raise FleetWireError(f"not a fleet reply: {exc}") from None
-    if reply.version != PROTOCOL_VERSION:
-        raise FleetWireError(f"fleet protocol version {reply.version}; this station speaks {PROTOCOL_VERSION}")
-    return reply
+    return _decode(_reply_decoder, data, "a fleet reply", "this station")
 
 
 def encode_state(state: AgentState) -> bytes:
@@ -378,13 +379,7 @@ def encode_state(state: AgentState) -> bytes:
 
 
 def decode_state(data: bytes) -> AgentState:
-    try:
-        state = _state_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-        raise FleetWireError(f"not a fleet agent state: {exc}") from None
-    if state.version != PROTOCOL_VERSION:
-        raise FleetWireError(f"fleet protocol version {state.version}; this station speaks {PROTOCOL_VERSION}")
-    return state
+    return _decode(_state_decoder, data, "a fleet agent state", "this station")
 
 
 # -- the agent ------------------------------------------------------------------------------------------
