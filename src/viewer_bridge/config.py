@@ -329,8 +329,9 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     tokens: Annotated[
         dict[str, dict[str, str]],
         _setting(
-            "named tokens, each with a role: drive (everything), stop (stop and e-stop only), view (status "
-            "only); TOML only, e.g. [tokens.field-laptop] role = \"drive\", secret = \"...\"",
+            "named tokens, each with a role: drive (everything), stop (stop and latching the e-stop; releasing "
+            "it takes drive), view (status only); TOML only, e.g. [tokens.field-laptop] role = \"drive\", "
+            "secret = \"...\"",
             file_only=True,
             value="a table of name = { role, secret }",
         ),
