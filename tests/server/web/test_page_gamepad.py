@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,19 @@ class Pad:
 
     def disconnect(self) -> None:
         self.page.evaluate("fakePad.disconnect()")
+
+
+# Counts the page's twists as it sends them (the test's instrument, not the page's code).
+TWIST_COUNTER = """
+(() => {
+  const send = WebSocket.prototype.send;
+  window.twistsSent = 0;
+  WebSocket.prototype.send = function (data) {
+    if (typeof data === "string" && data.includes('"type":"twist"')) window.twistsSent += 1;
+    return send.call(this, data);
+  };
+})();
+"""
 
 
 def open_with_pad(context: BrowserContext, url: str) -> tuple[Page, SentFrames, Pad]:
@@ -108,22 +122,35 @@ def test_enable_drives_at_a_steady_rate_and_release_sends_one_zero(
     bridge_factory: Factory, context: BrowserContext
 ) -> None:
     server, rec = bridge_factory()
+    # The page's timers run on Playwright's clock: time flows as usual until the test holds it, so
+    # the rate below is counted on the page's own timers, not on how busy this machine is. The page
+    # counts the twists it sends, so a count taken while its clock is held is exact.
+    context.clock.install()
+    context.add_init_script(TWIST_COUNTER)
     page, frames, pad = open_with_pad(context, server.http_url("/"))
     pad.connect()
     drive_forward(page, pad, rec)
     page.wait_for_selector("#gamepad[data-state=driving]")
     assert page.locator("#pad-enable").get_attribute("data-held") == "true"
-    # Count what the bridge published over 1.5 s of the page's own clock: the
-    # default 20 Hz gives 30 (the keyboard's 10 Hz refresh would give 15).
-    # Generous bounds: a loaded machine fires timers late, never early.
-    start, before = page_ms(page), len(rec.twists)
-    wait_for(page, lambda: page_ms(page) - start >= 1500, what="1.5 s on the page's clock")
-    elapsed, published = page_ms(page) - start, len(rec.twists) - before
-    expected = 20 * elapsed / 1000
-    assert 0.6 * expected <= published <= expected + 3, (published, elapsed)
+
+    def settled() -> int:
+        """The page's twists so far, once the bridge has taken every one (the page's clock is held)."""
+        total: int = page.evaluate("window.twistsSent")
+        wait_for(page, lambda: server.snapshot().frames["twist"] == total, what="the bridge to take every twist")
+        return total
+
+    # Exactly 1.5 s of the page's timers: the default 20 Hz sends 30 twists (the keyboard's
+    # 10 Hz refresh would send 15), and the bridge takes each one. (Paused a second ahead, so the
+    # page's clock cannot have passed that time yet; the jump fires each due timer once.)
+    page.clock.pause_at(datetime.fromtimestamp(page.evaluate("Date.now()") / 1000 + 1.0, UTC))
+    before = settled()
+    page.clock.run_for(1500)
+    sent = settled() - before
+    assert sent in (30, 31), sent  # 31 when a period ends exactly at the pause
     # The page's own measure of its send rate, from its send times.
     rate = float(page.locator("#pad-sent").get_attribute("data-rate") or 0)
-    assert 12 <= rate <= 22, rate
+    assert rate == pytest.approx(20.0, abs=0.1), rate
+    page.clock.resume()
     assert all((t.linear.x, t.linear.y, t.angular.z) == (0.5, 0.0, 0.0) for t in rec.twists), rec.twists
     pad.set(buttons={LB: False})  # the stick stays pushed: enable alone decides
     assert_one_stop_then_silence(page, frames, rec, "releasing enable")
