@@ -25,6 +25,7 @@ from tests.conftest import BridgeFactory, client, twist, wait_until
 from tests.rerun_support import RecordingTap, RerunServer, require_rerun
 from tests.server.test_observability import scrape, value
 from viewer_bridge import AsyncRerunWebSocketServer, RerunWebSocketServer
+from viewer_bridge.bus.rerun_sink import REFUSAL_INTERVAL
 from viewer_bridge.config import ConfigError, from_mapping
 
 pytestmark = pytest.mark.timeout(180)
@@ -151,8 +152,10 @@ def test_refusals_of_a_flood_are_summed_up_not_logged_one_by_one(
         wait_until(lambda: sink_metric(server, "viewer_bridge_rejects_total", reason="click_not_3d") == 200,
                    SLOW, 0.01, "200 refusals counted")
         wait_until(lambda: tap.values("bridge/refused", "TextLog:text"), SLOW, 0.1, "a refusal entry")
-        # The first is logged at once; the next one for this client and reason says how many it sums up.
-        time.sleep(1.1)  # not a hope: the gate lets the next one through only once its 1 s interval passed
+        # The first is logged at once; the next one for this client and reason says how many it sums up,
+        # once the gate's interval has passed on the bridge's clock since the first was let through.
+        gate_opens = server.server.clock() + REFUSAL_INTERVAL
+        wait_until(lambda: server.server.clock() >= gate_opens, SLOW, 0.05, "the refusal gate's interval")
         ws.send('{"type":"click","x":1,"y":2,"z":null}')
         wait_until(lambda: len(tap.values("bridge/refused", "TextLog:text")) >= 2, SLOW, 0.1, "a second entry")
         texts = tap.values("bridge/refused", "TextLog:text")
@@ -183,14 +186,20 @@ def test_rerun_server_killed_mid_drive_zero_reaches_lcm_and_twists_keep_flowing(
             rerun_server.kill()
             # The drive goes on, and the sink notices the loss as it tries to log it.
             sent = 0
-            while sink_metric(server, "viewer_bridge_rerun_losses_total") < 1:
+
+            def drive_on_until_noticed() -> bool:
+                """One more twist, straight onto the bus, unless the sink has noticed the loss."""
+                nonlocal sent
+                if sink_metric(server, "viewer_bridge_rerun_losses_total") >= 1:
+                    return True
                 sent += 1
-                assert sent < 2000, "the sink never noticed its server is gone"
                 ws.send(twist(linear_x=0.2 + sent / 10000))
                 assert LcmTwist.lcm_decode(bus.get_on("/tele_cmd_vel#geometry_msgs.Twist", SLOW)).linear.x == (
                     pytest.approx(0.2 + sent / 10000)
                 )
-                time.sleep(0.01)
+                return False
+
+            wait_until(drive_on_until_noticed, SLOW, 0.01, "the sink to notice its server is gone")
             for i in range(20):  # twists keep flowing while the sink fails
                 ws.send(twist(linear_x=0.3 + i / 100))
                 got = LcmTwist.lcm_decode(bus.get_on("/tele_cmd_vel#geometry_msgs.Twist", SLOW))

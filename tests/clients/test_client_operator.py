@@ -200,7 +200,7 @@ async def test_an_old_timestamp_is_refused_as_stale_and_not_published(bridge_fac
 
 LATCHER = textwrap.dedent(
     """
-    import sys, time
+    import sys
     from viewer_bridge.clients.client import ViewerClient
 
     client = ViewerClient(sys.argv[1])
@@ -208,7 +208,7 @@ LATCHER = textwrap.dedent(
     client.estop("latched by a process that then died")
     client.wait_status(lambda s: s.estop is not None, timeout=10)
     print("latched", flush=True)
-    time.sleep(600)  # killed long before this
+    sys.stdin.read()  # until it is killed (or, should the test fail first, its stdin closes)
     """
 )
 
@@ -218,7 +218,10 @@ def test_the_estop_survives_its_senders_kill_9_and_a_bridge_restart(tmp_path: Pa
     first = RerunWebSocketServer(port=0, estop_state_file=str(state))
     with first:
         latcher = subprocess.Popen(
-            [sys.executable, "-c", LATCHER, first.websocket_url()], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", LATCHER, first.websocket_url()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             assert latcher.stdout is not None
@@ -229,8 +232,9 @@ def test_the_estop_survives_its_senders_kill_9_and_a_bridge_restart(tmp_path: Pa
             if latcher.poll() is None:
                 latcher.kill()
                 latcher.wait(timeout=10)
-            if latcher.stdout is not None:
-                latcher.stdout.close()
+            for pipe in (latcher.stdin, latcher.stdout):
+                if pipe is not None:
+                    pipe.close()
         wait_until(lambda: first.snapshot().clients == 0, what="the bridge to see the latcher gone")
         with ViewerClient(first.websocket_url()) as driver:
             status = driver.wait_status(timeout=5)

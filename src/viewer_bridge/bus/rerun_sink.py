@@ -67,7 +67,7 @@ from viewer_bridge.core.awareness import (
 )
 from viewer_bridge.core.messages import Bool, Message, PointStamped, Twist
 
-__all__ = ["RerunSink", "rerun_address"]
+__all__ = ["REFUSAL_INTERVAL", "RerunSink", "rerun_address"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ _WAKE: Final = Bool(True)
 _STATUS_INTERVAL: Final = 0.2
 _CMD_VEL_INTERVAL: Final = 1.0 / 30
 # One refusal entry per client and reason per this many seconds.
-_REFUSAL_INTERVAL: Final = 1.0
+REFUSAL_INTERVAL: Final = 1.0
 # Refusals noted but not yet logged; beyond this the oldest go (counted as dropped).
 _MAX_REFUSALS: Final = 64
 # Goals in the trail, the newest included.
@@ -139,7 +139,7 @@ class RerunSink:
             "rerun", self._deliver, kind="rerun", conflate=True, max_pending=_MAX_PENDING, clock=clock
         )
         # Noted on the loop's thread, taken on the lane's.
-        self._gate = RefusalGate(_REFUSAL_INTERVAL)
+        self._gate = RefusalGate(REFUSAL_INTERVAL)
         self._refusals: collections.deque[tuple[str, str, str, int]] = collections.deque()
         self._status: Mapping[str, Any] | None = None
         self._woken = False

@@ -40,7 +40,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCENE_SCRIPT = Path(__file__).with_name("rerun_scene.py")
+# Run as a module from the repository's root, so the scene can share tests/rerun_server.py's helpers.
+SCENE_COMMAND = (sys.executable, "-m", "tests.server.web.rerun_scene")
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +148,8 @@ def rerun_scene() -> Iterator[RerunScene]:
     # stderr goes to a file: a pipe nobody reads could fill and stall the child.
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
-            [sys.executable, str(SCENE_SCRIPT)],
+            SCENE_COMMAND,
+            cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=errors,

@@ -1,4 +1,4 @@
-"""A Rerun gRPC server with a small scene, for the browser tests (run as a child process).
+"""A Rerun gRPC server with a small scene, for the browser tests (run as a child process: ``SCENE_COMMAND``).
 
 Prints ``<grpc url> <box center x,y,z> <box half size>`` on one line once the
 scene is logged, then serves until its stdin closes. ``--demo`` logs a room
@@ -8,26 +8,15 @@ with a robot instead, for the README's screenshots.
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
-import psutil
 import rerun as rr
 import rerun.blueprint as rrb
 
+from tests.rerun_server import listening_port
+
 BOX_CENTER = (2.0, 1.0, 0.5)
 BOX_HALF = 0.75
-
-
-def listening_port() -> int:
-    # serve_grpc(grpc_port=0) binds a free port but reports ":0" in its URL.
-    deadline = time.monotonic() + 20.0
-    while time.monotonic() < deadline:
-        ports = [c.laddr.port for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_LISTEN]
-        if ports:
-            return int(ports[0])
-        time.sleep(0.01)
-    raise SystemExit("the gRPC server did not start listening")
 
 
 def demo() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.server.web.conftest import CHROMIUM, CHROMIUM_ARGS, SCENE_SCRIPT
+from tests.server.web.conftest import CHROMIUM, CHROMIUM_ARGS, REPO, SCENE_COMMAND
 from viewer_bridge import RerunWebSocketServer
 from viewer_bridge.clients.client import ViewerClient
 
@@ -140,7 +140,7 @@ def main(names: list[str]) -> None:
     needs_3d = bool({"desktop", "phone"} & set(wanted))
     scene = (
         subprocess.Popen(
-            [sys.executable, str(SCENE_SCRIPT), "--demo"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [*SCENE_COMMAND, "--demo"], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         if needs_3d
         else None
