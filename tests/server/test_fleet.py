@@ -30,7 +30,7 @@ from tests.bus.transports.bus_support import (
 from tests.conftest import recv_json, twist, wait_until
 from viewer_bridge import RerunWebSocketServer
 from viewer_bridge.bus.agent import RobotAgent
-from viewer_bridge.core.fleet import Kind
+from viewer_bridge.core.fleet import Kind, reply_key, state_key
 from viewer_bridge.core.messages import PointStamped, Twist, Vector3
 
 TELE = "/tele_cmd_vel#geometry_msgs.Twist"
@@ -335,6 +335,31 @@ def test_status_and_metrics_are_per_robot(fleet: Fleet) -> None:
     with urllib.request.urlopen(fleet.station.http_url("/healthz"), timeout=10) as response:
         health = json.loads(response.read())
     assert health["fleet"]["robots"]["go2-1"]["online"] is True
+
+
+def test_states_and_replies_that_do_not_decode_are_counted_and_change_nothing() -> None:
+    f = Fleet(ROBOTS, station="desk")
+    forger = HandStation("forger", [f.endpoint], mode="client")
+    try:
+        for name in ROBOTS:
+            f.add_robot(name)
+            f.online(name)
+        forger.session.put(state_key("go2-1"), b"\x93not a state")
+        forger.session.put(reply_key("go2-1", "desk"), b"\xc1 is no msgpack at all")
+
+        def bad_messages() -> float:
+            with urllib.request.urlopen(f.station.http_url("/metrics"), timeout=10) as response:
+                text = response.read().decode()
+            [line] = [line for line in text.splitlines() if line.startswith("viewer_bridge_fleet_bad_messages_total ")]
+            return float(line.split()[1])
+
+        wait_until(lambda: bad_messages() == 2, timeout=20, what="both forgeries counted")
+        assert f.station.snapshot().robots["go2-1"].online
+        robot = f.robots["go2-1"]
+        assert _drive_until_heard(f.client("go2-1"), robot, **FWD).linear.x == 0.5
+    finally:
+        forger.close()
+        f.close()
 
 
 def test_post_estop_latches_every_robot(fleet: Fleet) -> None:

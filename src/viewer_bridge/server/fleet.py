@@ -37,9 +37,9 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -79,6 +79,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["FLEET_EVENTS", "Fleet", "RobotLine", "RobotSnapshot"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 # The client messages the fleet routes to a robot (the rest the server handles as always).
 FLEET_EVENTS: Final = (TwistCommand, Stop, Click, Estop, EstopClear)
@@ -555,12 +557,18 @@ class Fleet:
                     self.server._refused(session, self._offline(robot, session, now, "your drive ended", True))
         self.server.status.changed()
 
-    def _state_arrived(self, sample: Any) -> None:
+    def _decoded(self, sample: Any, decode: Callable[[bytes], _T], what: str) -> _T | None:
+        """A Zenoh sample decoded with ``decode``; None (counted, and said at DEBUG) when it does not decode."""
         try:
-            state = decode_state(sample.payload.to_bytes())
+            return decode(sample.payload.to_bytes())
         except FleetWireError as exc:
             self.bad_messages += 1
-            log.debug("ignored an agent state that does not decode: %s", exc)
+            log.debug("ignored %s that does not decode: %s", what, exc)
+            return None
+
+    def _state_arrived(self, sample: Any) -> None:
+        state = self._decoded(sample, decode_state, "an agent state")
+        if state is None:
             return
         robot = self.robots.get(state.robot)
         if robot is None or not robot.agent or not self.running:
@@ -581,11 +589,8 @@ class Fleet:
         self.server.status.changed()
 
     def _reply_arrived(self, sample: Any) -> None:
-        try:
-            reply = decode_reply(sample.payload.to_bytes())
-        except FleetWireError as exc:
-            self.bad_messages += 1
-            log.debug("ignored a reply that does not decode: %s", exc)
+        reply = self._decoded(sample, decode_reply, "a reply")
+        if reply is None:
             return
         robot = self.robots.get(reply.robot)
         if robot is None or reply.epoch != self.epoch or not self.running:
@@ -747,5 +752,10 @@ class FleetCollector(Collector):
                 orders.add_metric([name, kind], n)
             for reason, n in sorted(robot.refused.items()):
                 refused.add_metric([name, reason], n)
-        yield from (online, driven, estop, zeros, orders, refused, lease)
+        bad = CounterMetricFamily(
+            "viewer_bridge_fleet_bad_messages",
+            "Agent states and replies that did not decode (ignored)",
+            value=fleet.bad_messages,
+        )
+        yield from (online, driven, estop, zeros, orders, refused, lease, bad)
 
