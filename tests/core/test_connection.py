@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -309,8 +310,34 @@ def test_frames_after_our_close_are_still_charged_and_pause_reading() -> None:
 
 
 def test_the_read_allowance_follows_the_work_budget() -> None:
-    c = conn(work_rate=100, work_burst=4000)
+    c = conn(work_rate=100, work_burst=4000, work_start=4000)
     assert c.read_allowance(0.0) == 16 * 1024  # a full budget: the 16 KiB cap
     for _ in range(3990):
         c.receive(PING, True, b"", 0.0)
     assert c.read_allowance(0.0) == 512  # ten frames' worth left: at least one real message's bytes
+
+
+def test_a_new_connection_starts_with_part_of_its_burst() -> None:
+    # Reconnecting must not buy a flooder a whole burst: a fresh client may spend work_start at once.
+    c = conn(work_rate=100, work_burst=4000, work_start=512)
+    assert c.read_allowance(0.0) == 512 * 6  # 512 frames of the smallest kind, not the 16 KiB cap
+    for _ in range(512):
+        assert c.receive(PING, True, b"", 0.0) == Pong(b"")
+    assert c.pause_until is None  # exactly the start: no debt yet
+    c.receive(PING, True, b"", 0.0)
+    assert c.pause_until == pytest.approx(0.01)  # one unit of debt at 100/s
+    # It refills towards the whole burst as usual.
+    assert c.read_allowance(40.0) == 16 * 1024
+
+
+def test_the_start_never_exceeds_the_burst_and_is_validated() -> None:
+    c = conn(work_rate=100, work_burst=10)  # the default start (512) is capped at the burst
+    for _ in range(10):
+        c.receive(PING, True, b"", 0.0)
+    assert c.pause_until is None
+    c.receive(PING, True, b"", 0.0)
+    assert c.pause_until is not None
+    with pytest.raises(ValueError, match="work_start"):
+        ConnectionLimits(work_start=0.5)
+    with pytest.raises(ValueError, match="work_start"):
+        ConnectionLimits(work_start=math.inf)

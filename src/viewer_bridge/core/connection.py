@@ -163,6 +163,10 @@ class ConnectionLimits:
     burst: float = 400.0
     work_rate: float = 2000.0
     work_burst: float = 4000.0
+    # A new connection may spend this much at once (at most work_burst), the rest as its budget refills:
+    # closing and reconnecting must not buy a flooder another whole burst. The viewer's reconnect flush
+    # (up to 256 queued messages) still fits.
+    work_start: float = 512.0
     malformed_cost: float = 8.0
     flood_close_after: float = 5.0
 
@@ -171,7 +175,7 @@ class ConnectionLimits:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        for name in ("burst", "work_burst"):
+        for name in ("burst", "work_burst", "work_start"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 1):
                 raise ValueError(f"{name} must be a finite number >= 1, got {value!r}")
@@ -310,7 +314,10 @@ class Connection:
         self._messages = TokenBucket(limits.rate, limits.burst, now)
         self._host = host
         self._host_limited = False
-        self._work = TokenBucket(limits.work_rate, limits.work_burst, now, floor=-limits.work_burst)
+        self._work = TokenBucket(
+            limits.work_rate, limits.work_burst, now, floor=-limits.work_burst,
+            start=min(limits.work_start, limits.work_burst),
+        )
         self._assembler: MessageAssembler | None = None
         # Bound once: receive() runs for every frame.
         self._charge = self._work.charge

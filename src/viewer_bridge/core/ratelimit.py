@@ -27,7 +27,8 @@ class TokenBucket:
 
     __slots__ = ("_tokens", "_updated", "burst", "floor", "rate")
 
-    def __init__(self, rate: float, burst: float, now: float, floor: float = 0.0) -> None:
+    def __init__(self, rate: float, burst: float, now: float, floor: float = 0.0, start: float | None = None) -> None:
+        """``start`` is the level at ``now`` (``burst`` if None): a bucket need not start full."""
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError(f"rate must be a finite number > 0, got {rate!r}")
         if not (math.isfinite(burst) and burst >= 1):
@@ -37,7 +38,9 @@ class TokenBucket:
         self.rate = rate
         self.burst = burst
         self.floor = floor
-        self._tokens = burst
+        if start is not None and not (math.isfinite(start) and floor <= start <= burst):
+            raise ValueError(f"start must be a finite number between floor and burst, got {start!r}")
+        self._tokens = burst if start is None else start
         self._updated = now
 
     def level(self, now: float) -> float:
