@@ -15,7 +15,7 @@ def twist(x: float) -> Twist:
 
 
 class Destination:
-    """Records ``(stream, message)`` and the threads it ran on; ``hold()`` makes the next delivery wait until ``release()``."""
+    """Records ``(stream, message)`` and its threads; ``hold()`` holds the next delivery until ``release()``."""
 
     def __init__(self) -> None:
         self.got: list[tuple[str, Message]] = []
