@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from viewer_bridge.core.protocol import Axes, EstopState, Status, encode_status
 from viewer_bridge.core.safety import SafetyController
@@ -41,6 +41,18 @@ class Client(Protocol):
     def link_view(self, now: float) -> tuple[float | None, float | None]:
         """(round trip in seconds or None, speed factor or None when too slow)."""
         ...
+
+
+class _Shared(NamedTuple):
+    driver: object
+    driver_name: str | None
+    command: Axes | None
+    estop: EstopState | None
+    deadman_remaining_s: float | None
+
+
+def _count(clients: Iterable[Client]) -> int:
+    return sum(1 for _ in clients)
 
 
 class StatusBoard:
@@ -75,27 +87,42 @@ class StatusBoard:
         self._loop = None
 
     def status_for(self, client: Client, now: float) -> Status:
-        safety = self._safety
+        return self._status(client, now, self._shared(self._safety_of(client), now), _count(self._clients()))
+
+    def _safety_of(self, client: Client) -> SafetyController:
         if self._safety_for is not None:
-            safety = self._safety_for(client) or safety
+            return self._safety_for(client) or self._safety
+        return self._safety
+
+    def _shared(self, safety: SafetyController, now: float) -> _Shared:
+        """What every client of ``safety`` is told alike (worked out once per flush, not once per client)."""
         driver = safety.driver
         command = safety.command
         estop = safety.estop
-        held = safety.held_by(client.id)
-        rtt, factor = client.link_view(now)
         deadline = safety.last_command_at + safety.deadman_timeout if driver is not None else None
+        return _Shared(
+            driver,
+            None if driver is None else self._name_of(driver),
+            None if command is None else Axes.of(command),
+            None if estop is None else EstopState(estop.by, estop.at, estop.reason),
+            # Half seconds: a held key refreshes the deadman ~30 times a second, which is not news.
+            None if deadline is None else round(max(0.0, deadline - now) * 2) / 2,
+        )
+
+    def _status(self, client: Client, now: float, shared: _Shared, clients: int) -> Status:
+        held = self._safety_of(client).held_by(client.id)
+        rtt, factor = client.link_view(now)
         return Status(
             you=client.name,
-            driver=None if driver is None else self._name_of(driver),
-            you_drive=driver == client.id,
-            command=None if command is None else Axes.of(command),
-            estop=None if estop is None else EstopState(estop.by, estop.at, estop.reason),
+            driver=shared.driver_name,
+            you_drive=shared.driver == client.id,
+            command=shared.command,
+            estop=shared.estop,
             stopped_by=None if held is None else self._name_of(held),
-            # Half seconds: a held key refreshes the deadman ~30 times a second, which is not news.
-            deadman_remaining_s=None if deadline is None else round(max(0.0, deadline - now) * 2) / 2,
+            deadman_remaining_s=shared.deadman_remaining_s,
             rtt_ms=None if rtt is None else round(rtt * 1000.0, 1),
             speed_factor=None if factor is None else round(factor, 3),
-            clients=sum(1 for _ in self._clients()),
+            clients=clients,
         )
 
     def greet(self, client: Client) -> None:
@@ -118,11 +145,22 @@ class StatusBoard:
         self._timer = None
         now = self._clock()
         self._last_sent = now
-        for client in list(self._clients()):
-            self._send(client, now)
+        clients = list(self._clients())
+        # One shared part per safety controller (a fleet station has one per robot): a flush costs a few
+        # microseconds per client, not a pass over every client for each of them.
+        shared: dict[int, _Shared] = {}
+        for client in clients:
+            safety = self._safety_of(client)
+            view = shared.get(id(safety))
+            if view is None:
+                view = shared[id(safety)] = self._shared(safety, now)
+            self._deliver(client, self._status(client, now, view, len(clients)))
 
     def _send(self, client: Client, now: float) -> None:
-        frame = encode_status(self.status_for(client, now))
+        self._deliver(client, self.status_for(client, now))
+
+    def _deliver(self, client: Client, status: Status) -> None:
+        frame = encode_status(status)
         if frame != client.last_status:
             client.last_status = frame
             client.send_status(frame)

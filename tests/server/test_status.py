@@ -1,0 +1,124 @@
+"""The status board on its own: what each client is told, and what a flush costs as clients grow.
+
+The clients are the board's own view of a session (an id, a name, a link,
+a place to send frames); the safety controllers are the real ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from viewer_bridge.core.messages import Twist, Vector3
+from viewer_bridge.core.protocol import Axes, Status, decode_server_frame
+from viewer_bridge.core.safety import SafetyController
+from viewer_bridge.server.status import StatusBoard
+
+
+class Client:
+    def __init__(self, number: int, rtt: float | None = None) -> None:
+        self.id = f"{number:04d}"
+        self.name = f"#{number:04d}"
+        self.last_status: bytes | None = None
+        self.frames: list[Status] = []
+        self._rtt = rtt
+
+    def send_status(self, frame: bytes) -> None:
+        status = decode_server_frame(frame)
+        assert isinstance(status, Status)
+        self.frames.append(status)
+
+    def link_view(self, now: float) -> tuple[float | None, float | None]:
+        return self._rtt, None if self._rtt is None else 0.5
+
+
+class Clients:
+    """The board's client list, counting how often the board walks it."""
+
+    def __init__(self, clients: list[Client]) -> None:
+        self.clients = clients
+        self.walks = 0
+
+    def __call__(self) -> Iterator[Client]:
+        self.walks += 1
+        return iter(self.clients)
+
+
+def twist(x: float) -> Twist:
+    return Twist(Vector3(x, 0.0, 0.0), Vector3())
+
+
+def flush(board: StatusBoard) -> None:
+    board._flush()  # what changed() does once the rate allows
+
+
+def test_each_client_is_told_who_drives_and_whether_it_is_them() -> None:
+    safety = SafetyController(deadman_timeout=1.0)
+    clients = Clients([Client(1, rtt=0.0123), Client(2)])
+    board = StatusBoard(safety, clients, lambda c: f"#{c}", lambda: 10.2)
+    safety.twist("0001", twist(0.5), 10.0)
+    flush(board)
+    one, two = (c.frames[-1] for c in clients.clients)
+    assert one == Status(
+        you="#0001", driver="#0001", you_drive=True, command=Axes(0.5, 0, 0, 0, 0, 0),
+        deadman_remaining_s=1.0, rtt_ms=12.3, speed_factor=0.5, clients=2,
+    )
+    assert two == Status(
+        you="#0002", driver="#0001", you_drive=False, command=Axes(0.5, 0, 0, 0, 0, 0),
+        deadman_remaining_s=1.0, rtt_ms=None, speed_factor=None, clients=2,
+    )
+    # Nothing changed: nothing is sent again.
+    flush(board)
+    assert [len(c.frames) for c in clients.clients] == [1, 1]
+
+
+def test_a_client_stopped_by_another_is_told_by_whom() -> None:
+    safety = SafetyController()
+    clients = Clients([Client(1), Client(2)])
+    board = StatusBoard(safety, clients, lambda c: f"#{c}", lambda: 0.1)
+    safety.twist("0001", twist(0.5), 0.0)
+    safety.stop("0002", 0.1)
+    flush(board)
+    assert clients.clients[0].frames[-1].stopped_by == "#0002"
+    assert clients.clients[1].frames[-1].stopped_by is None
+
+
+def test_a_flush_walks_the_client_list_once_however_many_clients() -> None:
+    # Each status carries the number of clients: counted once per flush, not once per client
+    # (which made a flush with 1000 clients hold the event loop for about 40 ms).
+    safety = SafetyController()
+    clients = Clients([Client(n) for n in range(500)])
+    board = StatusBoard(safety, clients, lambda c: f"#{c}", lambda: 0.0)
+    safety.twist("0007", twist(0.5), 0.0)
+    flush(board)
+    assert clients.walks == 1
+    assert all(c.frames[-1].clients == 500 for c in clients.clients)
+    assert [c.frames[-1].you_drive for c in clients.clients].count(True) == 1
+
+
+def test_at_a_fleet_station_each_client_hears_about_its_own_robot() -> None:
+    robots = {"a": SafetyController(), "b": SafetyController()}
+    chosen = {"0001": "a", "0002": "b", "0003": None}
+    clients = Clients([Client(1), Client(2), Client(3)])
+    board = StatusBoard(
+        SafetyController(),  # the station's own: for clients that chose no robot
+        clients,
+        lambda c: f"#{c}",
+        lambda: 0.0,
+        safety_for=lambda client: robots.get(chosen[client.id] or ""),
+    )
+    robots["a"].twist("0001", twist(0.5), 0.0)
+    robots["b"].twist("0002", twist(-0.25), 0.0)
+    flush(board)
+    a, b, none = (c.frames[-1] for c in clients.clients)
+    assert (a.driver, a.you_drive, a.command) == ("#0001", True, Axes(0.5, 0, 0, 0, 0, 0))
+    assert (b.driver, b.you_drive, b.command) == ("#0002", True, Axes(-0.25, 0, 0, 0, 0, 0))
+    assert (none.driver, none.command) == (None, None)
+    # A greeting (one client, on connect) tells the same as a flush.
+    greeted = Client(1)
+    clients.clients.append(greeted)
+    chosen[greeted.id] = "a"
+    board.greet(greeted)
+    assert greeted.frames[-1] == Status(
+        you="#0001", driver="#0001", you_drive=True, command=Axes(0.5, 0, 0, 0, 0, 0),
+        deadman_remaining_s=1.0, speed_factor=None, clients=4,
+    )
