@@ -6,12 +6,14 @@ a place to send frames); the safety controllers are the real ones.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 
 from viewer_bridge.core.messages import Twist, Vector3
 from viewer_bridge.core.protocol import Axes, Status, decode_server_frame
 from viewer_bridge.core.safety import SafetyController
-from viewer_bridge.server.status import StatusBoard
+from viewer_bridge.server.status import _CHUNK, StatusBoard
 
 
 class Client:
@@ -48,7 +50,16 @@ def twist(x: float) -> Twist:
 
 
 def flush(board: StatusBoard) -> None:
-    board._flush()  # what changed() does once the rate allows
+    """What changed() does once the rate allows, on a real loop turned until every client is told."""
+
+    async def run() -> None:
+        board.start(asyncio.get_running_loop())
+        board._flush()
+        while board._unsent:
+            await asyncio.sleep(0)
+        board.stop()
+
+    asyncio.run(run())
 
 
 def test_each_client_is_told_who_drives_and_whether_it_is_them() -> None:
@@ -122,3 +133,30 @@ def test_at_a_fleet_station_each_client_hears_about_its_own_robot() -> None:
         you="#0001", driver="#0001", you_drive=True, command=Axes(0.5, 0, 0, 0, 0, 0),
         deadman_remaining_s=1.0, speed_factor=None, clients=4,
     )
+
+
+def test_a_flush_tells_a_chunk_of_clients_per_turn_of_the_loop_and_a_change_meanwhile_is_sent_after() -> None:
+    safety = SafetyController()
+    clients = Clients([Client(n) for n in range(3 * _CHUNK + 5)])
+    board = StatusBoard(safety, clients, lambda c: f"#{c}", time.monotonic)
+    safety.twist("0001", twist(0.5), time.monotonic())
+
+    async def run() -> None:
+        board.start(asyncio.get_running_loop())
+        board.changed()
+        told = [len(c.frames) for c in clients.clients]
+        assert told.count(1) == _CHUNK  # one chunk now; a twist read next waits for no more than that
+        await asyncio.sleep(0)
+        assert [len(c.frames) for c in clients.clients].count(1) == 2 * _CHUNK
+        # The driver lets go while the flush is under way: those told already hear of it next.
+        safety.twist("0001", twist(0.0), time.monotonic())
+        board.changed()
+        deadline = time.monotonic() + 5
+        while any(c.frames[-1:] == [] or c.frames[-1].driver is not None for c in clients.clients):
+            assert time.monotonic() < deadline, "not every client heard that nobody drives"
+            await asyncio.sleep(0.005)
+        board.stop()
+
+    asyncio.run(run())
+    assert all(c.frames[0].driver == "#0001" for c in clients.clients[: 2 * _CHUNK])
+    assert clients.walks == 2  # two flushes, each walking the list once

@@ -9,6 +9,10 @@ last one it got. Values that drift continuously are rounded (the deadman to
 half a second, the round trip to a tenth of a millisecond) so that a held
 key's refreshes do not count as changes.
 
+A flush works out what every client is told alike once, and tells the
+clients a chunk per turn of the event loop: with a thousand clients
+connected, a driver's next twist waits behind one chunk, not all of them.
+
 dimos-viewer ignores every frame the bridge sends, so it is unaffected; the
 bridge's own clients (the page, the terminal teleop, ``ViewerClient``) show
 them.
@@ -17,6 +21,7 @@ them.
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable, Iterable
 from typing import Final, NamedTuple, Protocol
 
@@ -27,6 +32,9 @@ __all__ = ["MAX_RATE", "StatusBoard"]
 
 # Status frames per second at most, to all clients together.
 MAX_RATE: Final = 10.0
+# Clients told per turn of the event loop: a flush to a thousand clients costs ~10 ms of sends, which a
+# driver's next twist should not wait behind.
+_CHUNK: Final = 64
 
 
 class Client(Protocol):
@@ -73,7 +81,10 @@ class StatusBoard:
         self._name_of = name_of
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None  # the next flush, or the rest of this one
+        self._unsent: collections.deque[Client] = collections.deque()  # this flush's clients not yet told
+        self._told = 0  # how many clients this flush tells of (each status says)
+        self._again = False  # the status changed mid-flush
         self._last_sent = -1.0
         self.frames_sent = 0
 
@@ -84,6 +95,7 @@ class StatusBoard:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._unsent.clear()
         self._loop = None
 
     def status_for(self, client: Client, now: float) -> Status:
@@ -132,8 +144,14 @@ class StatusBoard:
     def changed(self) -> None:
         """Something in the status may have changed: send what differs, now or at the next allowed time."""
         loop = self._loop
-        if loop is None or self._timer is not None:
+        if loop is None:
             return
+        if self._unsent:
+            # Mid-flush: those already told may have missed this; another flush follows this one.
+            self._again = True
+            return
+        if self._timer is not None:
+            return  # a flush is due and will read the state as it is then
         due = self._last_sent + 1.0 / MAX_RATE
         now = self._clock()
         if now >= due:
@@ -143,18 +161,33 @@ class StatusBoard:
 
     def _flush(self) -> None:
         self._timer = None
+        self._last_sent = self._clock()
+        self._unsent = collections.deque(self._clients())
+        self._told = len(self._unsent)
+        self._again = False
+        self._send_some()
+
+    def _send_some(self) -> None:
+        """Tell the next ``_CHUNK`` clients; the rest on the loop's next turns, so no one waits behind them all."""
+        self._timer = None
+        unsent = self._unsent
         now = self._clock()
-        self._last_sent = now
-        clients = list(self._clients())
         # One shared part per safety controller (a fleet station has one per robot): a flush costs a few
         # microseconds per client, not a pass over every client for each of them.
         shared: dict[int, _Shared] = {}
-        for client in clients:
+        for _ in range(min(_CHUNK, len(unsent))):
+            client = unsent.popleft()
             safety = self._safety_of(client)
             view = shared.get(id(safety))
             if view is None:
                 view = shared[id(safety)] = self._shared(safety, now)
-            self._deliver(client, self._status(client, now, view, len(clients)))
+            self._deliver(client, self._status(client, now, view, self._told))
+        loop = self._loop
+        if unsent and loop is not None:
+            self._timer = loop.call_soon(self._send_some)
+        elif self._again:
+            self._again = False
+            self.changed()
 
     def _send(self, client: Client, now: float) -> None:
         self._deliver(client, self.status_for(client, now))
