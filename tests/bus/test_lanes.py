@@ -14,7 +14,7 @@ import pytest
 
 from tests.bus.lane_support import CMD, ZERO, Clock, Destination, twist
 from viewer_bridge.bus.lanes import Lane
-from viewer_bridge.core.messages import Bool, PointStamped
+from viewer_bridge.core.messages import Bool, PointStamped, Twist
 
 
 @pytest.fixture
@@ -37,6 +37,15 @@ def lanes() -> Iterator[list[Lane]]:
         assert lane.stop(5.0)
 
 
+def busy(lane: Lane, dest: Destination, lanes: list[Lane], first: Twist) -> Lane:
+    """Start ``lane`` with its destination stuck delivering ``first``: what is put next stays queued."""
+    lanes.append(started(lane))
+    dest.hold()
+    lane.put(CMD, first)
+    assert dest.waiting.wait(5)
+    return lane
+
+
 def test_every_message_is_delivered_in_order_on_the_lanes_own_thread(dest: Destination, lanes: list[Lane]) -> None:
     lane = started(Lane("subscribers", dest))
     lanes.append(lane)
@@ -50,11 +59,7 @@ def test_every_message_is_delivered_in_order_on_the_lanes_own_thread(dest: Desti
 
 
 def test_putting_never_waits_for_a_busy_destination(dest: Destination, lanes: list[Lane]) -> None:
-    lane = started(Lane("slow", dest))
-    lanes.append(lane)
-    dest.hold()
-    lane.put(CMD, twist(1))
-    assert dest.waiting.wait(5)
+    lane = busy(Lane("slow", dest), dest, lanes, twist(1))
     for i in range(2, 2001):
         lane.put(CMD, twist(i))  # returns at once although the destination is stuck
     assert lane.pending == 1999
@@ -64,11 +69,7 @@ def test_putting_never_waits_for_a_busy_destination(dest: Destination, lanes: li
 
 
 def test_a_command_lane_keeps_only_the_newest_of_a_run_of_twists(dest: Destination, lanes: list[Lane]) -> None:
-    lane = started(Lane("lcm-commands", dest, conflate=True))
-    lanes.append(lane)
-    dest.hold()
-    lane.put(CMD, twist(1))
-    assert dest.waiting.wait(5)
+    lane = busy(Lane("lcm-commands", dest, conflate=True), dest, lanes, twist(1))
     for i in range(2, 6):
         lane.put(CMD, twist(i))
     assert lane.pending == 1 and lane.conflated == 3
@@ -78,11 +79,7 @@ def test_a_command_lane_keeps_only_the_newest_of_a_run_of_twists(dest: Destinati
 
 
 def test_conflation_never_reorders_or_crosses_streams(dest: Destination, lanes: list[Lane]) -> None:
-    lane = started(Lane("lcm-commands", dest, conflate=True))
-    lanes.append(lane)
-    dest.hold()
-    lane.put(CMD, twist(1))
-    assert dest.waiting.wait(5)
+    lane = busy(Lane("lcm-commands", dest, conflate=True), dest, lanes, twist(1))
     lane.put(CMD, twist(2))
     lane.put("stop_movement", Bool(True))  # a barrier for conflation: what is before it stays before it
     lane.put(CMD, twist(3))
@@ -105,11 +102,7 @@ def test_conflation_never_reorders_or_crosses_streams(dest: Destination, lanes: 
 def test_past_max_pending_the_oldest_is_dropped_counted_and_reported_once(
     dest: Destination, lanes: list[Lane], caplog: pytest.LogCaptureFixture
 ) -> None:
-    lane = started(Lane("echo", dest, max_pending=10))
-    lanes.append(lane)
-    dest.hold()
-    lane.put(CMD, twist(0))
-    assert dest.waiting.wait(5)
+    lane = busy(Lane("echo", dest, max_pending=10), dest, lanes, twist(0))
     with caplog.at_level(logging.ERROR, logger="viewer_bridge.bus.lanes"):
         for i in range(1, 26):
             lane.put(CMD, twist(i))
@@ -127,11 +120,7 @@ def test_a_zero_that_waits_too_long_makes_the_lane_unhealthy_until_it_is_out(
     dest: Destination, lanes: list[Lane]
 ) -> None:
     clock = Clock()
-    lane = started(Lane("lcm-commands", dest, conflate=True, clock=clock))
-    lanes.append(lane)
-    dest.hold()
-    lane.put(CMD, twist(1))
-    assert dest.waiting.wait(5)
+    lane = busy(Lane("lcm-commands", dest, conflate=True, clock=clock), dest, lanes, twist(1))
     clock.now = 10.0
     lane.put(CMD, ZERO)
     assert lane.health(10.49).ok  # just under half a second: not yet overdue
@@ -145,11 +134,7 @@ def test_a_zero_that_waits_too_long_makes_the_lane_unhealthy_until_it_is_out(
 
 def test_a_zero_replaced_by_a_newer_command_is_no_longer_waited_for(dest: Destination, lanes: list[Lane]) -> None:
     clock = Clock()
-    lane = started(Lane("lcm-commands", dest, conflate=True, clock=clock))
-    lanes.append(lane)
-    dest.hold()
-    lane.put(CMD, twist(1))
-    assert dest.waiting.wait(5)
+    lane = busy(Lane("lcm-commands", dest, conflate=True, clock=clock), dest, lanes, twist(1))
     lane.put(CMD, ZERO)
     lane.put(CMD, twist(2))  # the key pressed again before the zero went out: the zero is superseded
     assert lane.health(5.0).ok
