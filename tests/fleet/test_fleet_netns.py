@@ -207,6 +207,10 @@ def test_two_clients_drive_two_robots_each_bus_sees_only_its_own_and_a_click_goe
     fleet.buses["go2-1"].quiet(1.0)
 
 
+def _axes(msg: Any) -> tuple[float, ...]:
+    return (msg.linear.x, msg.linear.y, msg.linear.z, msg.angular.x, msg.angular.y, msg.angular.z)
+
+
 def test_cut_link_one_zero_offline_other_robot_unaffected_and_no_replay_when_back(fleet: Fleet) -> None:
     one, two = fleet.client("control", "go2-1"), fleet.client("control", "go2-2")
     online(one, "go2-1")
@@ -224,8 +228,14 @@ def test_cut_link_one_zero_offline_other_robot_unaffected_and_no_replay_when_bac
     online(one, "go2-1", want=False)
     error = wait_error(one, "robot_offline")
     assert "go2-1 is offline" in error["detail"]
+    from dimos_lcm.geometry_msgs import Twist as LcmTwist
+
     drained = bus2.drain()
-    assert drained and all(r["name"].endswith("tele_cmd_vel#geometry_msgs.Twist") for r in drained)
+    assert drained
+    others = [r["name"] for r in drained if not r["name"].endswith("tele_cmd_vel#geometry_msgs.Twist")]
+    assert others == [], f"robot 2's bus carried more than its twists: {others}"
+    zeros = [r for r in drained if not any(_axes(LcmTwist.lcm_decode(bytes.fromhex(r["hex"]))))]
+    assert zeros == [], f"robot 2 got {len(zeros)} zero twists of {len(drained)} while it drove on"
     assert bus2.next_twist() == (0.0, 0.0, 0.0, 0.0, 0.0, 0.6)
     # Commands to the offline robot are refused; its operator lets go.
     one.send("release")

@@ -66,14 +66,19 @@ def test_the_round_trip_sets_the_speed_factor(
             assert rec.twists == []
             return
         client.sync(20)
-        assert status.speed_factor == pytest.approx(expected, abs=0.03)
+        assert curve is not None
+        # On an idle machine the proxy's delay is the round trip, and the factor is the nominal one; a busy
+        # machine adds to the round trip, so what is checked is the factor at the round trip measured (the
+        # estimate may move a little between that status and the twist).
+        if status.rtt_ms < rtt_ms * 1.1:
+            assert curve == pytest.approx(expected, abs=0.03)
         (published,) = rec.twists
         # Scaled by the link's factor after the limits: both axes alike.
-        assert published.linear.x == pytest.approx(expected, abs=0.03)
+        assert published.linear.x == pytest.approx(curve, abs=0.03)
         assert published.angular.z == pytest.approx(published.linear.x / 2)
         assert (published.linear.y, published.linear.z, published.angular.x, published.angular.y) == (0, 0, 0, 0)
         factor = metric(server, "viewer_bridge_client_speed_factor", "#0001")
-        assert factor == pytest.approx(expected, abs=0.03)
+        assert factor == pytest.approx(curve, abs=0.03)
         client.stop()
         client.sync(20)
     assert rec.twists[-1] == Twist.zero()
