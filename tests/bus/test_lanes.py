@@ -99,6 +99,23 @@ def test_conflation_never_reorders_or_crosses_streams(dest: Destination, lanes: 
     assert lane.conflated == 1
 
 
+
+def test_other_kinds_of_message_are_conflated_only_when_asked(dest: Destination, lanes: list[Lane]) -> None:
+    goal = [PointStamped(float(i), 0.0, 0.0, 0.0, "map") for i in range(4)]
+    lane = busy(Lane("rerun", dest, conflate=True, conflate_types=(Twist, PointStamped)), dest, lanes, twist(1))
+    for g in goal:
+        lane.put("clicked_point", g)
+    plain = Destination()
+    commands = busy(Lane("lcm-commands", plain, conflate=True), plain, lanes, twist(1))
+    for g in goal:
+        commands.put("clicked_point", g)
+    dest.release()
+    plain.release()
+    lane.barrier().wait(5)
+    commands.barrier().wait(5)
+    assert dest.got == [(CMD, twist(1)), ("clicked_point", goal[3])]  # the newest goal of the run
+    assert plain.got == [(CMD, twist(1)), *(("clicked_point", g) for g in goal)]  # twists only, by default
+
 def test_past_max_pending_the_oldest_is_dropped_counted_and_reported_once(
     dest: Destination, lanes: list[Lane], caplog: pytest.LogCaptureFixture
 ) -> None:

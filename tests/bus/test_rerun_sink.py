@@ -129,11 +129,12 @@ def test_a_trail_follows_the_last_goals(
     server, recorder = bridge_factory(rerun_connect=rerun_server.url, rerun_recording_id=rerun_server.recording_id)
     goals = [(float(i), 2.0 * i, 0.1) for i in range(1, 8)]
     with RecordingTap(rerun_server.url, tmp_path) as tap, client(server) as ws:
-        for x, y, z in goals:
+        for n, (x, y, z) in enumerate(goals, 1):
+            # One at a time, as a person clicks: each is logged (goals that come faster replace each other).
             ws.send(json.dumps({"type": "click", "x": x, "y": y, "z": z}))
+            wait_until(lambda n=n: len(tap.values("bridge/goal", "Points3D:positions")) == n, SLOW, 0.1,
+                       f"goal {n}")
         recorder.wait_points(len(goals))
-        wait_until(lambda: len(tap.values("bridge/goal", "Points3D:positions")) == len(goals), SLOW, 0.1,
-                   "every goal")
         trails = tap.values("bridge/goal/trail", "LineStrips3D:strips")
     # One strip per goal from the second on; the last holds the newest five goals, oldest first.
     assert len(trails) == len(goals) - 1
@@ -141,6 +142,29 @@ def test_a_trail_follows_the_last_goals(
     assert [tuple(round(v, 5) for v in point) for point in trails[-1]] == goals[-5:]
     assert tap.values("bridge/goal", "Points3D:labels")[-1].startswith("goal 7: (7.00, 14.00, 0.10)")
 
+
+
+def test_a_flood_of_clicks_logs_at_most_ten_goals_a_second_and_the_last_is_the_newest(
+    rerun_server: RerunServer, bridge_factory: BridgeFactory, tmp_path: Path
+) -> None:
+    server, recorder = bridge_factory(
+        rerun_connect=rerun_server.url, rerun_recording_id=rerun_server.recording_id, rate_limit=1e9, rate_burst=1e9
+    )
+    clicks = 500
+    with RecordingTap(rerun_server.url, tmp_path) as tap, client(server) as ws:
+        started = time.monotonic()
+        for i in range(1, clicks + 1):
+            ws.send(json.dumps({"type": "click", "x": float(i), "y": 0.0, "z": 0.0}))
+        recorder.wait_points(clicks)  # every click still reaches the subscribers and the buses
+        wait_until(
+            lambda: (tap.values("bridge/goal", "Points3D:positions") or [[0.0]])[-1][0] == clicks, SLOW, 0.1,
+            "the newest goal in the recording",
+        )
+        elapsed = time.monotonic() - started
+        logged = tap.values("bridge/goal", "Points3D:positions")
+    assert len(logged) <= 1 + elapsed / 0.1, (len(logged), elapsed)
+    assert len(logged) < clicks / 10
+    assert tap.values("bridge/goal", "Points3D:labels")[-1].startswith(f"goal {len(logged)}: ({clicks:.2f}, 0.00")
 
 def test_refusals_of_a_flood_are_summed_up_not_logged_one_by_one(
     rerun_server: RerunServer, bridge_factory: BridgeFactory, tmp_path: Path

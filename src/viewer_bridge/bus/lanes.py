@@ -8,7 +8,8 @@ other destination, and a lane that falls behind is visible in its counters.
 
 A *command* lane (``conflate=True``) keeps only the newest velocity command
 of a run: when a twist is queued right behind an unsent twist for the same
-stream, it replaces it. A robot needs the newest command, not a backlog of
+stream, it replaces it (``conflate_types`` widens this to other kinds of
+message, such as goals for a display that only shows the newest). A robot needs the newest command, not a backlog of
 old ones, and the replacement never reorders anything (a ``stop_movement``
 queued between two twists stays between them). Other lanes deliver every
 message, up to ``max_pending``; beyond that the oldest is dropped, counted
@@ -71,6 +72,7 @@ class Lane:
         *,
         kind: str = "",
         conflate: bool = False,
+        conflate_types: tuple[type, ...] = (Twist,),
         max_pending: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -78,6 +80,7 @@ class Lane:
         self.kind = kind or name
         self._deliver = deliver
         self._conflate = conflate
+        self._conflatable = frozenset(conflate_types)
         self._max_pending = max_pending
         self._clock = clock
         self._queue: collections.deque[tuple[str, Message]] = collections.deque()
@@ -144,12 +147,13 @@ class Lane:
             if wake and self._idle:
                 self._wake.set()
             return
+        kind = type(message)
         with self._lock:
             if (
                 queue
-                and type(message) is Twist
+                and kind in self._conflatable
                 and queue[-1][0] == stream
-                and type(queue[-1][1]) is Twist
+                and type(queue[-1][1]) is kind
             ):
                 replaced = queue[-1][1]
                 queue[-1] = (stream, message)

@@ -9,7 +9,8 @@ prefix (default ``bridge/``):
 * ``status``: a Markdown text document (driver, command in force, its age
   while someone drives, clients), when it changes, at most 5 per second;
 * ``goal``: the last published click as a labelled 3D point, and
-  ``goal/trail`` a line through the last few;
+  ``goal/trail`` a line through the last few, at most 10 a second (clicks
+  that come faster, a flood, replace each other: the newest is logged);
 * ``refused``: a text log entry per refusal (one per client and reason per
   second; the next says how many were held back);
 * ``cmd_vel``: the published ``linear_x``, ``linear_y``, ``angular_z`` as
@@ -77,13 +78,14 @@ _WAKE: Final = Bool(True)
 # At most this many status entries per second, and command points.
 _STATUS_INTERVAL: Final = 0.2
 _CMD_VEL_INTERVAL: Final = 1.0 / 30
+_GOAL_INTERVAL: Final = 0.1
 # One refusal entry per client and reason per this many seconds.
 REFUSAL_INTERVAL: Final = 1.0
 # Refusals noted but not yet logged; beyond this the oldest go (counted as dropped).
 _MAX_REFUSALS: Final = 64
 # Goals in the trail, the newest included.
 _TRAIL: Final = 5
-# The lane's queue bound. Commands are conflated and wake-ups deduplicated, so only goals could fill it.
+# The lane's queue bound. Commands and goals are conflated and wake-ups deduplicated: it stays short.
 _MAX_PENDING: Final = 1000
 # How often what was logged is checked to have reached the server, and how long that check may take:
 # a server that has not taken our entries within a second is treated as gone.
@@ -136,7 +138,8 @@ class RerunSink:
         self._clock = clock
         self._address = rerun_address(url)
         self.lane = Lane(
-            "rerun", self._deliver, kind="rerun", conflate=True, max_pending=_MAX_PENDING, clock=clock
+            "rerun", self._deliver, kind="rerun", conflate=True, conflate_types=(Twist, PointStamped),
+            max_pending=_MAX_PENDING, clock=clock,
         )
         # Noted on the loop's thread, taken on the lane's.
         self._gate = RefusalGate(REFUSAL_INTERVAL)
@@ -157,6 +160,7 @@ class RerunSink:
         self._status_shown: str | None = None
         self._status_spacing = Spacing(_STATUS_INTERVAL)
         self._cmd_spacing = Spacing(_CMD_VEL_INTERVAL)
+        self._goal_spacing = Spacing(_GOAL_INTERVAL)
         self._trail = GoalTrail(_TRAIL)
         # Counters (read by /metrics and tests from other threads; plain ints).
         self.logged = 0
@@ -292,7 +296,15 @@ class RerunSink:
         if not self._up:
             self._ready()  # status ticks keep retrying while nothing else happens
 
+    def _pace(self, spacing: Spacing) -> None:
+        """Wait until ``spacing`` lets the next entry go; newer ones queued meanwhile replace each other."""
+        wait = spacing.wait(self._clock())
+        if wait > 0:
+            time.sleep(wait)
+        spacing.sent(self._clock())
+
     def _goal(self, goal: PointStamped) -> None:
+        self._pace(self._goal_spacing)
         ready = self._ready()
         self._trail.add(goal)
         if ready:
@@ -301,11 +313,7 @@ class RerunSink:
             self.dropped += 1
 
     def _cmd_vel(self, twist: Twist) -> None:
-        wait = self._cmd_spacing.wait(self._clock())
-        if wait > 0:
-            # Newer commands queued meanwhile replace each other on the lane: the newest is logged next.
-            time.sleep(wait)
-        self._cmd_spacing.sent(self._clock())
+        self._pace(self._cmd_spacing)
         if self._ready():
             self._log("cmd_vel", self._rr.Scalars(list(cmd_vel_values(twist))))
         else:
