@@ -8,10 +8,11 @@ other destination, and a lane that falls behind is visible in its counters.
 
 A *command* lane (``conflate=True``) keeps only the newest velocity command
 of a run: when a twist is queued right behind an unsent twist for the same
-stream, it replaces it (``conflate_types`` widens this to other kinds of
-message, such as goals for a display that only shows the newest). A robot needs the newest command, not a backlog of
+stream, it replaces it. A robot needs the newest command, not a backlog of
 old ones, and the replacement never reorders anything (a ``stop_movement``
-queued between two twists stays between them). Other lanes deliver every
+queued between two twists stays between them). ``conflate_types`` widens
+this to other kinds of message, such as goals for a display that only shows
+the newest. Other lanes deliver every
 message, up to ``max_pending``; beyond that the oldest is dropped, counted
 and reported once, because a destination that far behind is broken.
 

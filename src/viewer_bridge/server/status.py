@@ -99,7 +99,8 @@ class StatusBoard:
         self._loop = None
 
     def status_for(self, client: Client, now: float) -> Status:
-        return self._status(client, now, self._shared(self._safety_of(client), now), _count(self._clients()))
+        safety = self._safety_of(client)
+        return self._status(client, now, safety, self._shared(safety, now), _count(self._clients()))
 
     def _safety_of(self, client: Client) -> SafetyController:
         if self._safety_for is not None:
@@ -121,8 +122,8 @@ class StatusBoard:
             None if deadline is None else round(max(0.0, deadline - now) * 2) / 2,
         )
 
-    def _status(self, client: Client, now: float, shared: _Shared, clients: int) -> Status:
-        held = self._safety_of(client).held_by(client.id)
+    def _status(self, client: Client, now: float, safety: SafetyController, shared: _Shared, clients: int) -> Status:
+        held = safety.held_by(client.id)
         rtt, factor = client.link_view(now)
         return Status(
             you=client.name,
@@ -181,7 +182,7 @@ class StatusBoard:
             view = shared.get(id(safety))
             if view is None:
                 view = shared[id(safety)] = self._shared(safety, now)
-            self._deliver(client, self._status(client, now, view, self._told))
+            self._deliver(client, self._status(client, now, safety, view, self._told))
         loop = self._loop
         if unsent and loop is not None:
             self._timer = loop.call_soon(self._send_some)
