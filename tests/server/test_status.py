@@ -1,15 +1,21 @@
-"""The status board on its own: what each client is told, and what a flush costs as clients grow.
+"""The status board: what each client is told, and what a flush costs as clients grow.
 
-The clients are the board's own view of a session (an id, a name, a link,
-a place to send frames); the safety controllers are the real ones.
+Most tests drive the board on its own: the clients are its view of a
+session (an id, a name, a link, a place to send frames), the safety
+controllers the real ones. The last one runs a real bridge with more
+clients than one chunk of a flush, over sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 from collections.abc import Iterator
 
+from tests.conftest import BridgeFactory, client
+from tests.raw_ws import RawClient
 from viewer_bridge.core.messages import Twist, Vector3
 from viewer_bridge.core.protocol import Axes, Status, decode_server_frame
 from viewer_bridge.core.safety import SafetyController
@@ -160,3 +166,20 @@ def test_a_flush_tells_a_chunk_of_clients_per_turn_of_the_loop_and_a_change_mean
     asyncio.run(run())
     assert all(c.frames[0].driver == "#0001" for c in clients.clients[: 2 * _CHUNK])
     assert clients.walks == 2  # two flushes, each walking the list once
+
+
+def test_over_real_sockets_every_one_of_many_clients_hears_who_drives(bridge_factory: BridgeFactory) -> None:
+    # More clients than one chunk of a flush: those told on later turns of the loop get it all the same.
+    server, rec = bridge_factory()
+    port = server.bound_port or 0
+    with contextlib.ExitStack() as stack:
+        watchers = [stack.enter_context(RawClient(port, timeout=20)) for _ in range(2 * _CHUNK + 10)]
+        with client(server) as driver:
+            driver.send(json.dumps({"type": "twist", "linear_x": 0.4}))
+            rec.wait_twists(1)
+            heard = []
+            for raw in watchers:
+                while (status := json.loads(raw.read_until(1)))["driver"] is None:
+                    pass  # the greeting on connect, or a status from before the drive
+                heard.append((status["you_drive"], status["command"]["linear_x"], status["clients"]))
+    assert heard == [(False, 0.4, len(watchers) + 1)] * len(watchers)
