@@ -49,6 +49,7 @@ __all__ = [
     "check_origin",
     "check_token",
     "host_name",
+    "is_address",
     "offered_tokens",
     "parse_tokens_file",
     "redact_target",
@@ -218,7 +219,8 @@ def host_name(host: str) -> str | None:
     return name.rstrip(".") or None
 
 
-def _is_address(name: str) -> bool:
+def is_address(name: str) -> bool:
+    """Whether ``name`` is an IPv4 or IPv6 address literal (not a host name)."""
     try:
         ipaddress.ip_address(name)
     except ValueError:
@@ -238,7 +240,7 @@ def check_host(host: str | None, allowed: Iterable[str], bound: Iterable[str] = 
     name = host_name(host)
     if name is None:
         return False
-    if name == "localhost" or _is_address(name):
+    if name == "localhost" or is_address(name):
         return True
     for entry in (*allowed, *bound):
         entry = entry.strip().lower().rstrip(".")

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from viewer_bridge.config import BridgeConfig, ConfigError
-from viewer_bridge.core.auth import TokenTable, parse_tokens_file
+from viewer_bridge.core.auth import TokenTable, is_address, parse_tokens_file
 from viewer_bridge.core.logsafe import Throttle, clean, scrub
 
 __all__ = ["ACCEPT_BATCH", "AcceptErrors", "PicowsLog", "SecuritySetup", "deepen_accept_queue", "prepare"]
@@ -101,7 +101,7 @@ def prepare(config: BridgeConfig) -> SecuritySetup:
         raise ConfigError(str(exc)) from None
     addresses = resolve_bind(config.host, config.port)
     loopback = all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses)
-    names = {config.host.lower()} if config.host and not _is_address(config.host) else set()
+    names = {config.host.lower()} if config.host and not is_address(config.host) else set()
     own = socket.gethostname().lower()
     if own:
         names |= {own, f"{own.split('.', 1)[0]}.local"}
@@ -154,14 +154,6 @@ def resolve_bind(host: str, port: int) -> tuple[str, ...]:
     if not addresses:
         raise ConfigError(f"host {host!r} resolves to no IPv4 or IPv6 address")
     return tuple(addresses)
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _fd_limit() -> int | None:
