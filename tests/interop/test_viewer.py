@@ -83,10 +83,24 @@ def start_bridge(port: int = 0, timeout: float = 10.0) -> tuple[RerunWebSocketSe
     with a fake clock in tests/core/test_safety.py; the deadman on disconnect,
     which these tests do check, does not depend on it.
 
+    Its link limits are stretched the same way: the viewer answers the
+    bridge's round-trip pings between frames, so on a loaded machine its
+    measured round trip can pass the default full-speed bound and the
+    (correct) speed factor would scale a held key's 0.5 m/s to some other
+    value mid-sequence. The curve itself is tested with a fake clock in
+    tests/core/test_link.py and through a delaying proxy in
+    tests/server/test_link_limits.py.
+
     Re-binding a port that was just closed is retried for a bounded time
     (a listener being torn down can hold it for a moment).
     """
-    server = RerunWebSocketServer(port=port, deadman_timeout=DEADMAN_TIMEOUT)
+    server = RerunWebSocketServer(
+        port=port,
+        deadman_timeout=DEADMAN_TIMEOUT,
+        link_full_speed_rtt=DEADMAN_TIMEOUT / 4,
+        link_slow_rtt=DEADMAN_TIMEOUT / 2,
+        link_max_rtt=DEADMAN_TIMEOUT,
+    )
     recorder = Recorder(server)
 
     def started() -> bool:
