@@ -141,24 +141,35 @@ def test_at_a_fleet_station_each_client_hears_about_its_own_robot() -> None:
     )
 
 
-def test_a_flush_tells_a_chunk_of_clients_per_turn_of_the_loop_and_a_change_meanwhile_is_sent_after() -> None:
+def test_a_flush_tells_a_chunk_of_clients_at_a_time_and_a_change_meanwhile_is_sent_after() -> None:
     safety = SafetyController()
     clients = Clients([Client(n) for n in range(3 * _CHUNK + 5)])
     board = StatusBoard(safety, clients, lambda c: f"#{c}", time.monotonic)
     safety.twist("0001", twist(0.5), time.monotonic())
 
+    def told() -> int:
+        return sum(1 for c in clients.clients if c.frames)
+
     async def run() -> None:
         board.start(asyncio.get_running_loop())
         board.changed()
-        told = [len(c.frames) for c in clients.clients]
-        assert told.count(1) == _CHUNK  # one chunk now; a twist read next waits for no more than that
-        await asyncio.sleep(0)
-        assert [len(c.frames) for c in clients.clients].count(1) == 2 * _CHUNK
-        # The driver lets go while the flush is under way: those told already hear of it next.
-        safety.twist("0001", twist(0.0), time.monotonic())
-        board.changed()
+        # Nothing is sent inline: the lanes' threads get the GIL for the change's own publishes first.
+        assert told() == 0
+        seen = []
+        changed_midway = False
         deadline = time.monotonic() + 5
-        while any(c.frames[-1:] == [] or c.frames[-1].driver is not None for c in clients.clients):
+        while told() < len(clients.clients):
+            assert time.monotonic() < deadline, f"the flush stopped at {told()} clients"
+            await asyncio.sleep(0)  # one turn of the loop: at most one chunk runs in it
+            seen.append(told())
+            if told() == 2 * _CHUNK and not changed_midway:
+                # The driver lets go while the flush is under way: those told already hear of it next.
+                safety.twist("0001", twist(0.0), time.monotonic())
+                board.changed()
+                changed_midway = True
+        # The loop turned between chunks (the lanes ran meanwhile), each chunk whole.
+        assert sorted(set(seen) - {0}) == [_CHUNK, 2 * _CHUNK, 3 * _CHUNK, 3 * _CHUNK + 5], sorted(set(seen))
+        while any(c.frames[-1].driver is not None for c in clients.clients):
             assert time.monotonic() < deadline, "not every client heard that nobody drives"
             await asyncio.sleep(0.005)
         board.stop()
