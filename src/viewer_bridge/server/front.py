@@ -271,7 +271,10 @@ class FrontDoor(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._writing = True
-        self._write_more()
+        # Not from here: asyncio calls this from inside its own write handler, and when the rest of the
+        # body goes straight to an empty socket buffer, closing the transport then makes asyncio 3.11 call
+        # connection_lost twice (the second time on a transport already torn down: a logged traceback).
+        asyncio.get_running_loop().call_soon(self._write_more)
 
     # -- for the router ---------------------------------------------------------------
 
