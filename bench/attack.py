@@ -29,8 +29,10 @@ their work does not compete with these timestamps for one interpreter lock:
 
 * ``flood-KIND-N``: N connections flooding with one kind of traffic
   (valid clicks, heartbeats, malformed messages, empty fragments, pings
-  whose pongs are never read), reconnecting when cut off. The bridge is a
-  real ``viewer-bridge serve --transport lcm`` with its default limits.
+  whose pongs are never read), reconnecting when cut off; or ``download``:
+  GETs of the page's 43 MB Rerun Wasm, one after the other (the bridge then
+  has ``--rerun-url``). The bridge is a real
+  ``viewer-bridge serve --transport lcm`` with its default limits.
   ``quiet`` is the same measurement with no flood, for comparison.
 * ``stall-asyncio`` / ``stall-threaded``: the last twist of the drive makes
   an in-process subscriber block for 5 s (:mod:`bench.targets.stall_server`),
@@ -93,7 +95,9 @@ STOP_WAIT = 2.0
 SUPERSEDED_WITHIN = 0.005
 # The stall scenarios that need a fast clicker lift the per-client limits, as a trusted operator's setup might.
 LIFTED = ("--rate-limit", "1000000", "--rate-burst", "1000000", "--frame-budget", "1000000")
-FLOOD_KINDS = ("valid", "heartbeat", "malformed", "fragments", "pings")
+FLOOD_KINDS = ("valid", "heartbeat", "malformed", "fragments", "pings", "download")
+# The page's Rerun files are served only with a Rerun URL; nothing needs to listen there.
+SERVE_WASM = ("--rerun-url", "rerun+http://127.0.0.1:9/proxy")
 
 # The targets on a 2-core machine; reported against, never asserted.
 TARGETS: dict[str, float] = {
@@ -133,7 +137,8 @@ def attack_scenarios() -> list[AttackScenario]:
     out = [AttackScenario("quiet", "flood", note="no flood: the same measurement, for comparison")]
     for kind in FLOOD_KINDS:
         for n in (1, 8):
-            out.append(AttackScenario(f"flood-{kind}-{n}", "flood", flood=kind, connections=n))
+            serve_args = SERVE_WASM if kind == "download" else ()
+            out.append(AttackScenario(f"flood-{kind}-{n}", "flood", flood=kind, connections=n, serve_args=serve_args))
     # The blocking stalls get one drive: the block lasts 5 s, and what is measured is the zero during it.
     out += [
         AttackScenario(

@@ -8,7 +8,11 @@ and reconnect when cut off, as a determined attacker would:
 * ``heartbeat``: ``{"type":"heartbeat"}``, the cheapest valid message;
 * ``malformed``: a twist with a string for a number, and bytes that are no JSON;
 * ``fragments``: messages of 102 empty frames each, every one invalid JSON;
-* ``pings``: 100-byte pings whose pongs are never read.
+* ``pings``: 100-byte pings whose pongs are never read;
+* ``download``: not WebSocket at all: plain HTTP GETs of the page's 43 MB
+  Rerun Wasm, read as fast as loopback allows, one after the other (a bridge
+  started with ``--rerun-url`` serves it). Not abuse, just someone opening
+  the page's 3D view: what it costs the robot's commands.
 
 ``zenoh-stuck``: a Zenoh subscriber to the bridge's clicks whose callback
 never returns, so Zenoh's buffers towards it fill and its publisher pushes back.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -67,7 +72,9 @@ def _units() -> dict[str, tuple[bytes, int]]:
     }
 
 
-KINDS = ("valid", "heartbeat", "malformed", "fragments", "pings")
+KINDS = ("valid", "heartbeat", "malformed", "fragments", "pings", "download")
+# Where the page says its Rerun files are (its config script), for ``download``.
+_ASSETS = re.compile(rb'"rerunAssets":\s*"([^"]+)"')
 # One sendall's worth of flood: enough that syscalls cost the flooder nothing per frame.
 CHUNK_BYTES = 64 * 1024
 
@@ -76,7 +83,8 @@ class Flooder:
     """``connections`` threads, each sending ``unit`` over and over on a connection of its own."""
 
     def __init__(self, port: int, kind: str, connections: int, rate: float) -> None:
-        unit, per_unit = _units()[kind]
+        self.download = _wasm_request(port) if kind == "download" else None
+        unit, per_unit = _units()[kind] if self.download is None else (self.download, 1)
         self.port = port
         self.rate = rate
         self.per_unit = per_unit
@@ -110,6 +118,9 @@ class Flooder:
         return sock
 
     def _run(self) -> None:
+        if self.download is not None:
+            self._download()
+            return
         first = True
         while True:
             sock = self._connect()
@@ -127,6 +138,36 @@ class Flooder:
                         sock.sendall(self.chunk)
                         with self.lock:
                             self.bytes_sent += len(self.chunk)
+            except OSError as exc:
+                with self.lock:
+                    self.cut_offs[type(exc).__name__] += 1
+            finally:
+                sock.close()
+
+    def _download(self) -> None:
+        # A connection per GET (the bridge answers with Connection: close), read to its end.
+        first = True
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=30, source_address=(FLOOD_SOURCE, 0))
+            except OSError as exc:
+                with self.lock:
+                    self.connect_failures[type(exc).__name__] += 1
+                sock = None
+            if first:
+                first = False
+                self.first_round.wait()
+            if sock is None:
+                time.sleep(0.05)
+                continue
+            with self.lock:
+                self.connects += 1
+            try:
+                assert self.download is not None
+                sock.sendall(self.download)
+                while chunk := sock.recv(1 << 20):
+                    with self.lock:
+                        self.bytes_sent += len(chunk)  # for this kind: bytes received
             except OSError as exc:
                 with self.lock:
                     self.cut_offs[type(exc).__name__] += 1
@@ -162,6 +203,21 @@ class Flooder:
                 "connect_failures": dict(self.connect_failures),
                 "cut_offs": dict(self.cut_offs),
             }
+
+
+def _wasm_request(port: int) -> bytes:
+    """The GET for the Rerun Wasm of the bridge on ``port``, at the path its page names."""
+    host = f"127.0.0.1:{port}"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        page = b""
+        while chunk := sock.recv(1 << 16):
+            page += chunk
+    match = _ASSETS.search(page)
+    if match is None:
+        raise SystemExit("the bridge's page names no Rerun files: start it with --rerun-url")
+    path = match.group(1).decode() + "re_viewer_bg.wasm"
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n".encode()
 
 
 def _say(record: dict[str, Any]) -> None:

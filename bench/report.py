@@ -538,7 +538,9 @@ def render_attack(results: dict[str, Any]) -> list[str]:
         "- Floods, each from 1 and from 8 connections that never read and reconnect when cut off: "
         "`valid` (the viewer's 3D click), `heartbeat`, `malformed` (a twist with a string for a number, "
         "and bytes that are not JSON), `fragments` (messages of 102 empty frames), `pings` (100-byte "
-        "pings whose pongs are never read). `quiet` is the same measurement without a flood.",
+        "pings whose pongs are never read). `download`: 1 or 8 clients fetching the page's 43 MB Rerun "
+        "Wasm over and over, as fast as loopback takes it (the bridge then runs with `--rerun-url`). "
+        "`quiet` is the same measurement without a flood.",
         "- Each twist carries its own `linear_x`, so every send is paired with its own arrival; a twist "
         "that never arrives (replaced by a newer one on the bridge's command lane, or refused) is lost. "
         "The measuring clients answer the bridge's pings, as the viewer does. "

@@ -20,8 +20,10 @@ with a :class:`FrontDoor`, which
    :class:`Response` is written here, a large body in chunks with the
    transport's flow control, and the connection closed.
 
-Nothing here blocks: writing a body only queues what the socket takes and
-waits for ``resume_writing`` to queue more.
+Nothing here blocks: writing a body queues one chunk per turn of the loop,
+with the loop left idle for a moment between chunks (so the publishing
+threads get the GIL), and waits for ``resume_writing`` when the socket is
+full.
 
 ``on_open`` is called when a connection is accepted and may refuse it;
 ``on_close`` once when it stops being the front door's (handed to picows,
@@ -49,6 +51,10 @@ log = logging.getLogger(__name__)
 MAX_HEAD: Final = 16 * 1024
 # Bodies are written this much at a time, as the transport drains.
 _CHUNK: Final = 256 * 1024
+# ...one chunk per turn of the loop, with the loop left idle this long in between: a loop that keeps
+# writing never lets the lanes' threads have the GIL (docs/architecture.md, "Threads and the GIL"), and
+# the 43 MB Wasm written flat out to a fast reader held commands for the bus up to 45 ms.
+_GAP: Final = 0.001
 # The transport may hold this much unsent before writing pauses (asyncio's flow control).
 _HIGH_WATER: Final = 512 * 1024
 _TOKEN: Final = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -146,6 +152,7 @@ class FrontDoor(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._tls_task: asyncio.Task[None] | None = None
         self._body: memoryview | None = None
+        self._next: asyncio.TimerHandle | None = None
         self._writing = True
         self._decided = False
         self._released = False
@@ -263,6 +270,9 @@ class FrontDoor(asyncio.BufferedProtocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
         self._decide()
         self._release()
 
@@ -274,7 +284,8 @@ class FrontDoor(asyncio.BufferedProtocol):
         # Not from here: asyncio calls this from inside its own write handler, and when the rest of the
         # body goes straight to an empty socket buffer, closing the transport then makes asyncio 3.11 call
         # connection_lost twice (the second time on a transport already torn down: a logged traceback).
-        asyncio.get_running_loop().call_soon(self._write_more)
+        if self._next is None:
+            self._next = asyncio.get_running_loop().call_later(_GAP, self._write_more)
 
     # -- for the router ---------------------------------------------------------------
 
@@ -333,16 +344,19 @@ class FrontDoor(asyncio.BufferedProtocol):
         self._write_more()
 
     def _write_more(self) -> None:
+        self._next = None
         transport = self._transport
         if transport is None or transport.is_closing():
             return
         body = self._body
-        while body is not None and len(body) and self._writing:
+        if body is not None and len(body) and self._writing:
             transport.write(body[:_CHUNK])
             body = body[_CHUNK:]
         self._body = body if body is not None and len(body) else None
         if self._body is None:
             transport.close()  # after what is queued has been sent
+        elif self._writing:
+            self._next = asyncio.get_running_loop().call_later(_GAP, self._write_more)
 
 
 def _upgrade_head(request: Request) -> bytes:
