@@ -29,7 +29,8 @@ their work does not compete with these timestamps for one interpreter lock:
 
 * ``flood-KIND-N``: N connections flooding with one kind of traffic
   (valid clicks, heartbeats, malformed messages, empty fragments, pings
-  whose pongs are never read), reconnecting when cut off; or ``download``:
+  whose pongs are never read), reconnecting when cut off; ``connect``:
+  handshakes closed as soon as they complete, over and over; or ``download``:
   GETs of the page's 43 MB Rerun Wasm, one after the other (the bridge then
   has ``--rerun-url``). The bridge is a real
   ``viewer-bridge serve --transport lcm`` with its default limits.
@@ -95,7 +96,7 @@ STOP_WAIT = 2.0
 SUPERSEDED_WITHIN = 0.005
 # The stall scenarios that need a fast clicker lift the per-client limits, as a trusted operator's setup might.
 LIFTED = ("--rate-limit", "1000000", "--rate-burst", "1000000", "--frame-budget", "1000000")
-FLOOD_KINDS = ("valid", "heartbeat", "malformed", "fragments", "pings", "download")
+FLOOD_KINDS = ("valid", "heartbeat", "malformed", "fragments", "pings", "connect", "download")
 # The page's Rerun files are served only with a Rerun URL; nothing needs to listen there.
 SERVE_WASM = ("--rerun-url", "rerun+http://127.0.0.1:9/proxy")
 

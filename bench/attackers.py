@@ -9,6 +9,8 @@ and reconnect when cut off, as a determined attacker would:
 * ``malformed``: a twist with a string for a number, and bytes that are no JSON;
 * ``fragments``: messages of 102 empty frames each, every one invalid JSON;
 * ``pings``: 100-byte pings whose pongs are never read;
+* ``connect``: WebSocket handshakes completed and closed at once, over and
+  over (a client stuck in a reconnect loop, or a connection storm);
 * ``download``: not WebSocket at all: plain HTTP GETs of the page's 43 MB
   Rerun Wasm, read as fast as loopback allows, one after the other (a bridge
   started with ``--rerun-url`` serves it). Not abuse, just someone opening
@@ -72,7 +74,7 @@ def _units() -> dict[str, tuple[bytes, int]]:
     }
 
 
-KINDS = ("valid", "heartbeat", "malformed", "fragments", "pings", "download")
+KINDS = ("valid", "heartbeat", "malformed", "fragments", "pings", "connect", "download")
 # Where the page says its Rerun files are (its config script), for ``download``.
 _ASSETS = re.compile(rb'"rerunAssets":\s*"([^"]+)"')
 # One sendall's worth of flood: enough that syscalls cost the flooder nothing per frame.
@@ -84,7 +86,9 @@ class Flooder:
 
     def __init__(self, port: int, kind: str, connections: int, rate: float) -> None:
         self.download = _wasm_request(port) if kind == "download" else None
-        unit, per_unit = _units()[kind] if self.download is None else (self.download, 1)
+        self.reconnect = kind == "connect"
+        # connect and download send no frames: their unit is a handshake, or a GET.
+        unit, per_unit = _units().get(kind, (self.download or b"-", 1))
         self.port = port
         self.rate = rate
         self.per_unit = per_unit
@@ -131,6 +135,8 @@ class Flooder:
                 time.sleep(0.05)
                 continue
             try:
+                if self.reconnect:
+                    continue  # the handshake was the unit; closed below, and again
                 if self.rate > 0:
                     self._paced(sock)
                 else:
@@ -197,7 +203,7 @@ class Flooder:
         with self.lock:
             return {
                 "bytes_sent": self.bytes_sent,
-                "units_sent": self.bytes_sent // len(self.unit),
+                "units_sent": self.connects if self.reconnect else self.bytes_sent // len(self.unit),
                 "messages_per_unit": self.per_unit,
                 "connects": self.connects,
                 "connect_failures": dict(self.connect_failures),

@@ -538,7 +538,8 @@ def render_attack(results: dict[str, Any]) -> list[str]:
         "- Floods, each from 1 and from 8 connections that never read and reconnect when cut off: "
         "`valid` (the viewer's 3D click), `heartbeat`, `malformed` (a twist with a string for a number, "
         "and bytes that are not JSON), `fragments` (messages of 102 empty frames), `pings` (100-byte "
-        "pings whose pongs are never read). `download`: 1 or 8 clients fetching the page's 43 MB Rerun "
+        "pings whose pongs are never read). `connect`: WebSocket handshakes closed as soon as they "
+        "complete, over and over, from 1 or 8 threads. `download`: 1 or 8 clients fetching the page's 43 MB Rerun "
         "Wasm over and over, as fast as loopback takes it (the bridge then runs with `--rerun-url`). "
         "`quiet` is the same measurement without a flood.",
         "- Each twist carries its own `linear_x`, so every send is paired with its own arrival; a twist "
