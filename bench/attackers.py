@@ -108,23 +108,24 @@ class Flooder:
 
     def _connect(self) -> socket.socket | None:
         try:
-            # From another loopback address than the measured clients': the bridge gives each remote
-            # address one message budget, which a flood from the driver's own address would spend.
-            (sock,) = open_connections(self.port, 1, source=FLOOD_SOURCE)
+            if self.download is not None:
+                # Plain HTTP: a connection per GET (the bridge answers with Connection: close).
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=30, source_address=(FLOOD_SOURCE, 0))
+            else:
+                # From another loopback address than the measured clients': the bridge gives each remote
+                # address one message budget, which a flood from the driver's own address would spend.
+                (sock,) = open_connections(self.port, 1, source=FLOOD_SOURCE)
+                # Blocking sends: a bridge that stops reading us holds us in sendall, as TCP should.
+                sock.settimeout(None)
         except (OSError, ConnectionError) as exc:
             with self.lock:
                 self.connect_failures[type(exc).__name__] += 1
             return None
-        # Blocking sends: a bridge that stops reading us holds us in sendall, as TCP should.
-        sock.settimeout(None)
         with self.lock:
             self.connects += 1
         return sock
 
     def _run(self) -> None:
-        if self.download is not None:
-            self._download()
-            return
         first = True
         while True:
             sock = self._connect()
@@ -135,50 +136,29 @@ class Flooder:
                 time.sleep(0.05)
                 continue
             try:
-                if self.reconnect:
-                    continue  # the handshake was the unit; closed below, and again
-                if self.rate > 0:
-                    self._paced(sock)
-                else:
-                    while True:
-                        sock.sendall(self.chunk)
-                        with self.lock:
-                            self.bytes_sent += len(self.chunk)
+                self._use(sock)
             except OSError as exc:
                 with self.lock:
                     self.cut_offs[type(exc).__name__] += 1
             finally:
                 sock.close()
 
-    def _download(self) -> None:
-        # A connection per GET (the bridge answers with Connection: close), read to its end.
-        first = True
-        while True:
-            try:
-                sock = socket.create_connection(("127.0.0.1", self.port), timeout=30, source_address=(FLOOD_SOURCE, 0))
-            except OSError as exc:
+    def _use(self, sock: socket.socket) -> None:
+        """One connection's worth of the flood; returns (or raises) when it is over."""
+        if self.download is not None:
+            sock.sendall(self.download)
+            while chunk := sock.recv(1 << 20):
                 with self.lock:
-                    self.connect_failures[type(exc).__name__] += 1
-                sock = None
-            if first:
-                first = False
-                self.first_round.wait()
-            if sock is None:
-                time.sleep(0.05)
-                continue
-            with self.lock:
-                self.connects += 1
-            try:
-                assert self.download is not None
-                sock.sendall(self.download)
-                while chunk := sock.recv(1 << 20):
-                    with self.lock:
-                        self.bytes_sent += len(chunk)  # for this kind: bytes received
-            except OSError as exc:
+                    self.bytes_sent += len(chunk)  # for this kind: bytes received
+        elif self.reconnect:
+            return  # the handshake was the unit: closed, and again
+        elif self.rate > 0:
+            self._paced(sock)
+        else:
+            while True:
+                sock.sendall(self.chunk)
                 with self.lock:
-                    self.cut_offs[type(exc).__name__] += 1
-            finally:
-                sock.close()
+                    self.bytes_sent += len(self.chunk)
 
     def _paced(self, sock: socket.socket) -> None:
         # Batches every 10 ms: the rate holds on average without a syscall per message.
@@ -203,7 +183,8 @@ class Flooder:
         with self.lock:
             return {
                 "bytes_sent": self.bytes_sent,
-                "units_sent": self.connects if self.reconnect else self.bytes_sent // len(self.unit),
+                # connect and download: a unit is a connection (a handshake, or a whole GET).
+                "units_sent": self.connects if self.reconnect or self.download else self.bytes_sent // len(self.unit),
                 "messages_per_unit": self.per_unit,
                 "connects": self.connects,
                 "connect_failures": dict(self.connect_failures),

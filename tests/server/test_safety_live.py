@@ -46,13 +46,15 @@ def test_kill_9_of_a_driving_client_publishes_zero(bridge_factory: BridgeFactory
 def test_silence_trips_the_deadman_once(bridge_factory: BridgeFactory) -> None:
     server, rec = bridge_factory(deadman_timeout=0.3)
     with client(server) as ws:
+        # Before the send: the bridge receives the twist after this, so its zero cannot come before this
+        # plus the deadman. (The twist's own delivery to the subscriber may lag, so that is no bound.)
+        before_send = time.monotonic()
         ws.send(twist(angular_z=0.8))
         rec.wait_twists(1)
-        sent_at = rec.items[-1][2]
         twists = rec.wait_twists(2, timeout=5)
         assert twists[-1] == Twist.zero()
         tripped_at = rec.items[-1][2]
-        assert tripped_at - sent_at >= 0.3
+        assert tripped_at - before_send >= 0.3
         assert server.snapshot().zeros.get("deadman", 0) == 1
         # After the deadman an explicit stop still acts (one zero: every stop does), and the
         # lease is free: the next twist drives again (announced again).

@@ -53,7 +53,7 @@ MAX_HEAD: Final = 16 * 1024
 _CHUNK: Final = 256 * 1024
 # ...one chunk per turn of the loop, with the loop left idle this long in between: a loop that keeps
 # writing never lets the lanes' threads have the GIL (docs/architecture.md, "Threads and the GIL"), and
-# the 43 MB Wasm written flat out to a fast reader held commands for the bus up to 45 ms.
+# the 43 MB Wasm written flat out to 8 fast readers held a stop for the bus up to 75 ms.
 _GAP: Final = 0.001
 # The transport may hold this much unsent before writing pauses (asyncio's flow control).
 _HIGH_WATER: Final = 512 * 1024
