@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from tests.conftest import BridgeFactory, client, recv_json, twist, wait_until
+from viewer_bridge import Twist
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -55,7 +56,10 @@ def test_counters_move_as_frames_arrive(bridge_factory: BridgeFactory) -> None:
     assert value(after, "viewer_bridge_published_total", stream="clicked_point", transport="inprocess") == 1
     assert value(after, "viewer_bridge_published_total", stream="stop_movement", transport="inprocess") == 1
     assert value(after, "viewer_bridge_zero_twists_total", cause="deadman") == 1
-    assert value(after, "viewer_bridge_watchdog_zeros_total") == 0  # the loop was on time
+    # Normally the loop's own timer sends the zero; a loop held past the watchdog's grace (a loaded
+    # machine) leaves it to the watchdog. Either way the metric is the bridge's count, and one zero went out.
+    assert value(after, "viewer_bridge_watchdog_zeros_total") == server.snapshot().watchdog_zeros in (0, 1)
+    assert rec.twists.count(Twist.zero()) == 1
     assert value(after, "viewer_bridge_paused_clients") == 0
     assert value(after, "viewer_bridge_loop_lag_seconds_count") > 0
     assert value(after, "viewer_bridge_lease_changes_total") == 2
