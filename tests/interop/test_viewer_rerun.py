@@ -80,6 +80,8 @@ def awareness_session() -> Iterator[Session]:
 def click_goal(session: Session) -> tuple[int, int]:
     """Click the middle of the cloud; returns the pixel. The pointer is parked afterwards (no hover highlight)."""
     viewer, display = session.viewer, session.display
+    # The viewer draws its scene whether or not its WebSocket is up yet; on a loaded machine it may not be.
+    wait_until(lambda: session.bridge.snapshot().clients == 1, DRAWN, 0.05, "the viewer connected to the bridge")
     viewer.park_pointer()
     pixel = wait_until(lambda: display.grab().find_solid_region_pixel(CLOUD_RGB, viewer.view_rect), DRAWN, 0.2,
                        "the cloud on screen")
