@@ -288,7 +288,11 @@ def test_shows_the_bridges_errors(bridge: tuple[RerunWebSocketServer, Recorder],
         term.keys("w")
         term.wait_screen("not_driver: #0002 is driving")
         other.stop()
-    assert rec.twists == [drive(0.1), Twist.zero()]
+    rec.wait_twists(2)
+    # While #0002 drove, the refused key moved nothing. After the stop the lease is free, and whether the
+    # teleop still counts w as held then (it re-sends for a moment after a press) is timing: a drive of
+    # its own may follow, and that is not what this test is about.
+    assert rec.twists[:2] == [drive(0.1), Twist.zero()]
 
 
 def test_shows_the_connection_state_while_no_bridge_answers(teleop: TeleopFactory) -> None:
