@@ -17,7 +17,10 @@ thread keeps making them does not get it until the loop blocks: without
 the gaps, a flush to a thousand clients (about 20 ms) held back the
 delivery of the very twist that caused it on the subscribers' and bus
 lanes for all of that time. With them, a driver's next twist, on the loop
-or on a lane, waits behind one chunk at most.
+or on a lane, waits behind one chunk at most. Each chunk reads the state as
+it is when the chunk is sent (the client count is the flush's), and a
+change during a flush is followed by another flush, so every client ends up
+told the state as it is.
 
 dimos-viewer ignores every frame the bridge sends, so it is unaffected; the
 bridge's own clients (the page, the terminal teleop, ``ViewerClient``) show
