@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from viewer_bridge.core.logsafe import clean, redact_target
+from viewer_bridge.server.pacing import LOOP_GAP
 
 __all__ = ["MAX_HEAD", "FrontDoor", "Request", "Response", "Upgrade", "reason_phrase"]
 
@@ -49,12 +50,9 @@ log = logging.getLogger(__name__)
 
 # A request head larger than this is refused (431): real ones are a few hundred bytes.
 MAX_HEAD: Final = 16 * 1024
-# Bodies are written this much at a time, as the transport drains.
-_CHUNK: Final = 256 * 1024
-# ...one chunk per turn of the loop, with the loop left idle this long in between: a loop that keeps
-# writing never lets the lanes' threads have the GIL (docs/architecture.md, "Threads and the GIL"), and
+# Bodies are written this much at a time, with the loop idle for LOOP_GAP in between (server/pacing.py):
 # the 43 MB Wasm written flat out to 8 fast readers held a stop for the bus up to 75 ms.
-_GAP: Final = 0.001
+_CHUNK: Final = 256 * 1024
 # The transport may hold this much unsent before writing pauses (asyncio's flow control).
 _HIGH_WATER: Final = 512 * 1024
 _TOKEN: Final = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -285,7 +283,7 @@ class FrontDoor(asyncio.BufferedProtocol):
         # body goes straight to an empty socket buffer, closing the transport then makes asyncio 3.11 call
         # connection_lost twice (the second time on a transport already torn down: a logged traceback).
         if self._next is None:
-            self._next = asyncio.get_running_loop().call_later(_GAP, self._write_more)
+            self._next = asyncio.get_running_loop().call_later(LOOP_GAP, self._write_more)
 
     # -- for the router ---------------------------------------------------------------
 
@@ -356,7 +354,7 @@ class FrontDoor(asyncio.BufferedProtocol):
         if self._body is None:
             transport.close()  # after what is queued has been sent
         elif self._writing:
-            self._next = asyncio.get_running_loop().call_later(_GAP, self._write_more)
+            self._next = asyncio.get_running_loop().call_later(LOOP_GAP, self._write_more)
 
 
 def _upgrade_head(request: Request) -> bytes:

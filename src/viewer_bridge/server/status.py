@@ -10,14 +10,13 @@ half a second, the round trip to a tenth of a millisecond) so that a held
 key's refreshes do not count as changes.
 
 A flush works out what every client is told alike once, and tells the
-clients a chunk at a time, with the loop left idle for ``_GAP`` before the
-flush and between chunks. Each send is a system call (about 18 µs per
-client on loopback), and a thread that waits for the GIL while the loop's
-thread keeps making them does not get it until the loop blocks: without
-the gaps, a flush to a thousand clients (about 20 ms) held back the
-delivery of the very twist that caused it on the subscribers' and bus
-lanes for all of that time. With them, a driver's next twist, on the loop
-or on a lane, waits behind one chunk at most. Each chunk reads the state as
+clients a chunk at a time, with the loop left idle for
+:data:`~viewer_bridge.server.pacing.LOOP_GAP` before the flush and between
+chunks. Each send is a system call (about 18 µs per client on loopback):
+without the gaps, a flush to a thousand clients (about 20 ms) kept the lanes
+off the GIL, and with them the very twist that caused it (see
+:mod:`~viewer_bridge.server.pacing`). With them, a driver's next twist, on
+the loop or on a lane, waits behind one chunk at most. Each chunk reads the state as
 it is when the chunk is sent (the client count is the flush's), and a
 change during a flush is followed by another flush, so every client ends up
 told the state as it is.
@@ -36,15 +35,14 @@ from typing import Final, NamedTuple, Protocol
 
 from viewer_bridge.core.protocol import Axes, EstopState, Status, encode_status
 from viewer_bridge.core.safety import SafetyController
+from viewer_bridge.server.pacing import LOOP_GAP
 
 __all__ = ["MAX_RATE", "StatusBoard"]
 
 # Status frames per second at most, to all clients together.
 MAX_RATE: Final = 10.0
-# Clients told per chunk (about 1 ms of sends), and how long the loop is left idle before a flush and
-# between its chunks, so the lanes' and the watchdog's threads get the GIL (see the module docstring).
+# Clients told per chunk: about 1 ms of sends.
 _CHUNK: Final = 64
-_GAP: Final = 0.001
 
 
 class Client(Protocol):
@@ -91,7 +89,7 @@ class StatusBoard:
         self._name_of = name_of
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.Handle | None = None  # the next flush, or the rest of this one
+        self._timer: asyncio.TimerHandle | None = None  # the next flush, or the rest of this one
         self._unsent: collections.deque[Client] = collections.deque()  # this flush's clients not yet told
         self._told = 0  # how many clients this flush tells of (each status says)
         self._again = False  # the status changed mid-flush
@@ -166,7 +164,7 @@ class StatusBoard:
         # Never inline: the change's own publishes are on their lanes, and the threads delivering them
         # need the GIL before the sends begin.
         wait = self._last_sent + 1.0 / MAX_RATE - self._clock()
-        self._timer = loop.call_later(max(wait, _GAP), self._flush)
+        self._timer = loop.call_later(max(wait, LOOP_GAP), self._flush)
 
     def _flush(self) -> None:
         self._timer = None
@@ -193,7 +191,7 @@ class StatusBoard:
             self._deliver(client, self._status(client, now, safety, view, self._told))
         loop = self._loop
         if unsent and loop is not None:
-            self._timer = loop.call_later(_GAP, self._send_some)
+            self._timer = loop.call_later(LOOP_GAP, self._send_some)
         elif self._again:
             self._again = False
             self.changed()
