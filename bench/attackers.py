@@ -87,13 +87,13 @@ class Flooder:
     def __init__(self, port: int, kind: str, connections: int, rate: float) -> None:
         self.download = _wasm_request(port) if kind == "download" else None
         self.reconnect = kind == "connect"
-        # connect and download send no frames: their unit is a handshake, or a GET.
-        unit, per_unit = _units().get(kind, (self.download or b"-", 1))
+        # connect and download send no frames (b""): their unit is a connection, a handshake or a GET.
+        unit, per_unit = _units().get(kind, (b"", 1))
         self.port = port
         self.rate = rate
         self.per_unit = per_unit
         self.unit = unit
-        self.chunk = unit * max(1, CHUNK_BYTES // len(unit))
+        self.chunk = unit * max(1, CHUNK_BYTES // len(unit)) if unit else b""
         self.lock = threading.Lock()
         self.bytes_sent = 0
         self.connects = 0
@@ -183,8 +183,7 @@ class Flooder:
         with self.lock:
             return {
                 "bytes_sent": self.bytes_sent,
-                # connect and download: a unit is a connection (a handshake, or a whole GET).
-                "units_sent": self.connects if self.reconnect or self.download else self.bytes_sent // len(self.unit),
+                "units_sent": self.bytes_sent // len(self.unit) if self.unit else self.connects,
                 "messages_per_unit": self.per_unit,
                 "connects": self.connects,
                 "connect_failures": dict(self.connect_failures),
