@@ -143,7 +143,6 @@ def test_a_trail_follows_the_last_goals(
     assert tap.values("bridge/goal", "Points3D:labels")[-1].startswith("goal 7: (7.00, 14.00, 0.10)")
 
 
-
 def test_a_flood_of_clicks_logs_at_most_ten_goals_a_second_and_the_last_is_the_newest(
     rerun_server: RerunServer, bridge_factory: BridgeFactory, tmp_path: Path
 ) -> None:
@@ -165,6 +164,7 @@ def test_a_flood_of_clicks_logs_at_most_ten_goals_a_second_and_the_last_is_the_n
     assert len(logged) <= 1 + elapsed / 0.1, (len(logged), elapsed)
     assert len(logged) < clicks / 10
     assert tap.values("bridge/goal", "Points3D:labels")[-1].startswith(f"goal {len(logged)}: ({clicks:.2f}, 0.00")
+
 
 def test_refusals_of_a_flood_are_summed_up_not_logged_one_by_one(
     rerun_server: RerunServer, bridge_factory: BridgeFactory, tmp_path: Path

@@ -119,7 +119,6 @@ def test_a_client_that_floods_for_long_is_closed_with_1008(bridge_factory: Bridg
     assert server.snapshot().flood_closes == 1
 
 
-
 def test_a_new_connection_gets_part_of_its_frame_budget_not_the_whole_burst(bridge_factory: BridgeFactory) -> None:
     # 1000 frames/s, 2 s deep: 1900 heartbeats at once fit the burst, but not what a new connection starts
     # with (512), so reconnecting cannot buy a flooder a whole burst. It is paused, not cut: every frame is
@@ -132,6 +131,7 @@ def test_a_new_connection_gets_part_of_its_frame_budget_not_the_whole_burst(brid
         # The last of them leave it in debt a moment more; then it is read again like anyone.
         wait_until(lambda: server.snapshot().paused_clients == 0, timeout=10, what="the client to be read again")
         assert server.snapshot().flood_closes == 0
+
 
 def test_a_client_that_does_not_read_its_pongs_is_closed(bridge_factory: BridgeFactory) -> None:
     server, _ = bridge_factory(frame_budget=1e6, flood_close_after=60.0)
