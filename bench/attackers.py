@@ -133,7 +133,9 @@ class Flooder:
                 first = False
                 self.first_round.wait()
             if sock is None:
-                time.sleep(0.05)
+                # A storm of handshakes retries at once (a refusal is what it is measuring); the others pause.
+                if not self.reconnect:
+                    time.sleep(0.05)
                 continue
             try:
                 self._use(sock)

@@ -89,7 +89,8 @@ def builtin_targets() -> dict[str, TargetSpec]:
             # DimOS has no per-client or per-host rate limit, frame budget,
             # connection caps or link limits; the bridge's defaults (200 msg/s
             # and 2000 frames/s per client, 400 msg/s per host, 256
-            # connections, 32 handshakes in flight per address) would turn the
+            # connections, 32 handshakes in flight and 20 new connections a
+            # second, 100 at once, per address) would turn the
             # throughput and idle scenarios, all from one loopback address,
             # into tests of those limits, and the load generator answers no
             # pings, which the link limits take for a dead link (twists
@@ -107,6 +108,8 @@ def builtin_targets() -> dict[str, TargetSpec]:
                 "max_connections=4096",
                 "--kwarg",
                 "max_pending_per_address=4096",
+                "--kwarg",
+                "connect_rate=0",
                 "--kwarg",
                 "link_limits=false",
             ),

@@ -420,6 +420,21 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             metavar="S",
         ),
     ] = 10.0
+    # A page load is a few connections (the bridge closes each HTTP answer's), a viewer reconnects every
+    # second or slower: twenty a second with a hundred at once never bites them. A handshake costs about
+    # half a millisecond of the loop; a refusal here a small fraction of that.
+    connect_rate: Annotated[
+        Number,
+        _setting(
+            "new connections per second one address may open (WebSocket or HTTP); more get 429 at once; 0 = off",
+            ge=0,
+            metavar="PER_S",
+        ),
+    ] = 20.0
+    connect_burst: Annotated[
+        Number,
+        _setting("how many of them it may open at once, before connect_rate applies", ge=1, metavar="N"),
+    ] = 100.0
     # A browser opens at most six at a time.
     max_pending_per_address: Annotated[
         int,

@@ -84,3 +84,59 @@ def test_an_address_shares_one_bucket_which_outlives_its_connections_until_full(
 
 def test_no_bucket_when_the_host_limit_is_off() -> None:
     assert PeerGuard(host_rate=0.0).bucket("A", 0.0) is None
+
+
+def test_new_connections_spend_their_address_budget_and_a_refusal_says_how_long_to_wait() -> None:
+    guard = PeerGuard(connect_rate=10.0, connect_burst=3.0)
+    assert [guard.connect("A", 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert guard.connect("A", 0.0) == pytest.approx(0.1)  # one token takes 1/10 s
+    assert guard.connect("A", 0.04) == pytest.approx(0.06)
+    assert guard.connect("B", 0.04) == 0.0  # another address has a budget of its own
+    # A refused attempt spent nothing: the token is there exactly when the refusal said.
+    assert guard.connect("A", 0.0999) > 0.0
+    assert guard.connect("A", 0.1) == 0.0
+    assert guard.connect("A", 0.1) > 0.0
+    assert guard.throttled == 4
+
+
+def test_the_connection_budget_refills_to_its_burst_and_no_further() -> None:
+    guard = PeerGuard(connect_rate=10.0, connect_burst=2.0)
+    for _ in range(2):
+        assert guard.connect("A", 0.0) == 0.0
+    # An hour idle buys the burst back, not 36000 connections.
+    assert [guard.connect("A", 3600.0) for _ in range(3)][:2] == [0.0, 0.0]
+    assert guard.connect("A", 3600.0) == pytest.approx(0.1)
+
+
+def test_no_connection_budget_when_the_rate_is_off() -> None:
+    guard = PeerGuard(connect_rate=0.0)
+    assert all(guard.connect("A", 0.0) == 0.0 for _ in range(10_000))
+    assert guard.throttled == 0
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "named"),
+    [(-1.0, 5.0, "connect_rate"), (float("nan"), 5.0, "connect_rate"), (float("inf"), 5.0, "connect_rate"),
+     (10.0, 0.5, "connect_burst"), (10.0, float("inf"), "connect_burst")],
+)
+def test_a_bad_connection_budget_is_refused_with_its_value(rate: float, burst: float, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        PeerGuard(connect_rate=rate, connect_burst=burst)
+
+
+def test_connection_budgets_stay_bounded_over_many_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    import viewer_bridge.core.peers as peers
+
+    monkeypatch.setattr(peers, "_MAX_TRACKED", 4)
+    guard = PeerGuard(connect_rate=1.0, connect_burst=2.0)
+    for i in range(4):
+        guard.connect(f"10.0.0.{i}", 0.0)
+    guard.connect("10.0.0.0", 0.0)  # the first address has spent its burst
+    # Full: at 0.5 s the three others are not yet full again, so the longest-known goes.
+    guard.connect("10.0.0.9", 0.5)
+    assert list(guard._connects) == ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.9"]
+    # At 10 s every bucket is full: all are forgotten before a new one is made, and nothing changes
+    # for the forgotten (a new bucket is as full as theirs).
+    guard.connect("10.0.0.10", 10.0)
+    assert len(guard._connects) == 1
+    assert [guard.connect("10.0.0.0", 10.0) for _ in range(2)] == [0.0, 0.0]

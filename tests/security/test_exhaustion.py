@@ -80,8 +80,8 @@ def test_idle_sockets_from_many_addresses_make_room_for_a_viewer(
 def test_at_the_fd_limit_accept_errors_are_one_warning_with_a_count(
     child_bridge: type[ChildBridge], attacker: Sockets
 ) -> None:
-    # Allowed connections beyond what the descriptors hold: accept() itself runs out.
-    bridge = child_bridge("--max-connections", "4000", fd_limit=256)
+    # Allowed connections beyond what the descriptors hold, as fast as they come: accept() itself runs out.
+    bridge = child_bridge("--max-connections", "4000", "--connect-rate", "0", fd_limit=256)
     with contextlib.ExitStack() as clients:
         for _ in range(300):
             try:

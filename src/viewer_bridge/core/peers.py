@@ -1,9 +1,16 @@
-"""What one remote address may cost the bridge, sans I/O: pre-auth connections, failed tokens, messages.
+"""What one remote address may cost the bridge, sans I/O: new connections, pre-auth ones, failed tokens, messages.
 
 The per-connection limits (:mod:`viewer_bridge.core.connection`) bound what
 one socket can do; an attacker simply opens more. :class:`PeerGuard` keeps
 the accounts per remote address, with the clock passed in:
 
+* **New connections**: one token bucket per address (``connect_rate`` per
+  second, ``connect_burst`` deep), spent by each request a connection makes.
+  Past it the request is refused before anything else about it is looked
+  at, which costs a small part of a WebSocket handshake: a client stuck in
+  a reconnect loop, or a handshake storm, gets ``connect_rate`` handshakes a
+  second out of the bridge instead of a whole core. Refused attempts spend
+  nothing, so a client that backs off gets in as soon as the bucket allows.
 * **Connections that have not authenticated yet** (from accept until the
   request is upgraded, or its answer is written): at most
   ``max_pending_per_peer`` per address, the rest refused at once; and at
@@ -28,6 +35,7 @@ address.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections import deque
@@ -39,13 +47,16 @@ from viewer_bridge.core.ratelimit import TokenBucket
 
 __all__ = ["Admission", "PeerGuard", "peer_of"]
 
-# Past this many addresses with failures on record, the stale ones are forgotten
-# (and if none are stale, the oldest): the accounts must not grow without bound.
+# Past this many addresses with failures (or connection budgets) on record, the stale ones are
+# forgotten (and if none are stale, the oldest): the accounts must not grow without bound.
 _MAX_TRACKED: Final = 65536
 # Shared message buckets no connection uses any more are dropped, once full again, past this many.
 _PRUNE_AT: Final = 256
 
 
+# Every connection's address is looked up more than once (at accept, at its request), and a storm
+# comes from few addresses; ipaddress's parsing is most of the cost of a refusal without this.
+@functools.lru_cache(maxsize=4096)
 def peer_of(address: str) -> str:
     """The account an address is charged to: itself for IPv4, its /64 for IPv6."""
     try:
@@ -83,17 +94,25 @@ class PeerGuard:
         auth_window: float = 60.0,
         host_rate: float = 0.0,
         host_burst: float = 1.0,
+        connect_rate: float = 0.0,
+        connect_burst: float = 1.0,
     ) -> None:
         if max_pending_per_peer < 1 or max_pending < 1:
             raise ValueError("max_pending_per_peer and max_pending must be >= 1")
         if auth_failures < 1 or not (math.isfinite(auth_window) and auth_window > 0):
             raise ValueError("auth_failures must be >= 1 and auth_window a finite number > 0")
+        if not (math.isfinite(connect_rate) and connect_rate >= 0):
+            raise ValueError(f"connect_rate must be a finite number >= 0, got {connect_rate!r}")
+        if not (math.isfinite(connect_burst) and connect_burst >= 1):
+            raise ValueError(f"connect_burst must be a finite number >= 1, got {connect_burst!r}")
         self.max_pending_per_peer = max_pending_per_peer
         self.max_pending = max_pending
         self.auth_failures = auth_failures
         self.auth_window = auth_window
         self.host_rate = host_rate
         self.host_burst = host_burst
+        self.connect_rate = connect_rate
+        self.connect_burst = connect_burst
         # Pending connections by peer, oldest first; and peers by how many they hold,
         # so the heaviest is found without a scan (an attack may spread over thousands of addresses).
         self._pending: dict[str, dict[Hashable, None]] = {}
@@ -102,11 +121,42 @@ class PeerGuard:
         self._heaviest = 0
         self._failures: dict[str, deque[float]] = {}
         self._buckets: dict[str, _Shared] = {}
+        self._connects: dict[str, TokenBucket] = {}
         # Counters for metrics and logs.
         self.refused = 0
         self.evicted = 0
         self.failed = 0
         self.braked = 0
+        self.throttled = 0
+
+    # -- new connections ----------------------------------------------------------
+
+    def connect(self, peer: str, now: float) -> float:
+        """A connection from ``peer`` made its request: 0.0 if its budget allows it (one token spent).
+
+        Otherwise the seconds until it would, and nothing is spent. Always 0.0
+        when the limit is off (``connect_rate`` 0).
+        """
+        if self.connect_rate <= 0:
+            return 0.0
+        bucket = self._connects.get(peer)
+        if bucket is None:
+            if len(self._connects) >= _MAX_TRACKED:
+                self._forget_connects(now)
+            bucket = self._connects[peer] = TokenBucket(self.connect_rate, self.connect_burst, now)
+        if bucket.allow(now):
+            return 0.0
+        self.throttled += 1
+        return bucket.time_until(1.0, now)
+
+    def _forget_connects(self, now: float) -> None:
+        # A full bucket is what a new one would be: forgetting it changes nothing for its address.
+        full = [peer for peer, bucket in self._connects.items() if bucket.level(now) >= bucket.burst]
+        for peer in full:
+            del self._connects[peer]
+        # Past that, the longest-known addresses start again with a full burst: memory stays bounded.
+        while len(self._connects) >= _MAX_TRACKED:
+            del self._connects[next(iter(self._connects))]
 
     # -- connections that have not authenticated ------------------------------
 

@@ -101,6 +101,8 @@ class HttpRoutes:
             auth_window=config.auth_window,
             host_rate=host_rate,
             host_burst=host_burst,
+            connect_rate=config.connect_rate,
+            connect_burst=config.connect_burst,
         )
 
     def body_limit(self, request: Request) -> int:
@@ -151,6 +153,9 @@ class HttpRoutes:
     def front(self, request: Request) -> Response | Upgrade:
         server = self._server
         config = server.config
+        throttled = self._throttled(request)
+        if throttled is not None:
+            return throttled
         target = request.target
         path, query = split_target(target)
         headers = request.headers
@@ -243,6 +248,27 @@ class HttpRoutes:
     def _shown(self, path: str) -> str:
         """A client's path as it may appear in a reason (which is also logged): redacted, escaped, short."""
         return redact_target(path, self.tokens.secrets, limit=100)
+
+    def _throttled(self, request: Request) -> Response | None:
+        """The 429 for a request whose address opens connections faster than ``connect_rate`` allows.
+
+        Decided before anything else about the request is looked at: the
+        refusal costs a small part of what a WebSocket handshake does. It is
+        made once the request head is read, not at accept, so the answer is
+        not lost to a reset when the client's request arrives after the close.
+        """
+        peer = peer_of(request.peer[0]) if request.peer is not None else "?"
+        wait = self.guard.connect(peer, self._server.clock())
+        if wait <= 0:
+            return None
+        self._server.stats.connect_throttled += 1
+        retry = math.ceil(wait)
+        why = f"too many new connections from {peer} (connect_rate {self.guard.connect_rate:g}/s); retry in {retry} s"
+        if not self._note("connect_rate", "HTTP 429 to %s: %s", clean(peer), why):
+            log.debug("HTTP 429 to %s: %s", clean(peer), why)
+        return Response(429, _json({"type": "error", "status": 429, "reason": why}), _no_store(
+            {**_JSON, "Retry-After": str(retry)}
+        ))
 
     def _authenticate(self, request: Request, query: Mapping[str, list[str]]) -> Principal | Response:
         """Whose token the request carries; or the 401/429 to answer."""

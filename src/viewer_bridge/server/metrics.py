@@ -77,6 +77,7 @@ class BridgeStats:
         # oldest of the heaviest address, at max_pending), shed (accept() ran out of descriptors).
         self.preauth_refused: Counter[str] = Counter()
         self.auth_failures = 0  # requests with a wrong or missing token
+        self.connect_throttled = 0  # requests answered 429: their address opens connections too fast
         self.frames: dict[str, int] = dict.fromkeys(MESSAGE_TYPES, 0)  # by type
         self.rejects: Counter[str] = Counter()  # by reason
         # Messages handed to the outlet, by stream (each destination counts its own deliveries).
@@ -144,6 +145,11 @@ class _StatsCollector(Collector):
         yield preauth
         yield CounterMetricFamily(
             "viewer_bridge_auth_failures", "Requests with a wrong or missing token", value=s.auth_failures
+        )
+        yield CounterMetricFamily(
+            "viewer_bridge_connect_throttled",
+            "Requests answered 429 because their address opened connections faster than connect_rate",
+            value=s.connect_throttled,
         )
         by_token = GaugeMetricFamily(
             "viewer_bridge_token_connections", "Open WebSocket connections by token name and role",

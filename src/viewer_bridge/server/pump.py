@@ -151,6 +151,8 @@ class BridgeSnapshot:
     """Connections dropped before a complete request: ``per_address``, ``evicted``, ``shed``."""
     auth_failures: int = 0
     """Requests with a wrong or missing token."""
+    connect_throttled: int = 0
+    """Requests answered 429 because their address opened connections faster than ``connect_rate``."""
     robots: dict[str, RobotSnapshot] = field(default_factory=dict)
     """A fleet station's robots by name (empty without a ``robots`` table)."""
 
@@ -854,6 +856,7 @@ class AsyncRerunWebSocketServer:
             deliveries=self._deliveries(),
             preauth_dropped=Counter(stats.preauth_refused),
             auth_failures=stats.auth_failures,
+            connect_throttled=stats.connect_throttled,
             robots=self.fleet.snapshots() if self.fleet is not None else {},
         )
 
