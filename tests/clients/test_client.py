@@ -15,6 +15,7 @@ import pytest
 import trustme
 
 from tests.conftest import Recorder, wait_until
+from tests.security.conftest import get
 from viewer_bridge import RerunWebSocketServer
 from viewer_bridge.clients.client import (
     AsyncViewerClient,
@@ -24,6 +25,7 @@ from viewer_bridge.clients.client import (
     NotConnected,
     ServerError,
     ViewerClient,
+    _retry_after,
     redact_url,
 )
 from viewer_bridge.core.messages import PointStamped, Twist, Vector3
@@ -424,3 +426,30 @@ def test_blocking_client_callbacks_and_connect_errors(bridge_factory: BridgeFact
     assert seen[:2] == [ConnectionState.CONNECTING, ConnectionState.CONNECTED]
     assert [e.reason for e in seen if isinstance(e, ServerError)] == ["not_an_object"]
     assert seen[-1] is ConnectionState.CLOSED
+
+
+@run_async
+async def test_a_refusal_with_retry_after_is_waited_out_not_retried_at_once(bridge_factory: BridgeFactory) -> None:
+    # One new connection a second from this address, and the test's own request spends it.
+    server, _ = await asyncio.to_thread(bridge_factory, connect_rate=1.0, connect_burst=1)
+    port = server.bound_port or 0
+    assert (await asyncio.to_thread(get, port, "/healthz")).status == 200
+    client = AsyncViewerClient(server.websocket_url(), backoff=fast_backoff())
+    client.start()
+    await client.wait_connected(timeout=10)
+    await client.close()
+    # Refused once (429, Retry-After: 1), it waited the second out: its 20 ms backoff alone would have
+    # been refused again and again.
+    assert server.snapshot().connect_throttled == 1
+    error = client.last_connect_error
+    assert error is not None and error.status == 429 and error.retry_after == 1.0
+    assert "HTTP 429: too many new connections from 127.0.0.1 (connect_rate 1/s); retry in 1 s" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("3", 3.0), (" 10 ", 10.0), ("0", 0.0), ("86400", 60.0), ("Wed, 21 Oct 2026 07:28:00 GMT", None), ("-1", None),
+     ("1.5", None), ("\u0661", None), ("", None), (None, None)],
+)
+def test_retry_after_is_read_as_whole_seconds_up_to_a_minute(header: str | None, seconds: float | None) -> None:
+    assert _retry_after(header) == seconds

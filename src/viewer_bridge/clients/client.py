@@ -40,7 +40,8 @@ clocks need not agree.
 Reconnecting. With ``reconnect=True`` (the default) a lost connection is
 redialled in the background with exponential backoff and jitter (unlike the
 viewer's fixed 1 s, so a fleet of clients does not hammer a restarting
-bridge in step). Messages sent while disconnected raise
+bridge in step); a refusal that says when to come back (``Retry-After``, as
+the bridge's 429 and 503 do) is waited out, up to a minute. Messages sent while disconnected raise
 :class:`NotConnected`; nothing is queued, because a velocity command
 delivered late is worse than none (the viewer's 256-message queue can replay
 keys pressed a second before the bridge came back).
@@ -101,6 +102,9 @@ DEFAULT_URL: Final = "ws://127.0.0.1:3030/ws"
 # Real messages are ~200 bytes and error frames a few hundred; anything near
 # this from a bridge is a bug, and the cap bounds what a bad peer can make us buffer.
 _MAX_INCOMING: Final = 1 << 20
+# A bridge's Retry-After is waited out up to this many seconds: a bigger one is a misconfiguration,
+# and asking again costs the bridge a cheap refusal.
+_MAX_RETRY_AFTER: Final = 60.0
 # Server errors kept for `errors` (history) when nobody reads them.
 _ERROR_HISTORY: Final = 100
 
@@ -148,11 +152,13 @@ class ServerError(ClientError):
 
 class ConnectError(ClientError):
     """The connection could not be opened. ``status`` is the HTTP status when the bridge refused
-    the upgrade (401 wrong or missing token, 403 Origin, 404 wrong path, 503 full), else ``None``."""
+    the upgrade (401 wrong or missing token, 403 Origin, 404 wrong path, 429 too many new connections
+    from this address, 503 full), else ``None``; ``retry_after`` the seconds its ``Retry-After`` asked for."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class NotConnected(ClientError):
@@ -370,6 +376,7 @@ class AsyncViewerClient:
                 f"the bridge at {where} refused the connection: HTTP {response.status_code}"
                 + (f": {why}" if why else ""),
                 status=response.status_code,
+                retry_after=_retry_after(response.headers.get("Retry-After")),
             )
         except ssl_module.SSLError as exc:
             hint = ""
@@ -426,10 +433,11 @@ class AsyncViewerClient:
 
     async def _redial(self) -> ClientConnection | None:
         first = self.state is ConnectionState.IDLE
+        asked = 0.0  # what the last refusal's Retry-After asked for
         while not self._closing:
             if not first:
                 self._set_state(ConnectionState.DISCONNECTED)
-                await asyncio.sleep(self.backoff.next_delay())
+                await asyncio.sleep(max(self.backoff.next_delay(), asked))
                 if self._closing:
                     return None
             first = False
@@ -437,6 +445,7 @@ class AsyncViewerClient:
             try:
                 return await self._dial()
             except ConnectError as exc:
+                asked = exc.retry_after or 0.0
                 log.debug("%s", exc)
         return None
 
@@ -654,6 +663,14 @@ class AsyncViewerClient:
     async def heartbeat(self, timestamp_ms: int | None = None) -> None:
         """Liveness only; the bridge publishes nothing for it."""
         await self._send_struct(Heartbeat(int(_now_ms() if timestamp_ms is None else timestamp_ms)))
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (RFC 9110 10.2.3), at most a minute; None if absent or a date."""
+    seconds = (value or "").strip()
+    if not (seconds.isascii() and seconds.isdigit()):
+        return None
+    return min(float(seconds), _MAX_RETRY_AFTER)
 
 
 def _notify(
