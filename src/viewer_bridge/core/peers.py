@@ -7,9 +7,10 @@ the accounts per remote address, with the clock passed in:
 * **New connections**: one token bucket per address (``connect_rate`` per
   second, ``connect_burst`` deep), spent by each request a connection makes.
   Past it the request is refused before anything else about it is looked
-  at, which costs a small part of a WebSocket handshake: a client stuck in
-  a reconnect loop, or a handshake storm, gets ``connect_rate`` handshakes a
-  second out of the bridge instead of a whole core. Refused attempts spend
+  at: a client stuck in a reconnect loop, or a handshake storm, gets
+  ``connect_rate`` sessions a second out of the bridge, and each refusal
+  costs about half of what a handshake and its session would (accepting
+  and closing the socket is most of what is left). Refused attempts spend
   nothing, so a client that backs off gets in as soon as the bucket allows.
 * **Connections that have not authenticated yet** (from accept until the
   request is upgraded, or its answer is written): at most

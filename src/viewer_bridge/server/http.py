@@ -252,8 +252,7 @@ class HttpRoutes:
     def _throttled(self, request: Request) -> Response | None:
         """The 429 for a request whose address opens connections faster than ``connect_rate`` allows.
 
-        Decided before anything else about the request is looked at: the
-        refusal costs a small part of what a WebSocket handshake does. It is
+        Decided before anything else about the request is looked at. It is
         made once the request head is read, not at accept, so the answer is
         not lost to a reset when the client's request arrives after the close.
         """
