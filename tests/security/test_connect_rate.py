@@ -10,7 +10,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.conftest import BridgeFactory, wait_until
-from tests.security.conftest import get
+from tests.security.conftest import get, http
+from viewer_bridge import Bool
 
 
 def test_an_address_over_its_connection_budget_gets_429_and_others_do_not(bridge_factory: BridgeFactory) -> None:
@@ -73,3 +74,21 @@ def test_the_budget_can_be_turned_off(bridge_factory: BridgeFactory) -> None:
     port = server.bound_port or 0
     assert {get(port, "/healthz", source="127.0.0.2").status for _ in range(50)} == {200}
     assert server.snapshot().connect_throttled == 0
+
+
+def test_an_estop_is_never_held_back_by_the_connection_budget(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory(connect_rate=0.01, connect_burst=1)
+    port = server.bound_port or 0
+    assert get(port, "/healthz", source="127.0.0.2").status == 200
+    assert get(port, "/healthz", source="127.0.0.2").status == 429  # the budget is spent
+    body = b'{"reason":"drill"}'
+    latch = http(
+        port,
+        f"POST /estop HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode() + body,
+        source="127.0.0.2",
+    )
+    assert latch.status == 200, latch
+    wait_until(lambda: rec.of("estop") == [Bool(True)], what="the latch on the estop stream")
+    assert get(port, "/healthz", source="127.0.0.2").status == 429  # and it spent nothing
+    assert server.snapshot().connect_throttled == 2

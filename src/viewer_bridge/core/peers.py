@@ -12,6 +12,7 @@ the accounts per remote address, with the clock passed in:
   costs about half of what a handshake and its session would (accepting
   and closing the socket is most of what is left). Refused attempts spend
   nothing, so a client that backs off gets in as soon as the bucket allows.
+  (The server never asks for an e-stop: stopping must not depend on it.)
 * **Connections that have not authenticated yet** (from accept until the
   request is upgraded, or its answer is written): at most
   ``max_pending_per_peer`` per address, the rest refused at once; and at

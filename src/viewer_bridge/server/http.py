@@ -70,6 +70,7 @@ StaticResponder = Callable[[str, Mapping[str, str]], "tuple[bytes, dict[str, str
 _READ_METHODS: Final = ("GET", "HEAD")
 _JSON: Final = {"Content-Type": "application/json"}
 _AUTHENTICATED: Final = ("/healthz", "/metrics", "/status", "/config")
+_ESTOP_PATHS: Final = ("/estop", "/estop/clear")
 # One INFO line per refusal status (and per pre-auth complaint) this often; the rest are counted.
 _LOG_INTERVAL: Final = 10.0
 
@@ -153,11 +154,14 @@ class HttpRoutes:
     def front(self, request: Request) -> Response | Upgrade:
         server = self._server
         config = server.config
-        throttled = self._throttled(request)
-        if throttled is not None:
-            return throttled
         target = request.target
         path, query = split_target(target)
+        # An e-stop is never held back by its address's connection budget: stopping must not depend on how
+        # often that address connected (the token and the failed-token brake still apply).
+        if path not in _ESTOP_PATHS:
+            throttled = self._throttled(request)
+            if throttled is not None:
+                return throttled
         headers = request.headers
         host = headers.get("host")
         if host is None:
@@ -176,7 +180,7 @@ class HttpRoutes:
             return self.refuse(
                 426, "this is the WebSocket endpoint: upgrade to websocket", request, {"Upgrade": "websocket"}
             )
-        if path in ("/estop", "/estop/clear"):
+        if path in _ESTOP_PATHS:
             return self._estop(request, path, query)
         if request.method not in _READ_METHODS:
             return self.refuse(
@@ -252,7 +256,8 @@ class HttpRoutes:
     def _throttled(self, request: Request) -> Response | None:
         """The 429 for a request whose address opens connections faster than ``connect_rate`` allows.
 
-        Decided before anything else about the request is looked at. It is
+        Decided before anything else about the request is looked at but its
+        path (an e-stop is never held back). It is
         made once the request head is read, not at accept, so the answer is
         not lost to a reset when the client's request arrives after the close.
         """
