@@ -42,9 +42,9 @@ redialled in the background with exponential backoff and jitter (unlike the
 viewer's fixed 1 s, so a fleet of clients does not hammer a restarting
 bridge in step); a refusal that says when to come back (``Retry-After``, as
 the bridge's 429 and 503 do) is waited out, up to a minute. Messages sent
-while disconnected raise :class:`NotConnected`; nothing is queued, because a velocity command
-delivered late is worse than none (the viewer's 256-message queue can replay
-keys pressed a second before the bridge came back).
+while disconnected raise :class:`NotConnected`; nothing is queued, because a
+velocity command delivered late is worse than none (the viewer's 256-message
+queue can replay keys pressed a second before the bridge came back).
 """
 
 from __future__ import annotations
