@@ -10,7 +10,8 @@ and reconnect when cut off, as a determined attacker would:
 * ``fragments``: messages of 102 empty frames each, every one invalid JSON;
 * ``pings``: 100-byte pings whose pongs are never read;
 * ``connect``: WebSocket handshakes completed and closed at once, over and
-  over (a client stuck in a reconnect loop, or a connection storm);
+  over (a client stuck in a reconnect loop, or a connection storm); a
+  refusal (the bridge's per-address ``connect_rate``) is retried at once;
 * ``download``: not WebSocket at all: plain HTTP GETs of the page's 43 MB
   Rerun Wasm, read as fast as loopback allows, one after the other (a bridge
   started with ``--rerun-url`` serves it). Not abuse, just someone opening
