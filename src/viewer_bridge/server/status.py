@@ -16,10 +16,10 @@ chunks. Each send is a system call (about 18 µs per client on loopback):
 without the gaps, a flush to a thousand clients (about 20 ms) kept the lanes
 off the GIL, and with them the very twist that caused it (see
 :mod:`~viewer_bridge.server.pacing`). With them, a driver's next twist, on
-the loop or on a lane, waits behind one chunk at most. Each chunk reads the state as
-it is when the chunk is sent (the client count is the flush's), and a
-change during a flush is followed by another flush, so every client ends up
-told the state as it is.
+the loop or on a lane, waits behind one chunk at most. Each chunk reads the
+state as it is when the chunk is sent (the client count is the flush's), and
+a change during a flush is followed by another flush, so every client ends
+up told the state as it is.
 
 dimos-viewer ignores every frame the bridge sends, so it is unaffected; the
 bridge's own clients (the page, the terminal teleop, ``ViewerClient``) show
