@@ -426,8 +426,8 @@ class BridgeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
     connect_rate: Annotated[
         Number,
         _setting(
-            "new connections per second one address may open (WebSocket or HTTP; e-stops never count); more get "
-            "429 at once; 0 = off",
+            "new connections per second one address may open (WebSocket or HTTP; stops and e-stops never "
+            "count); more get 429 at once; 0 = off",
             ge=0,
             metavar="PER_S",
         ),

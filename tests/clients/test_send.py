@@ -239,3 +239,29 @@ def test_robot_unknown_or_missing_is_named(bridge_factory: BridgeFactory, capsys
     assert "unknown_robot" in err and "?robot=NAME" in err
     code, err = send(capsys, "stop", "--robot", "a/b", "--url", server.websocket_url())
     assert code == 2 and "invalid robot name 'a/b'" in err
+
+
+def test_a_stop_refused_its_websocket_by_the_connection_budget_goes_over_http(
+    bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = "s3cret-0123456789abcdef"
+    server, rec = bridge_factory(connect_rate=0.01, connect_burst=1, token=token, deadman_timeout=60.0)
+    url = server.websocket_url()
+    with ViewerClient(url, token=token) as driver:  # spends this address's one connection for ~100 s
+        driver.twist(linear_x=1.0)
+        driver.sync()
+        code, err = send(capsys, "click", "1", "1", "1", "--url", url, "--token", token)
+        assert code == 3 and "HTTP 429: too many new connections from 127.0.0.1" in err  # only stopping falls back
+        code, err = send(capsys, "stop", "--url", url, "--token", token)
+        assert code == 0, err
+        assert "HTTP 429" in err and "sending the stop as POST /stop instead" in err
+        assert "stop over HTTP (driver was #0001): accepted" in err
+        assert rec.twists == [Twist(Vector3(1.0, 0, 0), Vector3()), Twist.zero()]
+        code, err = send(capsys, "estop", "--reason", "drill", "--url", url, "--token", token)
+        assert code == 0 and "estop over HTTP (e-stop LATCHED by http:127.0.0.1 at " in err and ": drill)" in err
+        code, err = send(capsys, "estop-clear", "--url", url, "--token", token)
+        assert code == 0 and "estop-clear over HTTP (e-stop released): accepted" in err, err
+        code, err = send(capsys, "stop", "--url", url, "--token", "not-" + token)
+        assert code == 1 and "rejected: POST http://127.0.0.1:" in err
+        assert "/stop: HTTP 401: missing or wrong token" in err
+    assert stops(server, "stop") == 1 and server.snapshot().connect_throttled == 5

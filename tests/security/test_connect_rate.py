@@ -76,7 +76,7 @@ def test_the_budget_can_be_turned_off(bridge_factory: BridgeFactory) -> None:
     assert server.snapshot().connect_throttled == 0
 
 
-def test_an_estop_is_never_held_back_by_the_connection_budget(bridge_factory: BridgeFactory) -> None:
+def test_a_stop_or_an_estop_is_never_held_back_by_the_connection_budget(bridge_factory: BridgeFactory) -> None:
     server, rec = bridge_factory(connect_rate=0.01, connect_burst=1)
     port = server.bound_port or 0
     assert get(port, "/healthz", source="127.0.0.2").status == 200
@@ -90,5 +90,11 @@ def test_an_estop_is_never_held_back_by_the_connection_budget(bridge_factory: Br
     )
     assert latch.status == 200, latch
     wait_until(lambda: rec.of("estop") == [Bool(True)], what="the latch on the estop stream")
-    assert get(port, "/healthz", source="127.0.0.2").status == 429  # and it spent nothing
+    stop = http(
+        port, f"POST /stop HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n".encode(),
+        source="127.0.0.2",
+    )
+    assert stop.status == 200, stop
+    assert get(port, "/healthz", source="127.0.0.2").status == 429  # and they spent nothing
     assert server.snapshot().connect_throttled == 2
+    wait_until(lambda: server.snapshot().zeros.get("stop") == 1, what="the stop's zero")

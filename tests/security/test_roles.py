@@ -200,3 +200,20 @@ def test_the_estop_by_role_over_websocket_and_http(bridge_factory: BridgeFactory
     assert status == 200 and body == {"estop": None}
     status, body = post(server.http_url("/estop"), b"", DESK)
     assert status == 200 and body["estop"]["by"] == "http:ops-desk"
+
+
+def test_a_stop_over_http_by_role(bridge_factory: BridgeFactory) -> None:
+    from tests.server.test_operator import post
+
+    server, rec = bridge_factory(tokens=TOKENS, deadman_timeout=30)
+    with as_(server, LAPTOP) as laptop:
+        laptop.send(twist(linear_x=0.5))
+        rec.wait_twists(1)
+        status, body = post(server.http_url("/stop"), b"", WALL)
+        assert status == 403 and "'wall-display' has role 'view', which may not stop" in body["reason"]
+        assert post(server.http_url("/stop"), b"", OFFICER) == (200, {"stopped": True, "driver": "field-laptop"})
+        rec.wait_twists(2)
+        laptop.send(twist(linear_x=0.5))
+        error = recv_json(laptop)
+        assert error["reason"] == "stopped_by_other" and error["detail"].startswith("http:safety-officer stopped you")
+    assert rec.twists == [Twist(Vector3(0.5, 0, 0), Vector3()), Twist.zero()]

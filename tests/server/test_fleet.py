@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -370,6 +371,35 @@ def test_post_estop_latches_every_robot(fleet: Fleet) -> None:
     for robot in fleet.robots.values():
         wait_until(lambda robot=robot: robot.agent.snapshot().estop is not None, timeout=10,  # type: ignore[misc]
                    what=f"{robot.name} latched")
+
+
+def test_post_stop_stops_the_robot_named_or_every_robot(fleet: Fleet) -> None:
+    r1, r2 = fleet.robots["go2-1"], fleet.robots["go2-2"]
+    a, b = fleet.client("go2-1"), fleet.client("go2-2")
+    _drive_until_heard(a, r1, **FWD)
+    _drive_until_heard(b, r2, angular_z=0.5)
+
+    def post(target: str) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(fleet.station.http_url(target), data=b"", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    assert post("/stop?robot=go2-1") == (200, {"stopped": True, "robots": {"go2-1": "#0001"}})
+    assert r1.twists_until_zero()[-1] == Twist.zero()
+    b.send(twist(angular_z=0.5))  # go2-2 was not stopped: its driver still drives it
+    assert r2.next_twist() == Twist(Vector3(), Vector3(0, 0, 0.5))
+    status, body = post("/stop?robot=nope")
+    assert status == 404 and body["reason"].startswith("unknown_robot: ")
+    assert post("/stop") == (200, {"stopped": True, "robots": {"go2-1": None, "go2-2": "#0002"}})
+    r2.twists_until_zero()
+    a.send(twist(**FWD))  # both drivers were stopped by someone else: they must let go first
+    assert _error(a)["reason"] == "stopped_by_other"
+    b.send(twist(angular_z=0.5))
+    frame = _error(b)
+    assert frame["reason"] == "stopped_by_other" and "http:127.0.0.1 stopped you" in frame["detail"], frame
 
 
 def test_a_stale_order_after_the_agents_lapse_is_refused_and_the_client_told(fleet: Fleet) -> None:

@@ -123,6 +123,31 @@ def test_estop_over_http(bridge_factory: BridgeFactory) -> None:
     wait_until(lambda: rec.of("estop") == [Bool(True), Bool(False)])
 
 
+def test_a_stop_over_http_is_a_stop_frame_for_a_sender_without_a_websocket(bridge_factory: BridgeFactory) -> None:
+    token = "a-long-enough-token-for-tests"
+    server, rec = bridge_factory(token=token, deadman_timeout=30)
+    assert post(server.http_url("/stop"))[0] == 401
+    with client(server, additional_headers={"Authorization": f"Bearer {token}"}) as driver:
+        driver.send(twist(linear_x=0.5))
+        rec.wait_twists(1)
+        status, body = post(server.http_url("/stop"), b"", token)
+        assert (status, body) == (200, {"stopped": True, "driver": "#0001"})
+        rec.wait_twists(2)
+        driver.send(twist(linear_x=0.5))  # the key is still held: someone else's stop lasts until it lets go
+        error = recv_json(driver)
+        assert error["reason"] == "stopped_by_other" and error["detail"].startswith("http:127.0.0.1 stopped you")
+    assert post(server.http_url("/stop"), b"", token) == (200, {"stopped": True, "driver": None})
+    rec.wait_twists(3)  # nobody drives: the second stop is one zero all the same
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(server.http_url(f"/stop?token={token}"), timeout=5)
+    assert caught.value.code == 405 and caught.value.headers["Allow"] == "POST"
+    assert rec.twists == [FWD, Twist.zero(), Twist.zero()]  # the driver's disconnect ended nothing: it was stopped
+    # robot= is for a fleet station; here, as on the upgrade, it is ignored: a stop is never refused for it.
+    assert post(server.http_url("/stop?robot=elsewhere"), b"", token) == (200, {"stopped": True, "driver": None})
+    rec.wait_twists(4)
+    assert server.snapshot().zeros["stop"] == 3
+
+
 def test_the_estop_survives_a_restart_with_a_state_file(tmp_path: Path) -> None:
     state = tmp_path / "state" / "estop.json"
     first = RerunWebSocketServer(port=0, estop_state_file=str(state))

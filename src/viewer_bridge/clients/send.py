@@ -16,6 +16,10 @@ No grace period is guessed. Exit status: 0 accepted, 1 refused by the bridge
 frame that shows the change, and print the e-stop's state from it: who
 latched it, when and why.
 
+A ``stop``, ``estop`` or ``estop-clear`` whose WebSocket the bridge refuses
+for the address's connection budget (429) goes as ``POST /stop``,
+``/estop`` or ``/estop/clear`` instead, which that budget never holds back.
+
 The connection options here (``--url``, ``--token``, ``--token-file``,
 ``--cafile``, ``--no-verify``) are shared with ``viewer-bridge teleop``.
 """
@@ -30,7 +34,17 @@ import sys
 import time
 from typing import Any, Final
 
-from viewer_bridge.clients.client import DEFAULT_URL, AsyncViewerClient, ClientError, ConnectError, ServerError
+import msgspec
+
+from viewer_bridge.clients.client import (
+    DEFAULT_URL,
+    AsyncViewerClient,
+    ClientError,
+    ConnectError,
+    ServerError,
+    make_ssl_context,
+)
+from viewer_bridge.clients.safety_http import HttpRefused, post_safety
 from viewer_bridge.config import ConfigError, read_token_file
 from viewer_bridge.core.protocol import MAX_REASON, EstopState
 from viewer_bridge.core.safety import AXES
@@ -45,6 +59,8 @@ EXIT_NO_ANSWER: Final = 3
 # token variable the bridge itself reads, so one export serves both ends.
 URL_ENV: Final = "DIMOS_VIEWER_WS_URL"
 TOKEN_ENV: Final = "VIEWER_BRIDGE_TOKEN"
+# What ``send`` does over HTTP when the bridge refuses its WebSocket for the address's connection budget.
+_OVER_HTTP: Final = {"stop": "/stop", "estop": "/estop", "estop-clear": "/estop/clear"}
 
 
 def finite_float(text: str) -> float:
@@ -263,6 +279,8 @@ async def _send(args: argparse.Namespace, options: dict[str, Any]) -> int:
     try:
         await client.connect()
     except ConnectError as exc:
+        if exc.status == 429 and args.kind in _OVER_HTTP:
+            return await _send_over_http(args, options, exc)
         print(f"viewer-bridge send: {exc}", file=sys.stderr)
         return EXIT_NO_ANSWER
     what = args.kind
@@ -348,3 +366,40 @@ async def _send_estop(client: AsyncViewerClient, args: argparse.Namespace) -> st
         state = describe_estop(shown.estop) if shown is not None else "no status from the bridge"
         return f"{args.kind} (but the bridge still reports: {state})"
     return f"{args.kind} ({describe_estop(status.estop)})"
+
+
+async def _send_over_http(args: argparse.Namespace, options: dict[str, Any], refused: ConnectError) -> int:
+    """A stop or e-stop whose WebSocket was refused 429: the same over its HTTP endpoint, never held back so."""
+    path = _OVER_HTTP[args.kind]
+    print(f"viewer-bridge send: {refused}; sending the {args.kind} as POST {path} instead", file=sys.stderr)
+    url: str = options["url"]
+    context = make_ssl_context(options.get("cafile"), options.get("verify", True)) if url.startswith("wss:") else None
+    reason = getattr(args, "reason", None)
+    body = {"reason": reason} if args.kind == "estop" and reason is not None else None
+    try:
+        answer = await post_safety(url, path, token=options["token"], ssl=context, body=body, timeout=args.timeout)
+        what = _http_outcome(args.kind, answer)
+    except HttpRefused as exc:
+        print(f"viewer-bridge send: rejected: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    except ClientError as exc:
+        print(f"viewer-bridge send: {exc}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    if not args.quiet:
+        print(f"viewer-bridge send: {what}: accepted", file=sys.stderr)
+    return 0
+
+
+def _http_outcome(kind: str, answer: dict[str, Any]) -> str:
+    """A short description of what ``POST /stop`` or ``/estop[/clear]`` answered."""
+    try:
+        if kind == "stop":
+            robots = answer.get("robots")
+            if isinstance(robots, dict):
+                stopped = ", ".join(f"{robot} (driver {driver or 'none'})" for robot, driver in robots.items())
+                return f"stop over HTTP: {stopped or 'no robot'}"
+            return f"stop over HTTP (driver was {answer['driver'] or 'nobody'})"
+        estop = msgspec.convert(answer["estop"], EstopState | None)
+    except (KeyError, msgspec.ValidationError) as exc:
+        raise ClientError(f"the bridge's answer to the {kind} is unexpected ({exc}): {answer!r:.200}") from None
+    return f"{kind} over HTTP ({describe_estop(estop)})"

@@ -419,6 +419,12 @@ class Fleet:
             log.warning("e-stop LATCHED on %s by %s%s", robot.name, name, f": {reason}" if reason else "")
         self.apply(robot, decision, now, "latch", name, reason)
 
+    def stop(self, robot: RobotLine, client: str, now: float) -> None:
+        """A ``stop`` for ``robot`` from outside any session (``POST /stop``)."""
+        name = self.server._name_of(client)
+        log.info("stop on %s from %s", robot.name, name)
+        self.apply(robot, robot.safety.stop(client, now), now, "stop", name)
+
     def clear(self, robot: RobotLine, client: str, now: float) -> None:
         name = self.server._name_of(client)
         decision = robot.safety.clear(client, now)

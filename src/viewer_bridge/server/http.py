@@ -70,7 +70,8 @@ StaticResponder = Callable[[str, Mapping[str, str]], "tuple[bytes, dict[str, str
 _READ_METHODS: Final = ("GET", "HEAD")
 _JSON: Final = {"Content-Type": "application/json"}
 _AUTHENTICATED: Final = ("/healthz", "/metrics", "/status", "/config")
-_ESTOP_PATHS: Final = ("/estop", "/estop/clear")
+# Safety actions over plain HTTP, for a sender without a WebSocket (or refused one); docs/protocol.md.
+_SAFETY_PATHS: Final = ("/stop", "/estop", "/estop/clear")
 # One INFO line per refusal status (and per pre-auth complaint) this often; the rest are counted.
 _LOG_INTERVAL: Final = 10.0
 
@@ -156,9 +157,9 @@ class HttpRoutes:
         config = server.config
         target = request.target
         path, query = split_target(target)
-        # An e-stop is never held back by its address's connection budget: stopping must not depend on how
-        # often that address connected (the token and the failed-token brake still apply).
-        if path not in _ESTOP_PATHS:
+        # A stop or an e-stop is never held back by its address's connection budget: stopping must not depend
+        # on how often that address connected (the token and the failed-token brake still apply).
+        if path not in _SAFETY_PATHS:
             throttled = self._throttled(request)
             if throttled is not None:
                 return throttled
@@ -180,8 +181,8 @@ class HttpRoutes:
             return self.refuse(
                 426, "this is the WebSocket endpoint: upgrade to websocket", request, {"Upgrade": "websocket"}
             )
-        if path in _ESTOP_PATHS:
-            return self._estop(request, path, query)
+        if path in _SAFETY_PATHS:
+            return self._safety_action(request, path, query)
         if request.method not in _READ_METHODS:
             return self.refuse(
                 405, f"{clean(request.method, 16)} is not supported at {self._shown(path)}", request,
@@ -297,22 +298,24 @@ class HttpRoutes:
             return self.refuse(401, "missing or wrong token", request, {"WWW-Authenticate": "Bearer"})
         return principal
 
-    def _estop(self, request: Request, path: str, query: Mapping[str, list[str]]) -> Response:
-        """``POST /estop`` (optional body ``{"reason": ...}``) latches; ``POST /estop/clear`` releases."""
+    def _safety_action(self, request: Request, path: str, query: Mapping[str, list[str]]) -> Response:
+        """``POST /stop`` publishes one zero; ``POST /estop`` (optional body ``{"reason": ...}``) latches;
+        ``POST /estop/clear`` releases."""
         server = self._server
-        target = request
         if request.method != "POST":
-            return self.refuse(405, f"{path} takes POST", target, {"Allow": "POST"})
+            return self.refuse(405, f"{path} takes POST", request, {"Allow": "POST"})
         principal = self._authenticate(request, query)
         if isinstance(principal, Response):
             return principal
-        kind = "estop" if path == "/estop" else "estop_clear"
+        kind = {"/stop": "stop", "/estop": "estop"}.get(path, "estop_clear")
         if not may_send(principal.role, kind):
             return self.refuse(
-                403, f"token {principal.name!r} has role {principal.role.value!r}, which may not {path[1:]}", target
+                403, f"token {principal.name!r} has role {principal.role.value!r}, which may not {path[1:]}", request
             )
         who = f"http:{principal.name}" if principal.named else f"http:{request.peer[0]}" if request.peer else "http"
         now = server.clock()
+        if path == "/stop":
+            return self._stop(request, query, who, now)
         if path == "/estop":
             # An authorised e-stop always latches: a body that is not the expected JSON becomes the reason.
             reason = _estop_reason(request.body)
@@ -325,6 +328,20 @@ class HttpRoutes:
         if server.fleet is not None:
             answer["robots"] = {name: robot["estop"] for name, robot in server.fleet.report()["robots"].items()}
         return Response(200, _json(answer), _no_store(_JSON))
+
+    def _stop(self, request: Request, query: Mapping[str, list[str]], who: str, now: float) -> Response:
+        """One zero, as a ``stop`` frame gives; at a fleet station to ``?robot=NAME``, or to every robot."""
+        server = self._server
+        chosen = query.get("robot")
+        robot = chosen[-1] if chosen else None
+        if server.fleet is None:
+            # robot= is ignored here as on the upgrade: stopping the one robot is never the wrong thing to do.
+            stopped = server.stop_from(who, now)
+            return Response(200, _json({"stopped": True, "driver": stopped[""]}), _no_store(_JSON))
+        if robot is not None and robot not in server.fleet.robots:
+            return self.refuse(404, f"unknown_robot: {server.fleet.unknown(robot)}", request)
+        robots = server.stop_from(who, now, robot)
+        return Response(200, _json({"stopped": True, "robots": robots}), _no_store(_JSON))
 
     def refuse(
         self, status: int, why: str, request: Request | str, headers: dict[str, str] | None = None

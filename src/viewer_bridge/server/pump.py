@@ -1107,6 +1107,28 @@ class AsyncRerunWebSocketServer:
                 self.fleet.latch(robot, client, reason, now)
         return self.safety.estop
 
+    def stop_from(self, client: str, now: float, robot: str | None = None) -> dict[str, str | None]:
+        """A ``stop`` from outside any session (``POST /stop``): one zero, exactly as a ``stop`` frame gives.
+
+        ``client`` names the sender (e.g. ``"http:ADDRESS"``). At a fleet
+        station it stops ``robot``, or every robot when None. Returns who was
+        driving what it stopped: ``{robot name: driver name or None}``, with
+        ``""`` for the robot of a bridge that is not a fleet station.
+        """
+        if self.fleet is not None:
+            robots = [self.fleet.robots[robot]] if robot is not None else list(self.fleet.robots.values())
+            stopped: dict[str, str | None] = {}
+            for line in robots:
+                driver = line.safety.driver
+                stopped[line.name] = None if driver is None else self._name_of(driver)
+                self.fleet.stop(line, client, now)
+            return stopped
+        driver = self.safety.driver
+        stopped_driver = None if driver is None else self._name_of(driver)
+        log.info("stop from %s; driver was %s", self._name_of(client), stopped_driver or "nobody")
+        self._apply(self.safety.stop(client, now), now)
+        return {"": stopped_driver}
+
     def clear_estop(self, client: str, now: float) -> None:
         decision = self.safety.clear(client, now)
         if decision.publish:
