@@ -421,9 +421,7 @@ class Fleet:
 
     def stop(self, robot: RobotLine, client: str, now: float) -> None:
         """A ``stop`` for ``robot`` from outside any session (``POST /stop``)."""
-        name = self.server._name_of(client)
-        log.info("stop on %s from %s", robot.name, name)
-        self.apply(robot, robot.safety.stop(client, now), now, "stop", name)
+        self.apply(robot, robot.safety.stop(client, now), now, "stop", self.server._name_of(client))
 
     def clear(self, robot: RobotLine, client: str, now: float) -> None:
         name = self.server._name_of(client)

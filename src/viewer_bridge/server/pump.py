@@ -1125,7 +1125,7 @@ class AsyncRerunWebSocketServer:
             return stopped
         driver = self.safety.driver
         stopped_driver = None if driver is None else self._name_of(driver)
-        log.info("stop from %s; driver was %s", self._name_of(client), stopped_driver or "nobody")
+        # Not logged here: _apply logs a drive it ends, and a line per stop would let a stop storm flood the log.
         self._apply(self.safety.stop(client, now), now)
         return {"": stopped_driver}
 
