@@ -14,7 +14,7 @@ import socket
 import pytest
 
 from tests.conftest import BridgeFactory
-from tests.security.conftest import get, http, upgrade_request
+from tests.security.conftest import Reply, get, http, upgrade_request
 
 REBIND = "rebind.attacker.example"
 
@@ -78,3 +78,25 @@ def test_allowed_hosts_star_turns_the_check_off(bridge_factory: BridgeFactory) -
     port = server.bound_port or 0
     assert get(port, "/healthz", host=f"{REBIND}:{port}").status == 200
     assert http(port, upgrade_request("/ws", f"anything.example:{port}"), head_only=True).status == 101
+
+
+@pytest.mark.parametrize("path", ["/stop", "/estop", "/estop/clear"])
+def test_a_page_on_another_site_may_not_stop_latch_or_clear(bridge_factory: BridgeFactory, path: str) -> None:
+    server, rec = bridge_factory(allowed_origins=["https://ops.example"])
+    port = server.bound_port or 0
+
+    def post(origin: str | None) -> Reply:
+        extra = f"Origin: {origin}\r\n" if origin else ""
+        return http(port, f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Length: 0\r\n\r\n")
+
+    reply = post("https://evil.example")
+    assert reply.status == 403, reply
+    assert json.loads(reply.body)["reason"] == (
+        f"origin https://evil.example may not {path[1:]}: a cross-site request "
+        "(add it to allowed_origins if it is yours)"
+    )
+    assert rec.twists == [] and rec.of("estop") == []
+    assert post(f"http://127.0.0.1:{port}").status == 200  # the bridge's own page
+    assert post("https://ops.example").status == 200  # an allowed origin
+    assert post(None).status == 200  # no Origin: not a browser (curl, send, a script)
+    assert server.snapshot().http_refused[403] == 1

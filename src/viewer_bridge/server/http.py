@@ -304,6 +304,16 @@ class HttpRoutes:
         server = self._server
         if request.method != "POST":
             return self.refuse(405, f"{path} takes POST", request, {"Allow": "POST"})
+        origin = request.headers.get("origin")
+        if not check_origin(origin, request.headers.get("host"), server.config.allowed_origins, server.secure):
+            # A page on another site may not stop, latch or, worst, clear the e-stop (cross-site request forgery:
+            # without a token, a browser would send such a POST for any page its user opens).
+            return self.refuse(
+                403,
+                f"origin {clean(origin, 100)} may not {path[1:]}: a cross-site request "
+                "(add it to allowed_origins if it is yours)",
+                request,
+            )
         principal = self._authenticate(request, query)
         if isinstance(principal, Response):
             return principal
