@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import Recorder
+from tests.conftest import Recorder, wait_until
 from tests.server.web.conftest import hold, open_page, wait_for
 from tests.server.web.test_page_gamepad import LB, Pad, open_with_pad
 from viewer_bridge import Bool, RerunWebSocketServer, Twist, Vector3
@@ -193,3 +193,25 @@ def _drive_then_latch(page: Page, pad: Pad, rec: Recorder) -> None:
     wait_for(page, lambda: rec.of("estop") == [Bool(True)], what="the e-stop from the pad")
     assert rec.twists[-1] == Twist.zero()
     pad.set(buttons={LB: False, Y_BUTTON: False}, axes={1: 0.0})
+
+
+def test_with_its_websocket_refused_the_page_still_stops_and_latches_over_http(
+    bridge_factory: Factory, context: BrowserContext
+) -> None:
+    server, rec = bridge_factory(max_connections=1, deadman_timeout=30)
+    with ViewerClient(server.websocket_url()) as driver:  # the one connection the bridge takes
+        driver.twist(linear_x=0.5)
+        driver.sync()
+        page = context.new_page()
+        page.goto(server.http_url("/"))
+        page.wait_for_selector("#conn[data-state=closed]")  # the page's upgrade got 503
+        page.keyboard.press("Space")
+        rec.wait_twists(2)
+        wait_for(page, lambda: "Stop sent over HTTP (not connected)" in text(page, "#notice"), "the notice")
+        page.locator("#stop").click()
+        wait_until(lambda: rec.of("estop") == [Bool(True)], what="the latch on the estop stream")
+        wait_for(page, lambda: "E-stop latched over HTTP (not connected)" in text(page, "#notice"), "the notice")
+        assert server.snapshot().clients == 1  # the page never got in: both went over HTTP
+    with urllib.request.urlopen(server.http_url("/healthz"), timeout=5) as response:
+        assert json.load(response)["estop"]["reason"] == "STOP on the browser page"
+    assert rec.twists[:2] == [FWD, Twist.zero()] and set(rec.twists[2:]) <= {Twist.zero()}

@@ -535,8 +535,38 @@
   // it also stops another client's drive.
   function emergencyStop() {
     releaseAll({ send: false });
-    send({ type: "stop" });
-    notify("Stop sent", "info");
+    if (send({ type: "stop" })) notify("Stop sent", "info");
+    else stopOverHttp(withRobot("/stop"), null, "stop");
+  }
+
+  // With the WebSocket down (reconnecting, or refused: the bridge full, this
+  // address over its connection budget) a stop or an e-stop still goes, as a
+  // POST to the bridge's safety endpoints, which it takes from its own page.
+  // At a fleet station /stop stops this page's robot (every robot if none is
+  // chosen) and /estop latches every robot.
+  async function stopOverHttp(path, body, what) {
+    notify(`Not connected: sending the ${what} over HTTP`, "info");
+    let problem = null;
+    try {
+      const response = await fetch(path, {
+        method: "POST",
+        cache: "no-store",
+        headers: { ...authHeaders(), "Content-Type": "application/json" },
+        body: body === null ? "" : JSON.stringify(body),
+      });
+      if (!response.ok) {
+        problem = `HTTP ${response.status}`;
+        try {
+          problem = `${problem}: ${(await response.json()).reason}`;
+        } catch {
+          // not the bridge's JSON: the status says enough
+        }
+      }
+    } catch (error) {
+      problem = String(error);
+    }
+    if (problem === null) notify(`${what === "stop" ? "Stop sent" : "E-stop latched"} over HTTP (not connected)`, "info");
+    else notify(`Not connected, and the ${what} over HTTP failed (${problem}): it was NOT sent`, "error", 10000);
   }
 
   // -------------------------------------------------------------- keyboard
@@ -1013,7 +1043,7 @@
     }
     releaseAll({ send: false });
     if (send({ type: "estop", reason })) notify("E-stop latched", "info");
-    else notify("Not connected: the e-stop was NOT latched", "error");
+    else stopOverHttp("/estop", { reason }, "e-stop");
   }
 
   // ------------------------------------------------------ gamepad display
