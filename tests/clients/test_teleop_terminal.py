@@ -307,6 +307,27 @@ def test_shows_the_connection_state_while_no_bridge_answers(teleop: TeleopFactor
         assert term.wait_exit() == 0
 
 
+def test_not_connected_space_and_x_still_stop_over_http(bridge_factory: BridgeFactory, teleop: TeleopFactory) -> None:
+    server, rec = bridge_factory(max_connections=1, deadman_timeout=30)
+    with ViewerClient(server.websocket_url()) as driver:  # the one connection the bridge takes
+        driver.twist(linear_x=0.5)
+        driver.sync()
+        term = teleop(server.websocket_url())
+        term.wait_screen("connection limit reached")  # its upgrade got 503
+        term.keys("w")
+        term.wait_screen("not sent: not connected")  # a drive key is not sent another way
+        term.keys("Space")
+        term.wait_screen("not connected: the stop went over HTTP (POST /stop)")
+        rec.wait_twists(2)
+        term.keys("x")
+        term.wait_screen("not connected: the e-stop went over HTTP (POST /estop)")
+        wait_until(lambda: rec.of("estop") == [Bool(True)], what="the e-stop latched")
+        assert server.snapshot().clients == 1
+    assert rec.twists[:2] == [drive(linear_x=0.5), Twist.zero()] and stops(server, "stop") == 1
+    term.keys("Escape")
+    assert term.wait_exit() == 0
+
+
 # -- operator control: the e-stop, the status lines ------------------------------------------
 
 

@@ -317,6 +317,11 @@ class AsyncViewerClient:
     def connected(self) -> bool:
         return self.state is ConnectionState.CONNECTED
 
+    @property
+    def ssl(self) -> ssl_module.SSLContext | None:
+        """The TLS context for a ``wss://`` URL (None for ``ws://``): the bridge's HTTP endpoints use it too."""
+        return self._ssl
+
     async def connect(self) -> None:
         """Open the connection; raises :class:`ConnectError` if this first attempt fails.
 

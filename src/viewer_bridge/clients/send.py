@@ -42,7 +42,6 @@ from viewer_bridge.clients.client import (
     ClientError,
     ConnectError,
     ServerError,
-    make_ssl_context,
 )
 from viewer_bridge.clients.safety_http import HttpRefused, post_safety
 from viewer_bridge.config import ConfigError, read_token_file
@@ -280,7 +279,7 @@ async def _send(args: argparse.Namespace, options: dict[str, Any]) -> int:
         await client.connect()
     except ConnectError as exc:
         if exc.status == 429 and args.kind in _OVER_HTTP:
-            return await _send_over_http(args, options, exc)
+            return await _send_over_http(args, client, exc)
         print(f"viewer-bridge send: {exc}", file=sys.stderr)
         return EXIT_NO_ANSWER
     what = args.kind
@@ -368,16 +367,16 @@ async def _send_estop(client: AsyncViewerClient, args: argparse.Namespace) -> st
     return f"{args.kind} ({describe_estop(status.estop)})"
 
 
-async def _send_over_http(args: argparse.Namespace, options: dict[str, Any], refused: ConnectError) -> int:
+async def _send_over_http(args: argparse.Namespace, client: AsyncViewerClient, refused: ConnectError) -> int:
     """A stop or e-stop whose WebSocket was refused 429: the same over its HTTP endpoint, never held back so."""
     path = _OVER_HTTP[args.kind]
     print(f"viewer-bridge send: {refused}; sending the {args.kind} as POST {path} instead", file=sys.stderr)
-    url: str = options["url"]
-    context = make_ssl_context(options.get("cafile"), options.get("verify", True)) if url.startswith("wss:") else None
     reason = getattr(args, "reason", None)
     body = {"reason": reason} if args.kind == "estop" and reason is not None else None
     try:
-        answer = await post_safety(url, path, token=options["token"], ssl=context, body=body, timeout=args.timeout)
+        answer = await post_safety(
+            client.url, path, token=client.token, ssl=client.ssl, body=body, timeout=args.timeout
+        )
         what = _http_outcome(args.kind, answer)
     except HttpRefused as exc:
         print(f"viewer-bridge send: rejected: {exc}", file=sys.stderr)

@@ -23,8 +23,16 @@ from textual.drivers.linux_driver import LinuxDriver
 from textual.timer import Timer
 from textual.widgets import Static
 
-from viewer_bridge.clients.client import AsyncViewerClient, ClientError, ConnectionState, ServerError, redact_url
+from viewer_bridge.clients.client import (
+    AsyncViewerClient,
+    ClientError,
+    ConnectionState,
+    NotConnected,
+    ServerError,
+    redact_url,
+)
 from viewer_bridge.clients.keys import Action, KeyTeleop, SendEstop, SendEstopClear, SendStop, SendTwist, StopWhy
+from viewer_bridge.clients.safety_http import post_safety
 from viewer_bridge.clients.send import describe_estop
 from viewer_bridge.core.protocol import Axes, Status
 
@@ -223,11 +231,32 @@ class TeleopApp(App[int]):
                 else:
                     await self.client.estop_clear()
                 self.note = ""
+            except NotConnected as exc:
+                explicit = isinstance(action, SendEstop) or (
+                    isinstance(action, SendStop) and action.why is StopWhy.SPACE
+                )
+                self.note = await self._over_http(action) if explicit else f"not sent: {exc}"
             except ClientError as exc:
                 self.note = f"not sent: {exc}"
             self.last_action = action
         self._arm()
         self.redraw()
+
+    async def _over_http(self, action: Action) -> str:
+        """Not connected: Space's stop or X's e-stop goes as ``POST /stop`` or ``/estop`` (docs/clients.md).
+
+        Only those two: a stop for a key let go would, from outside this
+        session, stop whoever drives now.
+        """
+        stop = isinstance(action, SendStop)
+        path, body, what = ("/stop", None, "stop") if stop else ("/estop", {"reason": ESTOP_REASON}, "e-stop")
+        try:
+            await post_safety(self.client.url, path, token=self.client.token, ssl=self.client.ssl, body=body)
+        except ClientError as exc:
+            return f"not connected, and the {what} over HTTP failed: {exc}"
+        if stop:
+            self.stops_sent += 1
+        return f"not connected: the {what} went over HTTP (POST {path})"
 
     def _arm(self) -> None:
         if self._timer is not None:
