@@ -265,3 +265,17 @@ def test_a_stop_refused_its_websocket_by_the_connection_budget_goes_over_http(
         assert code == 1 and "rejected: POST http://127.0.0.1:" in err
         assert "/stop: HTTP 401: missing or wrong token" in err
     assert stops(server, "stop") == 1 and server.snapshot().connect_throttled == 5
+
+
+def test_a_stop_refused_its_websocket_by_a_full_bridge_goes_over_http(
+    bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, rec = bridge_factory(max_connections=1, deadman_timeout=60.0)
+    url = server.websocket_url()
+    with ViewerClient(url) as driver:  # the one connection the bridge takes
+        driver.twist(linear_x=1.0)
+        driver.sync()
+        code, err = send(capsys, "stop", "--url", url)
+        assert code == 0, err
+        assert "HTTP 503: connection limit reached (1)" in err and "sending the stop as POST /stop instead" in err
+    assert rec.twists == [Twist(Vector3(1.0, 0, 0), Vector3()), Twist.zero()] and stops(server, "stop") == 1

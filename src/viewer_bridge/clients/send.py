@@ -17,8 +17,9 @@ frame that shows the change, and print the e-stop's state from it: who
 latched it, when and why.
 
 A ``stop``, ``estop`` or ``estop-clear`` whose WebSocket the bridge refuses
-for the address's connection budget (429) goes as ``POST /stop``,
-``/estop`` or ``/estop/clear`` instead, which that budget never holds back.
+for being busy (429: this address over its connection budget; 503: every
+connection taken) goes as ``POST /stop``, ``/estop`` or ``/estop/clear``
+instead, which neither holds back.
 
 The connection options here (``--url``, ``--token``, ``--token-file``,
 ``--cafile``, ``--no-verify``) are shared with ``viewer-bridge teleop``.
@@ -58,8 +59,10 @@ EXIT_NO_ANSWER: Final = 3
 # token variable the bridge itself reads, so one export serves both ends.
 URL_ENV: Final = "DIMOS_VIEWER_WS_URL"
 TOKEN_ENV: Final = "VIEWER_BRIDGE_TOKEN"
-# What ``send`` does over HTTP when the bridge refuses its WebSocket for the address's connection budget.
+# What ``send`` does over HTTP when the bridge refuses its WebSocket for being busy: this address over its
+# connection budget (429) or every connection taken (503). Neither holds these endpoints back.
 _OVER_HTTP: Final = {"stop": "/stop", "estop": "/estop", "estop-clear": "/estop/clear"}
+_BUSY: Final = (429, 503)
 
 
 def finite_float(text: str) -> float:
@@ -278,7 +281,7 @@ async def _send(args: argparse.Namespace, options: dict[str, Any]) -> int:
     try:
         await client.connect()
     except ConnectError as exc:
-        if exc.status == 429 and args.kind in _OVER_HTTP:
+        if exc.status in _BUSY and args.kind in _OVER_HTTP:
             return await _send_over_http(args, client, exc)
         print(f"viewer-bridge send: {exc}", file=sys.stderr)
         return EXIT_NO_ANSWER
@@ -368,7 +371,7 @@ async def _send_estop(client: AsyncViewerClient, args: argparse.Namespace) -> st
 
 
 async def _send_over_http(args: argparse.Namespace, client: AsyncViewerClient, refused: ConnectError) -> int:
-    """A stop or e-stop whose WebSocket was refused 429: the same over its HTTP endpoint, never held back so."""
+    """A stop or e-stop whose WebSocket was refused as busy: the same over its HTTP endpoint, never held back so."""
     path = _OVER_HTTP[args.kind]
     print(f"viewer-bridge send: {refused}; sending the {args.kind} as POST {path} instead", file=sys.stderr)
     reason = getattr(args, "reason", None)
