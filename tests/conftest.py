@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import logging
 import os
@@ -250,3 +252,36 @@ def until_closed(ws: ClientConnection, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         ws.recv(timeout=max(0.0, deadline - time.monotonic()))
+
+
+class CannedSite(http.server.BaseHTTPRequestHandler):
+    """Another web server than the bridge (a proxy, another site): answers every request with ``answer``."""
+
+    answer: tuple[int, bytes] = (200, b"<!doctype html><title>another site</title>")
+
+    def _reply(self) -> None:
+        status, body = self.answer
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _reply
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def canned_site(handler: type[CannedSite] = CannedSite) -> Iterator[str]:
+    """Serve ``handler`` on an ephemeral loopback port; yields its base URL (``http://127.0.0.1:PORT``)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="canned-site", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

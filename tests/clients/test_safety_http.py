@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import BridgeFactory
+from tests.conftest import BridgeFactory, CannedSite, canned_site
 from viewer_bridge.clients.client import ClientError
 from viewer_bridge.clients.safety_http import HttpRefused, http_url, post_safety
 
@@ -55,30 +53,20 @@ def test_no_answer_is_a_client_error_naming_the_url() -> None:
             asyncio.run(post_safety(url, "/stop", timeout=5))
 
 
-class _NotABridge(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        status = 200 if self.path == "/stop" else 502
-        body = b"<html>proxy says hello</html>"
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+class _Proxy(CannedSite):
+    """A proxy in front of where the bridge should be: HTML, 200 for /stop and 502 otherwise."""
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    def _reply(self) -> None:
+        self.answer = (200 if self.path == "/stop" else 502, b"<html>proxy says hello</html>")
+        super()._reply()
+
+    do_POST = _reply  # the base class bound its own _reply
 
 
 @pytest.fixture
 def not_a_bridge() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotABridge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"ws://127.0.0.1:{server.server_address[1]}/ws"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with canned_site(_Proxy) as url:
+        yield url.replace("http:", "ws:") + "/ws"
 
 
 def test_an_answer_that_is_not_the_bridges_is_named(not_a_bridge: str) -> None:

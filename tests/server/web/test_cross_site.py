@@ -11,14 +11,12 @@ public internet that reach for private addresses).
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import Recorder, wait_until
+from tests.conftest import Recorder, canned_site, wait_until
 from tests.server.test_operator import post
 from viewer_bridge import Bool, RerunWebSocketServer, Twist
 
@@ -28,32 +26,12 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
 
 Factory = Callable[..., tuple[RerunWebSocketServer, Recorder]]
-PAGE = b"<!doctype html><title>cat pictures</title>"
-
-
-class _OtherSite(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(PAGE)))
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture
 def other_site() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OtherSite)
-    thread = threading.Thread(target=server.serve_forever, name="other-site", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with canned_site() as url:
+        yield url + "/"
 
 
 def test_a_page_on_another_site_cannot_clear_the_estop_or_stop(
