@@ -7,13 +7,15 @@ docs/picows-upstream.md for what picows leaves to its users).
 
 from __future__ import annotations
 
+import socket
 import struct
 
 import pytest
 
-from tests.conftest import BridgeFactory
+from tests.conftest import BridgeFactory, wait_until
 from tests.raw_ws import RawClient, frame
 from tests.security.conftest import http, upgrade_request
+from viewer_bridge import Bool
 
 TEXT, BINARY, CLOSE, PING = 1, 2, 8, 9
 CLICK = b'{"type":"click","x":1,"y":2,"z":3}'
@@ -139,3 +141,47 @@ def test_connection_is_a_list_of_tokens(bridge_factory: BridgeFactory, connectio
     port = server.bound_port or 0
     request = upgrade_request("/ws", f"127.0.0.1:{port}").replace("Connection: Upgrade", f"Connection: {connection}")
     assert http(port, request, head_only=True).status == 101
+
+
+@pytest.mark.parametrize(
+    "framing",
+    ["Transfer-Encoding: chunked\r\n", "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"],
+    ids=["chunked", "chunked-beside-a-content-length"],
+)
+def test_transfer_encoding_is_refused_even_beside_a_content_length(bridge_factory: BridgeFactory, framing: str) -> None:
+    server, rec = bridge_factory()
+    port = server.bound_port or 0
+    reply = http(port, f"POST /stop HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{framing}\r\n0\r\n\r\n")
+    assert (reply.status, reply.body) == (400, b"Transfer-Encoding is not supported; send Content-Length\n")
+    assert server.snapshot().zeros.get("stop", 0) == 0 and rec.twists == []
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(bridge_factory: BridgeFactory) -> None:
+    server, rec = bridge_factory()
+    port = server.bound_port or 0
+    body = b'{"reason":"' + b"r" * 150 + b'"}'
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            f"POST /estop HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):  # curl would wait a second for this before sending the body
+            chunk = sock.recv(1)
+            assert chunk, interim
+            interim += chunk
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b'"reason":"' + b"r" * 150 in answer, answer
+    wait_until(lambda: rec.of("estop") == [Bool(True)], what="the latch")
+
+
+def test_an_expectation_other_than_100_continue_gets_417(bridge_factory: BridgeFactory) -> None:
+    server, _ = bridge_factory()
+    port = server.bound_port or 0
+    reply = http(port, f"POST /stop HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nExpect: 200-ok\r\nContent-Length: 0\r\n\r\n")
+    assert (reply.status, reply.body) == (417, b"only Expect: 100-continue is understood\n")
+    assert server.snapshot().zeros.get("stop", 0) == 0

@@ -152,6 +152,7 @@ class FrontDoor(asyncio.BufferedProtocol):
         self._body: memoryview | None = None
         self._next: asyncio.TimerHandle | None = None
         self._writing = True
+        self._continued = False  # "100 Continue" sent
         self._decided = False
         self._released = False
         self.peer: tuple[str, int] | None = None
@@ -235,7 +236,17 @@ class FrontDoor(asyncio.BufferedProtocol):
             self._answer(request)
             return
         rest = data[end + 4 :]
-        length = request.headers.get("content-length")
+        headers = request.headers
+        if "transfer-encoding" in headers:
+            # Refused with or without a Content-Length beside it (RFC 9112 section 6.1 allows it): two framings
+            # of one body are how requests are smuggled past a proxy.
+            self._answer(Response(400, b"Transfer-Encoding is not supported; send Content-Length\n"))
+            return
+        expect = headers.get("expect")
+        if expect is not None and expect.lower() != "100-continue":
+            self._answer(Response(417, b"only Expect: 100-continue is understood\n"))
+            return
+        length = headers.get("content-length")
         if length is not None:
             if not length.isdigit() or int(length) > self._router.body_limit(request):
                 self._answer(Response(413 if length.isdigit() else 400, b"bad or too large Content-Length\n"))
@@ -243,12 +254,15 @@ class FrontDoor(asyncio.BufferedProtocol):
             if len(rest) < int(length):
                 if self._used > MAX_HEAD + int(length):
                     self._answer(Response(413, b"request too large\n"))
+                elif expect is not None and not self._continued:
+                    # curl holds a body back for a second waiting for this (RFC 9110 section 10.1.1): an e-stop
+                    # with a long reason must not wait that second.
+                    self._continued = True
+                    assert self._transport is not None
+                    self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 return  # the rest of the body is still coming
-            request = Request(request.method, request.target, request.headers, request.peer, rest[: int(length)])
+            request = Request(request.method, request.target, headers, request.peer, rest[: int(length)])
             rest = rest[int(length) :]
-        elif "transfer-encoding" in request.headers:
-            self._answer(Response(400, b"Transfer-Encoding is not supported; send Content-Length\n"))
-            return
         try:
             decision = self._router.front(request)
         except Exception as exc:
