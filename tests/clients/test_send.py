@@ -279,3 +279,26 @@ def test_a_stop_refused_its_websocket_by_a_full_bridge_goes_over_http(
         assert code == 0, err
         assert "HTTP 503: connection limit reached (1)" in err and "sending the stop as POST /stop instead" in err
     assert rec.twists == [Twist(Vector3(1.0, 0, 0), Vector3()), Twist.zero()] and stops(server, "stop") == 1
+
+
+def test_the_http_fallback_speaks_tls_with_the_same_ca_file(
+    bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server, rec = bridge_factory(
+        tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"), max_connections=1, deadman_timeout=60.0
+    )
+    url = server.websocket_url()
+    assert url.startswith("wss://")
+    with ViewerClient(url, cafile=str(tmp_path / "ca.pem")) as driver:  # the one connection the bridge takes
+        driver.twist(linear_x=1.0)
+        driver.sync()
+        code, err = send(capsys, "stop", "--url", url, "--cafile", str(tmp_path / "ca.pem"))
+        assert code == 0 and "sending the stop as POST /stop instead" in err, err
+        code, err = send(capsys, "estop", "--url", url)  # no CA file: TLS fails before any 503, nothing falls back
+        assert code == 3 and "CERTIFICATE_VERIFY_FAILED" in err, err
+    assert rec.twists == [Twist(Vector3(1.0, 0, 0), Vector3()), Twist.zero()] and rec.of("estop") == []
