@@ -147,6 +147,10 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "must be finite" in capsys.readouterr().err
     code, err = send(capsys, "stop", "--url", "http://example.invalid/")
     assert code == 2 and "not a WebSocket URL" in err
+    code, err = send(capsys, "stop", "--url", "ws://[::1/ws")
+    assert code == 2 and "not a valid WebSocket URL (Invalid IPv6 URL): 'ws://[::1/ws'" in err
+    code, err = send(capsys, "stop", "--url", "ws://127.0.0.1:99999/ws?token=s3cret-0123456789")
+    assert code == 2 and "(Port out of range 0-65535): 'ws://127.0.0.1:99999/ws?...'" in err and "s3cret" not in err
     code, err = send(capsys, "stop", "--token-file", "/nonexistent/token")
     assert code == 2 and "cannot read token_file" in err
 

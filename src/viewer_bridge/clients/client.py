@@ -284,6 +284,9 @@ class AsyncViewerClient:
             secure = parse_uri(url).secure
         except InvalidURI as exc:
             raise ValueError(f"not a WebSocket URL (ws://HOST:PORT/ws or wss://...): {url!r}") from exc
+        except ValueError as exc:  # what urllib finds wrong inside one: a port out of range, a broken IPv6 address
+            shown = url.split("?", 1)[0] + ("?..." if "?" in url else "")  # a query may hold the token
+            raise ValueError(f"not a valid WebSocket URL ({exc}): {shown!r}") from exc
         self.url = url
         self.token = token
         if secure:
