@@ -419,9 +419,12 @@ class Fleet:
             log.warning("e-stop LATCHED on %s by %s%s", robot.name, name, f": {reason}" if reason else "")
         self.apply(robot, decision, now, "latch", name, reason)
 
-    def stop(self, robot: RobotLine, client: str, now: float) -> None:
-        """A ``stop`` for ``robot`` from outside any session (``POST /stop``)."""
-        self.apply(robot, robot.safety.stop(client, now), now, "stop", self.server._name_of(client))
+    def stop(self, robot: RobotLine, client: str, now: float) -> str | None:
+        """A ``stop`` for ``robot`` from outside any session (``POST /stop``); returns who was driving it."""
+        server = self.server
+        driver = robot.safety.driver
+        self.apply(robot, robot.safety.stop(client, now), now, "stop", server._name_of(client))
+        return None if driver is None else server._name_of(driver)
 
     def clear(self, robot: RobotLine, client: str, now: float) -> None:
         name = self.server._name_of(client)

@@ -342,16 +342,17 @@ class HttpRoutes:
     def _stop(self, request: Request, query: Mapping[str, list[str]], who: str, now: float) -> Response:
         """One zero, as a ``stop`` frame gives; at a fleet station to ``?robot=NAME``, or to every robot."""
         server = self._server
+        fleet = server.fleet
+        if fleet is None:
+            # robot= is ignored here as on the upgrade: stopping the one robot is never the wrong thing to do.
+            return Response(200, _json({"stopped": True, "driver": server.stop_from(who, now)}), _no_store(_JSON))
         chosen = query.get("robot")
         robot = chosen[-1] if chosen else None
-        if server.fleet is None:
-            # robot= is ignored here as on the upgrade: stopping the one robot is never the wrong thing to do.
-            stopped = server.stop_from(who, now)
-            return Response(200, _json({"stopped": True, "driver": stopped[""]}), _no_store(_JSON))
-        if robot is not None and robot not in server.fleet.robots:
-            return self.refuse(404, f"unknown_robot: {server.fleet.unknown(robot)}", request)
-        robots = server.stop_from(who, now, robot)
-        return Response(200, _json({"stopped": True, "robots": robots}), _no_store(_JSON))
+        if robot is not None and robot not in fleet.robots:
+            return self.refuse(404, f"unknown_robot: {fleet.unknown(robot)}", request)
+        lines = [fleet.robots[robot]] if robot is not None else list(fleet.robots.values())
+        drivers = {line.name: fleet.stop(line, who, now) for line in lines}
+        return Response(200, _json({"stopped": True, "robots": drivers}), _no_store(_JSON))
 
     def refuse(
         self, status: int, why: str, request: Request | str, headers: dict[str, str] | None = None

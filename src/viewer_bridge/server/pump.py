@@ -1107,27 +1107,15 @@ class AsyncRerunWebSocketServer:
                 self.fleet.latch(robot, client, reason, now)
         return self.safety.estop
 
-    def stop_from(self, client: str, now: float, robot: str | None = None) -> dict[str, str | None]:
+    def stop_from(self, client: str, now: float) -> str | None:
         """A ``stop`` from outside any session (``POST /stop``): one zero, exactly as a ``stop`` frame gives.
 
-        ``client`` names the sender (e.g. ``"http:ADDRESS"``). At a fleet
-        station it stops ``robot``, or every robot when None. Returns who was
-        driving what it stopped: ``{robot name: driver name or None}``, with
-        ``""`` for the robot of a bridge that is not a fleet station.
+        ``client`` names the sender (e.g. ``"http:ADDRESS"``); returns the name of who was driving, if anyone.
         """
-        if self.fleet is not None:
-            robots = [self.fleet.robots[robot]] if robot is not None else list(self.fleet.robots.values())
-            stopped: dict[str, str | None] = {}
-            for line in robots:
-                driver = line.safety.driver
-                stopped[line.name] = None if driver is None else self._name_of(driver)
-                self.fleet.stop(line, client, now)
-            return stopped
         driver = self.safety.driver
-        stopped_driver = None if driver is None else self._name_of(driver)
         # Not logged here: _apply logs a drive it ends, and a line per stop would let a stop storm flood the log.
         self._apply(self.safety.stop(client, now), now)
-        return {"": stopped_driver}
+        return None if driver is None else self._name_of(driver)
 
     def clear_estop(self, client: str, now: float) -> None:
         decision = self.safety.clear(client, now)
