@@ -70,8 +70,9 @@ StaticResponder = Callable[[str, Mapping[str, str]], "tuple[bytes, dict[str, str
 _READ_METHODS: Final = ("GET", "HEAD")
 _JSON: Final = {"Content-Type": "application/json"}
 _AUTHENTICATED: Final = ("/healthz", "/metrics", "/status", "/config")
-# Safety actions over plain HTTP, for a sender without a WebSocket (or refused one); docs/protocol.md.
-_SAFETY_PATHS: Final = ("/stop", "/estop", "/estop/clear")
+# Safety actions over plain HTTP, for a sender without a WebSocket (or refused one), and the message kind
+# each is (for the roles); docs/protocol.md.
+_SAFETY_PATHS: Final = {"/stop": "stop", "/estop": "estop", "/estop/clear": "estop_clear"}
 # One INFO line per refusal status (and per pre-auth complaint) this often; the rest are counted.
 _LOG_INTERVAL: Final = 10.0
 
@@ -233,9 +234,8 @@ class HttpRoutes:
         principal = self._authenticate(request, query)
         if isinstance(principal, Response):
             return principal
-        origin = headers.get("origin")
-        if not check_origin(origin, headers.get("host"), config.allowed_origins, server.secure):
-            return self.refuse(403, f"origin {clean(origin, 100)} is not allowed", request)
+        if not self._origin_allowed(request):
+            return self.refuse(403, f"origin {clean(headers.get('origin'), 100)} is not allowed", request)
         if server.client_count >= config.max_connections:
             return self.refuse(
                 503, f"connection limit reached ({config.max_connections})", request, {"Retry-After": "1"}
@@ -250,6 +250,12 @@ class HttpRoutes:
         address = request.peer[0] if request.peer is not None else "?"
         return Upgrade(server.new_session(principal, peer_of(address), robot=robot))
 
+    def _origin_allowed(self, request: Request) -> bool:
+        """The browser Origin rule, for the upgrade and the safety POSTs alike (docs/protocol.md)."""
+        headers = request.headers
+        server = self._server
+        return check_origin(headers.get("origin"), headers.get("host"), server.config.allowed_origins, server.secure)
+
     def _shown(self, path: str) -> str:
         """A client's path as it may appear in a reason (which is also logged): redacted, escaped, short."""
         return redact_target(path, self.tokens.secrets, limit=100)
@@ -258,9 +264,9 @@ class HttpRoutes:
         """The 429 for a request whose address opens connections faster than ``connect_rate`` allows.
 
         Decided before anything else about the request is looked at but its
-        path (an e-stop is never held back). It is
-        made once the request head is read, not at accept, so the answer is
-        not lost to a reset when the client's request arrives after the close.
+        path (a stop or an e-stop is never held back). It is made once the
+        request head is read, not at accept, so the answer is not lost to a
+        reset when the client's request arrives after the close.
         """
         peer = peer_of(request.peer[0]) if request.peer is not None else "?"
         wait = self.guard.connect(peer, self._server.clock())
@@ -304,20 +310,19 @@ class HttpRoutes:
         server = self._server
         if request.method != "POST":
             return self.refuse(405, f"{path} takes POST", request, {"Allow": "POST"})
-        origin = request.headers.get("origin")
-        if not check_origin(origin, request.headers.get("host"), server.config.allowed_origins, server.secure):
+        if not self._origin_allowed(request):
             # A page on another site may not stop, latch or, worst, clear the e-stop (cross-site request forgery:
             # without a token, a browser would send such a POST for any page its user opens).
             return self.refuse(
                 403,
-                f"origin {clean(origin, 100)} may not {path[1:]}: a cross-site request "
+                f"origin {clean(request.headers.get('origin'), 100)} may not {path[1:]}: a cross-site request "
                 "(add it to allowed_origins if it is yours)",
                 request,
             )
         principal = self._authenticate(request, query)
         if isinstance(principal, Response):
             return principal
-        kind = {"/stop": "stop", "/estop": "estop"}.get(path, "estop_clear")
+        kind = _SAFETY_PATHS[path]
         if not may_send(principal.role, kind):
             return self.refuse(
                 403, f"token {principal.name!r} has role {principal.role.value!r}, which may not {path[1:]}", request
