@@ -175,29 +175,31 @@ def test_token_by_flag_file_or_environment(
     assert [p.x for p in rec.points] == [1.0, 2.0, 3.0]
 
 
-def test_wss_with_a_ca_file(bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+@pytest.fixture
+def tls_dir(tmp_path: Path) -> Path:
+    """A folder with a bridge's ``cert.pem`` and ``key.pem`` for 127.0.0.1, and ``ca.pem``, the CA that issued them."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    server, rec = bridge_factory(tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"))
+    return tmp_path
+
+
+def test_wss_with_a_ca_file(bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str], tls_dir: Path) -> None:
+    server, rec = bridge_factory(tls_cert=str(tls_dir / "cert.pem"), tls_key=str(tls_dir / "key.pem"))
     url = server.websocket_url()
     code, err = send(capsys, "stop", "--url", url)
     assert code == 3 and "CERTIFICATE_VERIFY_FAILED" in err
-    assert send(capsys, "click", "1", "2", "3", "--url", url, "--cafile", str(tmp_path / "ca.pem"))[0] == 0
+    assert send(capsys, "click", "1", "2", "3", "--url", url, "--cafile", str(tls_dir / "ca.pem"))[0] == 0
     assert send(capsys, "click", "4", "5", "6", "--url", url, "--no-verify")[0] == 0
     assert [p.x for p in rec.points] == [1.0, 4.0]
 
 
 def test_the_wrong_scheme_is_pointed_out(
-    bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str], tls_dir: Path
 ) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    tls, _ = bridge_factory(tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"))
+    tls, _ = bridge_factory(tls_cert=str(tls_dir / "cert.pem"), tls_key=str(tls_dir / "key.pem"))
     plain_url = tls.websocket_url().replace("wss://", "ws://")
     code, err = send(capsys, "stop", "--url", plain_url)
     assert code == 3
@@ -286,22 +288,17 @@ def test_a_stop_refused_its_websocket_by_a_full_bridge_goes_over_http(
 
 
 def test_the_http_fallback_speaks_tls_with_the_same_ca_file(
-    bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str], tls_dir: Path
 ) -> None:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
-    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     server, rec = bridge_factory(
-        tls_cert=str(tmp_path / "cert.pem"), tls_key=str(tmp_path / "key.pem"), max_connections=1, deadman_timeout=60.0
+        tls_cert=str(tls_dir / "cert.pem"), tls_key=str(tls_dir / "key.pem"), max_connections=1, deadman_timeout=60.0
     )
     url = server.websocket_url()
     assert url.startswith("wss://")
-    with ViewerClient(url, cafile=str(tmp_path / "ca.pem")) as driver:  # the one connection the bridge takes
+    with ViewerClient(url, cafile=str(tls_dir / "ca.pem")) as driver:  # the one connection the bridge takes
         driver.twist(linear_x=1.0)
         driver.sync()
-        code, err = send(capsys, "stop", "--url", url, "--cafile", str(tmp_path / "ca.pem"))
+        code, err = send(capsys, "stop", "--url", url, "--cafile", str(tls_dir / "ca.pem"))
         assert code == 0 and "sending the stop as POST /stop instead" in err, err
         code, err = send(capsys, "estop", "--url", url)  # no CA file: TLS fails before any 503, nothing falls back
         assert code == 3 and "CERTIFICATE_VERIFY_FAILED" in err, err
