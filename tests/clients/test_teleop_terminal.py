@@ -71,6 +71,10 @@ class Terminal:
     def screen(self) -> str:
         return self._run("capture-pane", "-p")
 
+    def output(self) -> str:
+        """Everything the pane shows and scrolled past, each wrapped line joined back into one."""
+        return self._run("capture-pane", "-p", "-J", "-S", "-")
+
     def wait_screen(self, text: str, timeout: float = 20.0) -> str:
         screen = ""
 
@@ -327,6 +331,45 @@ def test_not_connected_space_and_x_still_stop_over_http(bridge_factory: BridgeFa
     term.keys("Escape")
     assert term.wait_exit() == 0
 
+
+
+def test_a_stop_over_http_to_a_host_that_does_not_answer_holds_up_no_key(teleop: TeleopFactory) -> None:
+    # Listening but never accepting: the kernel completes each connection, then nobody speaks,
+    # so both the upgrade and the POST /stop wait for an answer.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        term = teleop(f"ws://127.0.0.1:{silent.getsockname()[1]}/ws", "--first-timeout", "20")
+        term.wait_screen("connecting")
+        term.keys("Space")
+        term.wait_screen("not connected: sending the stop over HTTP (POST /stop)...")
+        # The stop is still on its way, yet the next key is handled.
+        term.keys("+")
+        assert "sending the stop over HTTP (POST /stop)..." in term.wait_screen("Speed 110%")
+    finally:
+        silent.close()  # the waiting connections are reset: the stop fails, and says so
+    term.wait_screen("not connected, and the stop over HTTP failed")
+    term.keys("Escape")
+    assert term.wait_exit() == 0
+
+
+def test_quitting_waits_for_an_estop_still_on_its_way_over_http(teleop: TeleopFactory) -> None:
+    silent = socket.socket()  # as above: connections complete, nobody answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        term = teleop(f"ws://127.0.0.1:{silent.getsockname()[1]}/ws", "--first-timeout", "20")
+        term.wait_screen("connecting")
+        term.keys("x")
+        term.wait_screen("sending the e-stop over HTTP (POST /estop)...")
+        term.keys("Escape")
+        term.wait_screen("quitting once the bridge answers what went over HTTP")
+    finally:
+        silent.close()
+    assert term.wait_exit() == 0
+    # The full screen is gone; what became of the e-stop is printed after it.
+    assert "viewer-bridge teleop: not connected, and the e-stop over HTTP failed: " in term.output()
 
 # -- operator control: the e-stop, the status lines ------------------------------------------
 

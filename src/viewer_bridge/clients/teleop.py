@@ -125,6 +125,8 @@ async def run_teleop(client: AsyncViewerClient, keys: KeyTeleop) -> int:
             await client.close()
         except ClientError:
             pass  # server errors were shown on screen already
+    for note in app.exit_notes:
+        print(f"viewer-bridge teleop: {note}", file=sys.stderr)
     return result if result is not None else 1
 
 

@@ -11,6 +11,7 @@ this module only moves events and draws.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import IO, Any, Final, cast
@@ -135,6 +136,10 @@ class TeleopApp(App[int]):
         self.status: Status | None = None
         self._timer: Timer | None = None
         self._quitting = False
+        # Stops and e-stops on their way over HTTP: awaited at quit, never in a key's handler.
+        self._over_http_sent: set[asyncio.Task[str]] = set()
+        # What became of those still on their way at quit: the screen is gone by then.
+        self.exit_notes: list[str] = []
         self._drawn = False  # widgets exist (callbacks may come before)
 
     def compose(self) -> ComposeResult:
@@ -189,6 +194,12 @@ class TeleopApp(App[int]):
             return
         self._quitting = True
         await self.perform(self.keys.halt(StopWhy.QUIT))
+        if self._over_http_sent:
+            # Each is bounded by post_safety's timeout; quitting must not drop an e-stop on its way.
+            self.note = "quitting once the bridge answers what went over HTTP"
+            self.redraw()
+            done, _ = await asyncio.wait(self._over_http_sent)
+            self.exit_notes = [task.result() for task in done]
         self.exit(code)
 
     async def _on_timer(self) -> None:
@@ -235,28 +246,39 @@ class TeleopApp(App[int]):
                 explicit = isinstance(action, SendEstop) or (
                     isinstance(action, SendStop) and action.why is StopWhy.SPACE
                 )
-                self.note = await self._over_http(action) if explicit else f"not sent: {exc}"
+                self.note = self._over_http(action) if explicit else f"not sent: {exc}"
             except ClientError as exc:
                 self.note = f"not sent: {exc}"
             self.last_action = action
         self._arm()
         self.redraw()
 
-    async def _over_http(self, action: Action) -> str:
+    def _over_http(self, action: Action) -> str:
         """Not connected: Space's stop or X's e-stop goes as ``POST /stop`` or ``/estop`` (docs/clients.md).
 
         Only those two: a stop for a key let go would, from outside this
-        session, stop whoever drives now.
+        session, stop whoever drives now. The request runs beside the keys,
+        so a host that does not answer holds up nothing but its own note.
         """
         stop = isinstance(action, SendStop)
         path, body, what = ("/stop", None, "stop") if stop else ("/estop", {"reason": ESTOP_REASON}, "e-stop")
-        try:
-            await post_safety(self.client.url, path, token=self.client.token, ssl=self.client.ssl, body=body)
-        except ClientError as exc:
-            return f"not connected, and the {what} over HTTP failed: {exc}"
-        if stop:
-            self.stops_sent += 1
-        return f"not connected: the {what} went over HTTP (POST {path})"
+
+        async def send() -> str:
+            try:
+                await post_safety(self.client.url, path, token=self.client.token, ssl=self.client.ssl, body=body)
+            except ClientError as exc:
+                self.note = f"not connected, and the {what} over HTTP failed: {exc}"
+            else:
+                if stop:
+                    self.stops_sent += 1
+                self.note = f"not connected: the {what} went over HTTP (POST {path})"
+            self.redraw()
+            return self.note
+
+        task = asyncio.create_task(send())
+        self._over_http_sent.add(task)
+        task.add_done_callback(self._over_http_sent.discard)
+        return f"not connected: sending the {what} over HTTP (POST {path})..."
 
     def _arm(self) -> None:
         if self._timer is not None:
