@@ -12,12 +12,14 @@ this process measuring from outside, as the robot would see it:
   keeps), so that every send is paired with its own arrival on the bus (a
   twist that never arrives is counted lost, unless this process, held up,
   sent the next one right behind it: the bridge rightly sends only the newer);
-* a drive is three segments of 0.5 s: a second client stops the first two
-  25 ms after their last twist (send -> the next zero on the bus), the
-  driver lets go (a zero twist: someone else's stop holds it until it does)
-  and drives on; after the third it falls silent, and the deadman's zero is
-  timed against (last twist sent + ``deadman_timeout``); every zero beyond
-  one per silence is counted;
+* a drive is four segments: a second client stops the first two 25 ms
+  after their last twist (send -> the next zero on the bus), and a sender
+  without a WebSocket stops the third with ``POST /stop`` on a new TCP
+  connection (connect -> the next zero); each time the driver lets go (a
+  zero twist: someone else's stop holds it until it does) and drives on;
+  after the fourth it falls silent, and the deadman's zero is timed against
+  (last twist sent + ``deadman_timeout``); every zero beyond one per
+  silence is counted;
 * a new client opens a WebSocket every 0.6 s: TCP connect -> ``101``;
 * the bridge's RSS is read from /proc every 20 ms (and its high-water mark);
 * the CPU time of the bridge, of the disturbance and of everything else on
@@ -88,8 +90,9 @@ BLOCK_SECONDS = 5.0
 BLOCK_FROM = 0.75
 CLICKS_PER_S = 10_000.0
 LISTENER_RCVBUF = 4 * 1024 * 1024
-# The other client stops this many segments of each drive; the last segment ends in silence.
-STOPS_PER_DRIVE = 2
+# How each segment of a drive but the last ends: stopped by the other client's WebSocket, or by a
+# POST /stop from a sender without one. The last segment ends in silence.
+STOP_WAYS = ("ws", "ws", "http")
 # How long a stop's zero is waited for before the driver lets go and drives on.
 STOP_WAIT = 2.0
 # Two twists sent closer than this are one command as far as the bridge is concerned.
@@ -104,6 +107,7 @@ SERVE_WASM = ("--rerun-url", "rerun+http://127.0.0.1:9/proxy")
 TARGETS: dict[str, float] = {
     "twist_p99_ms": 20.0,
     "stop_max_ms": 20.0,
+    "http_stop_max_ms": 20.0,
     "deadman_late_max_ms": 100.0,
     "handshake_max_ms": 100.0,
     "rss_growth_mb": 20.0,
@@ -591,6 +595,8 @@ def _sleep_until(t: float) -> None:
 class Timeline:
     twists: list[tuple[float, float]] = field(default_factory=list)  # (sent, linear_x)
     stops: list[float] = field(default_factory=list)
+    http_stops: list[float] = field(default_factory=list)  # POST /stop: when its TCP connect began
+    http_stop_answers: list[str] = field(default_factory=list)  # each one's status line
     silences: list[float] = field(default_factory=list)  # the last twist of each drive, when sent
     silence_ends: list[float] = field(default_factory=list)  # when the next drive (or the run) began
     # How late this process sent anything against its own schedule: when it is, the machine held it up.
@@ -601,6 +607,7 @@ class Driver:
     """The normal client and the stopping client, on one thread, to a fixed schedule."""
 
     def __init__(self, port: int) -> None:
+        self.port = port
         self.driver, self.stopper = Client(port), Client(port)
         self.seq = 0
 
@@ -615,6 +622,14 @@ class Driver:
     def stop(self) -> float:
         return self.stopper.send(text_frame(STOP_FRAME))
 
+    def stop_over_http(self) -> tuple[float, socket.socket]:
+        """``POST /stop`` on a new connection, as ``send stop`` does when its WebSocket is refused."""
+        t = now()
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=STOP_WAIT)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(f"POST /stop HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nContent-Length: 0\r\n\r\n".encode())
+        return t, sock
+
     def _twists(self, n: int, timeline: Timeline, marker_last: bool) -> None:
         t0 = now() + 0.01
         for i in range(n):
@@ -626,15 +641,22 @@ class Driver:
 
     def drive(self, sc: AttackScenario, bus: BusListener, timeline: Timeline) -> None:
         """Drive segments that the other client stops, then one that ends in silence (the deadman's)."""
-        n = max(2, round(sc.drive_s / TWIST_PERIOD / (STOPS_PER_DRIVE + 1 if sc.stops else 1)))
-        for _ in range(STOPS_PER_DRIVE if sc.stops else 0):
+        ways = STOP_WAYS if sc.stops else ()
+        n = max(2, round(sc.drive_s / TWIST_PERIOD / (len(ways) + 1)))
+        for way in ways:
             self._twists(n, timeline, marker_last=False)
             _sleep_until(timeline.twists[-1][0] + TWIST_PERIOD / 2)
-            sent = self.stop()
-            timeline.stops.append(sent)
+            if way == "http":
+                sent, sock = self.stop_over_http()
+                timeline.http_stops.append(sent)
+            else:
+                sent = self.stop()
+                timeline.stops.append(sent)
             # A stop from someone else holds the driver until it lets go (a zero twist), and the zero it
             # sends must not be taken for the stop's: wait for the stop's on the bus first.
             bus.wait_for(_zero_after(sent), timeout=STOP_WAIT)
+            if way == "http":
+                timeline.http_stop_answers.append(_status_line(sock))
             self.driver.send(RELEASE_FRAME)
             time.sleep(TWIST_PERIOD)
         self._twists(n, timeline, marker_last=sc.block)
@@ -651,6 +673,21 @@ class Driver:
     def close(self) -> None:
         self.driver.close()
         self.stopper.close()
+
+
+def _status_line(sock: socket.socket) -> str:
+    """The first line of the answer on ``sock`` (which is then closed), or what went wrong."""
+    head = b""
+    try:
+        with sock:
+            while b"\r\n" not in head:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                head += chunk
+    except OSError as exc:
+        return f"no answer: {exc}"
+    return head.split(b"\r\n", 1)[0].decode("latin-1") or "no answer: closed"
 
 
 def _ms_stats(samples: list[float], prefix: str) -> dict[str, float]:
@@ -694,14 +731,17 @@ def analyse(timeline: Timeline, seen: list[Seen]) -> dict[str, Any]:
     }
     out.update(_ms_stats(twist_delays, "twist"))
 
-    stop_delays: list[float] = []
-    for t in timeline.stops:
-        i = bisect.bisect_right(zeros, t)
-        if i < len(zeros):
-            stop_delays.append(zeros[i] - t)
-    out["stops_sent"] = len(timeline.stops)
-    out["stops_unanswered"] = len(timeline.stops) - len(stop_delays)
-    out.update(_ms_stats(stop_delays, "stop"))
+    for prefix, sent in (("stop", timeline.stops), ("http_stop", timeline.http_stops)):
+        delays: list[float] = []
+        for t in sent:
+            i = bisect.bisect_right(zeros, t)
+            if i < len(zeros):
+                delays.append(zeros[i] - t)
+        out[f"{prefix}s_sent"] = len(sent)
+        out[f"{prefix}s_unanswered"] = len(sent) - len(delays)
+        out.update(_ms_stats(delays, prefix))
+    # A POST /stop that was not answered 200 did not do what it was timed for.
+    out["http_stops_refused"] = sum(1 for line in timeline.http_stop_answers if " 200 " not in f"{line} ")
 
     late: list[float] = []
     extra = preempted = 0
@@ -735,6 +775,8 @@ def verdicts(result: dict[str, Any], targets: dict[str, float]) -> dict[str, boo
             ok = ok and result.get("twists_lost") == 0
         if key == "stop_max_ms":
             ok = ok and result.get("stops_unanswered") == 0
+        if key == "http_stop_max_ms":
+            ok = ok and result.get("http_stops_unanswered") == 0 and result.get("http_stops_refused") == 0
         if key == "deadman_late_max_ms":
             ok = ok and result.get("deadman_missing") == 0 and result.get("extra_zeros") == 0
         out[key] = bool(ok)
@@ -790,6 +832,14 @@ def run_scenario(sc: AttackScenario, log_dir: Path) -> dict[str, Any]:
                 if bus.wait_for(_zero_after(t_stop), timeout=10) is None:
                     raise RuntimeError("the warm-up stop's zero never reached the LCM bus")
                 driver.driver.send(RELEASE_FRAME)  # the other client's stop holds the driver until it lets go
+                time.sleep(TWIST_PERIOD)
+                driver.twist(driver.next_value())
+                t_stop, sock = driver.stop_over_http()
+                if bus.wait_for(_zero_after(t_stop), timeout=10) is None:
+                    raise RuntimeError("the warm-up POST /stop's zero never reached the LCM bus")
+                if " 200 " not in (answer := _status_line(sock)) + " ":
+                    raise RuntimeError(f"the warm-up POST /stop was answered {answer!r}")
+                driver.driver.send(RELEASE_FRAME)
                 time.sleep(0.3)
                 sampler = Sampler(running.pid)
 
@@ -854,6 +904,8 @@ def run_scenario(sc: AttackScenario, log_dir: Path) -> dict[str, Any]:
             result["raw"] = {
                 "twists": [(round(t - base, 6), v) for t, v in timeline.twists],
                 "stops": [round(t - base, 6) for t in timeline.stops],
+                "http_stops": [round(t - base, 6) for t in timeline.http_stops],
+                "http_stop_answers": timeline.http_stop_answers,
                 "silences": [round(t - base, 6) for t in timeline.silences],
                 "bus": [(round(t - base, 6), key, factor, zero) for t, key, factor, zero in seen],
             }

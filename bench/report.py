@@ -406,7 +406,10 @@ def _short(value: float) -> str:
 # -- under attack ------------------------------------------------------------------------------
 
 # Summed over rounds (one lost twist in any round counts); every other figure is a median.
-_ATTACK_COUNTS = ("twists_sent", "twists_lost", "stops_sent", "stops_unanswered", "deadman_missing", "extra_zeros")
+_ATTACK_COUNTS = (
+    "twists_sent", "twists_lost", "stops_sent", "stops_unanswered", "http_stops_sent", "http_stops_unanswered",
+    "http_stops_refused", "deadman_missing", "extra_zeros",
+)  # fmt: skip
 
 
 def summarize_attack(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -458,13 +461,15 @@ def render_attack(results: dict[str, Any]) -> list[str]:
         "viewer-bridge (`viewer-bridge serve --transport lcm`, default limits, "
         f"`--deadman-timeout {DEADMAN:g}`) while other connections flood it, each flood from processes of "
         "its own. Beside the flood, a normal client sends a twist every 50 ms and a second client "
-        "stops two of every three half-second segments of a drive (the third ends in silence, for the "
-        "deadman); times are taken from send to arrival on the LCM bus, seen by "
+        "stops two of every four segments of a drive, a sender without a WebSocket stops the third with "
+        "`POST /stop` (the fourth ends in silence, for the deadman); times are taken from send to arrival on "
+        "the LCM bus, seen by "
         "an independent `lcm` listener. Targets (from the issue, for this 2-core machine): twist p99 "
-        f"< {t['twist_p99_ms']:g} ms, stop < {t['stop_max_ms']:g} ms, deadman zero at the timeout + "
+        f"< {t['twist_p99_ms']:g} ms, stop < {t['stop_max_ms']:g} ms (over HTTP too), deadman zero at the timeout + "
         f"< {t['deadman_late_max_ms']:g} ms, a new client's handshake < {t['handshake_max_ms']:g} ms, "
         f"memory growth < {t['rss_growth_mb']:g} MB. ✓ met, ✗ missed; stop, deadman and handshake are "
-        "the worst sample, not a percentile. "
+        "the worst sample, not a percentile; the HTTP stop is not a target of the issue's, held to the same "
+        "bound. "
         + (f"{rounds} round{'s' if rounds != 1 else ''} (medians). " if rounds else "")
         + _measured(results.get("attack_machine")),
         "",
@@ -473,9 +478,9 @@ def render_attack(results: dict[str, Any]) -> list[str]:
     if floods:
         lines += [
             "| Flood | Conns | Twist p50 (ms) | Twist p99 (ms) | Twists lost | Stop max (ms) "
-            "| Deadman late, max (ms) | Handshake max (ms) | RSS growth (MB) "
+            "| HTTP stop max (ms) | Deadman late, max (ms) | Handshake max (ms) | RSS growth (MB) "
             "| Bridge CPU (%) | Others' CPU (%) | Targets met |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|",
         ]
         for _name, m in floods:
             met = m.get("met", {})
@@ -486,6 +491,7 @@ def render_attack(results: dict[str, Any]) -> list[str]:
                 _cell(m, "twist_p99_ms", bound=t["twist_p99_ms"]),
                 f"{m.get('twists_lost', 0):.0f}/{m.get('twists_sent', 0):.0f}",
                 _cell(m, "stop_max_ms", bound=t["stop_max_ms"]),
+                _cell(m, "http_stop_max_ms", bound=t["http_stop_max_ms"]),
                 _cell(m, "deadman_late_max_ms", bound=t["deadman_late_max_ms"]),
                 _cell(m, "handshake_max_ms", bound=t["handshake_max_ms"]),
                 _cell(m, "rss_growth_mb", bound=t["rss_growth_mb"]),
@@ -545,7 +551,8 @@ def render_attack(results: dict[str, Any]) -> list[str]:
         "- Each twist carries its own `linear_x`, so every send is paired with its own arrival; a twist "
         "that never arrives (replaced by a newer one on the bridge's command lane, or refused) is lost. "
         "The measuring clients answer the bridge's pings, as the viewer does. "
-        "Stop = send -> the next zero on the bus, 6 per scenario. Deadman late = that zero - (last twist "
+        "Stop = send -> the next zero on the bus, 6 per scenario; HTTP stop = TCP connect for a `POST /stop` -> "
+        "the next zero, 3 per scenario (its answer must be 200). Deadman late = that zero - (last twist "
         "sent + timeout), 3 per scenario. Handshake = TCP connect -> `101`, a new client every "
         f"{HANDSHAKE_PERIOD:g} s. RSS growth = the peak during the flood (sampled every 20 ms, and the "
         "kernel's high-water mark) - RSS before it.",
@@ -583,6 +590,7 @@ def _measured(machine: dict[str, Any] | None) -> str:
 _LABELS = {
     "twist_p99_ms": ("twist p99", "ms"),
     "stop_max_ms": ("stop", "ms"),
+    "http_stop_max_ms": ("stop over HTTP", "ms"),
     "deadman_late_max_ms": ("deadman lateness", "ms"),
     "handshake_max_ms": ("handshake", "ms"),
     "rss_growth_mb": ("memory growth", "MB"),
@@ -604,6 +612,9 @@ def _attack_misses(summary: dict[str, dict[str, Any]]) -> list[str]:
                 why.append(f"{m['twists_lost']:.0f} twists lost")
             if key == "stop_max_ms" and m.get("stops_unanswered"):
                 why.append(f"{m['stops_unanswered']:.0f} stops without a zero")
+            if key == "http_stop_max_ms" and (m.get("http_stops_unanswered") or m.get("http_stops_refused")):
+                unanswered, refused = m.get("http_stops_unanswered", 0), m.get("http_stops_refused", 0)
+                why.append(f"{unanswered:.0f} HTTP stops without a zero, {refused:.0f} not answered 200")
             if key == "deadman_late_max_ms" and (m.get("deadman_missing") or m.get("extra_zeros")):
                 missing, extra = m.get("deadman_missing", 0), m.get("extra_zeros", 0)
                 why.append(f"{missing:.0f} silences without a zero, {extra:.0f} extra zeros")

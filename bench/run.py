@@ -565,7 +565,8 @@ def _progress_line(unit: dict[str, Any], seconds: float) -> str:
     if "met" in m:
         met = m["met"]
         return head + (
-            f"twist p99 {m.get('twist_p99_ms', math.nan):.1f} ms, stop max {m.get('stop_max_ms', math.nan):.1f} ms, "
+            f"twist p99 {m.get('twist_p99_ms', math.nan):.1f} ms, stop max {m.get('stop_max_ms', math.nan):.1f} ms "
+            f"(HTTP {m.get('http_stop_max_ms', math.nan):.1f} ms), "
             f"deadman +{m.get('deadman_late_max_ms', math.nan):.1f} ms, handshake max "
             f"{m.get('handshake_max_ms', math.nan):.1f} ms, RSS +{m.get('rss_growth_mb', math.nan):.1f} MB: "
             f"{sum(met.values())}/{len(met)} targets met"
