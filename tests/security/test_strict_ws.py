@@ -185,3 +185,21 @@ def test_an_expectation_other_than_100_continue_gets_417(bridge_factory: BridgeF
     reply = http(port, f"POST /stop HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nExpect: 200-ok\r\nContent-Length: 0\r\n\r\n")
     assert (reply.status, reply.body) == (417, b"only Expect: 100-continue is understood\n")
     assert server.snapshot().zeros.get("stop", 0) == 0
+
+
+def test_a_path_that_begins_with_two_slashes_is_that_path_not_a_host(bridge_factory: BridgeFactory) -> None:
+    # Read as a URL, "//stop" is a host named "stop" with an empty path, and "//x/ws" reaches /ws.
+    server, rec = bridge_factory()
+    port = server.bound_port or 0
+    host = f"127.0.0.1:{port}"
+    reply = http(port, f"POST //stop HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n")
+    assert reply.status == 405 and b"at //stop" in reply.body, reply
+    assert http(port, upgrade_request("//x/ws", host), head_only=True).status == 404
+    reply = http(port, f"GET //x/healthz HTTP/1.1\r\nHost: {host}\r\n\r\n")
+    assert reply.status == 404 and b"nothing at //x/healthz" in reply.body, reply
+    assert server.snapshot().zeros.get("stop", 0) == 0 and rec.twists == []
+    # The absolute form is still a URL (RFC 9112 section 3.2.2), and an ordinary path works as before.
+    reply = http(port, f"POST http://{host}/stop?robot=a HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n")
+    assert reply.status == 200, reply
+    assert http(port, f"POST /stop?x=1 HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n").status == 200
+    assert server.snapshot().zeros.get("stop", 0) == 2

@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 
 from tests.conftest import BridgeFactory, client, recv_json, twist, until_closed, wait_until
 from viewer_bridge import PointStamped, Twist, Vector3
-from viewer_bridge.core.auth import check_origin, check_token, redact_target
+from viewer_bridge.core.auth import check_origin, check_token, redact_target, split_target
 
 TOKEN = "correct-horse-battery-staple"
 
@@ -44,6 +44,16 @@ def test_origin_check() -> None:
     assert not check_origin("http://127.0.0.1:3031", "127.0.0.1:3030", [], secure=False)
     assert check_origin("http://ops.example:8080", "127.0.0.1:3030", ["http://ops.example:8080"], secure=False)
     assert check_origin("http://anything", "h:1", ["*"], secure=False)
+
+
+def test_request_targets_split_into_path_and_query() -> None:
+    assert split_target("/ws?token=a&robot=b&robot=c") == ("/ws", {"token": ["a"], "robot": ["b", "c"]})
+    assert split_target("/stop?") == ("/stop", {})
+    assert split_target("//stop") == ("//stop", {})  # a path, not a host named "stop"
+    assert split_target("//x/ws?a=1") == ("//x/ws", {"a": ["1"]})
+    assert split_target("/a?b=/c?d") == ("/a", {"b": ["/c?d"]})
+    assert split_target("http://h:1/stop?robot=r") == ("/stop", {"robot": ["r"]})  # the absolute form
+    assert split_target("http://h:1") == ("/", {})
 
 
 def test_redaction() -> None:

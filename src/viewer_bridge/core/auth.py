@@ -250,7 +250,16 @@ def check_host(host: str | None, allowed: Iterable[str], bound: Iterable[str] = 
 
 
 def split_target(target: str) -> tuple[str, dict[str, list[str]]]:
-    """Split an HTTP request target into its path and parsed query."""
+    """Split an HTTP request target into its path and parsed query.
+
+    The usual origin form (``/path?query``, RFC 9112 section 3.2.1) is split
+    at its first ``?`` and nothing else: read as a URL, ``//stop`` would be a
+    host named ``stop`` with an empty path, and ``//x/ws`` would reach
+    ``/ws``. Only the absolute form (``http://host/path``) is read as a URL.
+    """
+    if target.startswith("/"):
+        path, _, query = target.partition("?")
+        return path, parse_qs(query, keep_blank_values=True)
     parts = urlsplit(target)
     return parts.path or "/", parse_qs(parts.query, keep_blank_values=True)
 
