@@ -67,6 +67,26 @@ def test_malformed_or_foreign_hosts_are_refused(bridge_factory: BridgeFactory, h
     assert get(port, "/healthz", host=host).status == 403
 
 
+def test_an_absolute_form_target_is_checked_by_its_own_host(bridge_factory: BridgeFactory) -> None:
+    # RFC 9112 section 3.2.2: the target's authority is the host; the Host header is ignored.
+    server, rec = bridge_factory()
+    port = server.bound_port or 0
+    own = f"127.0.0.1:{port}"
+    reply = http(port, f"GET http://{REBIND}:{port}/healthz HTTP/1.1\r\nHost: {own}\r\n\r\n")
+    assert reply.status == 403 and "DNS rebinding" in json.loads(reply.body)["reason"], reply
+    assert http(port, f"GET http://{own}/healthz HTTP/1.1\r\nHost: {REBIND}\r\n\r\n").status == 200
+    # The Origin is compared with that host too: a matching Host header does not make a foreign page same-origin.
+    evil = "evil.example"
+    reply = http(
+        port,
+        f"POST http://{own}/estop HTTP/1.1\r\nHost: {evil}\r\nOrigin: http://{evil}\r\nContent-Length: 0\r\n\r\n",
+    )
+    assert reply.status == 403 and "cross-site" in json.loads(reply.body)["reason"], reply
+    assert server.server.safety.estop is None and rec.twists == []
+    # Still, HTTP/1.1 wants a Host header in every request.
+    assert http(port, f"GET http://{own}/healthz HTTP/1.1\r\n\r\n").status == 400
+
+
 def test_a_request_without_host_is_refused(bridge_factory: BridgeFactory) -> None:
     server, _ = bridge_factory()
     port = server.bound_port or 0

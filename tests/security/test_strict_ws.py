@@ -203,3 +203,11 @@ def test_a_path_that_begins_with_two_slashes_is_that_path_not_a_host(bridge_fact
     assert reply.status == 200, reply
     assert http(port, f"POST /stop?x=1 HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n").status == 200
     assert server.snapshot().zeros.get("stop", 0) == 2
+
+
+def test_a_head_ended_by_bare_line_feeds_gets_400_at_once(bridge_factory: BridgeFactory) -> None:
+    server, _ = bridge_factory(handshake_timeout=60)  # a wait for the timeout would fail http()'s 5 s
+    port = server.bound_port or 0
+    reply = http(port, f"POST /stop HTTP/1.1\nHost: 127.0.0.1:{port}\nContent-Length: 0\n\n")
+    assert (reply.status, reply.body) == (400, b"request lines must end with CRLF (RFC 9112 section 2.2)\n")
+    assert server.snapshot().zeros.get("stop", 0) == 0

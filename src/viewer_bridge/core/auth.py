@@ -54,6 +54,7 @@ __all__ = [
     "parse_tokens_file",
     "redact_target",
     "split_target",
+    "target_authority",
 ]
 
 # 16 random characters from a 64-symbol alphabet are 96 bits: out of reach of
@@ -262,6 +263,17 @@ def split_target(target: str) -> tuple[str, dict[str, list[str]]]:
         return path, parse_qs(query, keep_blank_values=True)
     parts = urlsplit(target)
     return parts.path or "/", parse_qs(parts.query, keep_blank_values=True)
+
+
+def target_authority(target: str) -> str | None:
+    """The ``host[:port]`` of an absolute-form request target (``http://host/path``); None for any other form.
+
+    A server must take the host from such a target and ignore the Host
+    header (RFC 9112 section 3.2.2), so that is the name to check.
+    """
+    if target.startswith("/"):
+        return None
+    return urlsplit(target).netloc or None
 
 
 def check_token(expected: str | None, query: Mapping[str, list[str]], headers: Mapping[str, str]) -> bool:

@@ -230,6 +230,9 @@ class FrontDoor(asyncio.BufferedProtocol):
         if end < 0:
             if self._used > MAX_HEAD:
                 self._answer(Response(431, b"request head too large\n"))
+            elif b"\n\n" in data:
+                # A head ended by bare line feeds would otherwise wait out the timeout for a CRLF that never comes.
+                self._answer(Response(400, b"request lines must end with CRLF (RFC 9112 section 2.2)\n"))
             return
         request = _parse(data[:end], self.peer)
         if isinstance(request, Response):

@@ -49,6 +49,7 @@ from viewer_bridge.core.auth import (
     check_origin,
     offered_tokens,
     split_target,
+    target_authority,
 )
 from viewer_bridge.core.logsafe import Throttle, clean, redact_target
 from viewer_bridge.core.peers import PeerGuard, peer_of
@@ -165,9 +166,10 @@ class HttpRoutes:
             if throttled is not None:
                 return throttled
         headers = request.headers
-        host = headers.get("host")
-        if host is None:
+        if "host" not in headers:
             return self.refuse(400, "a Host header is required (RFC 9112 section 3.2)", request)
+        host = _host(request)
+        assert host is not None
         if not check_host(host, config.allowed_hosts, self.host_names):
             # DNS rebinding: a page whose name now points here; nothing else is looked at.
             return self.refuse(
@@ -252,9 +254,9 @@ class HttpRoutes:
 
     def _origin_allowed(self, request: Request) -> bool:
         """The browser Origin rule, for the upgrade and the safety POSTs alike (docs/protocol.md)."""
-        headers = request.headers
         server = self._server
-        return check_origin(headers.get("origin"), headers.get("host"), server.config.allowed_origins, server.secure)
+        origin = request.headers.get("origin")
+        return check_origin(origin, _host(request), server.config.allowed_origins, server.secure)
 
     def _shown(self, path: str) -> str:
         """A client's path as it may appear in a reason (which is also logged): redacted, escaped, short."""
@@ -404,6 +406,11 @@ def _valid_key(key: str | None) -> bool:
         return len(base64.b64decode(key, validate=True)) == 16
     except (binascii.Error, ValueError):
         return False
+
+
+def _host(request: Request) -> str | None:
+    """The name the request is for: an absolute-form target's own, else the Host header (RFC 9112 section 3.2.2)."""
+    return target_authority(request.target) or request.headers.get("host")
 
 
 def _estop_reason(body: bytes) -> str | None:
