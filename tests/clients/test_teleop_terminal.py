@@ -333,43 +333,51 @@ def test_not_connected_space_and_x_still_stop_over_http(bridge_factory: BridgeFa
 
 
 
-def test_a_stop_over_http_to_a_host_that_does_not_answer_holds_up_no_key(teleop: TeleopFactory) -> None:
-    # Listening but never accepting: the kernel completes each connection, then nobody speaks,
-    # so both the upgrade and the POST /stop wait for an answer.
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
-    try:
-        term = teleop(f"ws://127.0.0.1:{silent.getsockname()[1]}/ws", "--first-timeout", "20")
-        term.wait_screen("connecting")
-        term.keys("Space")
-        term.wait_screen("not connected: sending the stop over HTTP (POST /stop)...")
-        # The stop is still on its way, yet the next key is handled.
-        term.keys("+")
-        assert "sending the stop over HTTP (POST /stop)..." in term.wait_screen("Speed 110%")
-    finally:
-        silent.close()  # the waiting connections are reset: the stop fails, and says so
+@pytest.fixture
+def silent_host() -> Iterator[socket.socket]:
+    """Listening but never accepting: the kernel completes each connection, then nobody speaks, so an
+    upgrade and a POST both wait for an answer. Closing it resets the connections still waiting."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    with sock:
+        yield sock
+
+
+def _teleop_to(teleop: TeleopFactory, silent: socket.socket) -> Terminal:
+    term = teleop(f"ws://127.0.0.1:{silent.getsockname()[1]}/ws", "--first-timeout", "20")
+    term.wait_screen("connecting")
+    return term
+
+
+def test_a_stop_over_http_to_a_host_that_does_not_answer_holds_up_no_key(
+    teleop: TeleopFactory, silent_host: socket.socket
+) -> None:
+    term = _teleop_to(teleop, silent_host)
+    term.keys("Space")
+    term.wait_screen("not connected: sending the stop over HTTP (POST /stop)...")
+    # The stop is still on its way, yet the next key is handled.
+    term.keys("+")
+    assert "sending the stop over HTTP (POST /stop)..." in term.wait_screen("Speed 110%")
+    silent_host.close()  # the stop fails, and says so
     term.wait_screen("not connected, and the stop over HTTP failed")
     term.keys("Escape")
     assert term.wait_exit() == 0
 
 
-def test_quitting_waits_for_an_estop_still_on_its_way_over_http(teleop: TeleopFactory) -> None:
-    silent = socket.socket()  # as above: connections complete, nobody answers
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
-    try:
-        term = teleop(f"ws://127.0.0.1:{silent.getsockname()[1]}/ws", "--first-timeout", "20")
-        term.wait_screen("connecting")
-        term.keys("x")
-        term.wait_screen("sending the e-stop over HTTP (POST /estop)...")
-        term.keys("Escape")
-        term.wait_screen("quitting once the bridge answers what went over HTTP")
-    finally:
-        silent.close()
+def test_quitting_waits_for_an_estop_still_on_its_way_over_http(
+    teleop: TeleopFactory, silent_host: socket.socket
+) -> None:
+    term = _teleop_to(teleop, silent_host)
+    term.keys("x")
+    term.wait_screen("sending the e-stop over HTTP (POST /estop)...")
+    term.keys("Escape")
+    term.wait_screen("quitting once the bridge answers what went over HTTP")
+    silent_host.close()
     assert term.wait_exit() == 0
     # The full screen is gone; what became of the e-stop is printed after it.
     assert "viewer-bridge teleop: not connected, and the e-stop over HTTP failed: " in term.output()
+
 
 # -- operator control: the e-stop, the status lines ------------------------------------------
 
