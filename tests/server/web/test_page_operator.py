@@ -215,3 +215,27 @@ def test_with_its_websocket_refused_the_page_still_stops_and_latches_over_http(
     with urllib.request.urlopen(server.http_url("/healthz"), timeout=5) as response:
         assert json.load(response)["estop"]["reason"] == "STOP on the browser page"
     assert rec.twists[:2] == [FWD, Twist.zero()] and set(rec.twists[2:]) <= {Twist.zero()}
+
+
+def test_a_stop_over_http_that_is_never_answered_says_it_was_not_sent(
+    bridge_factory: Factory, context: BrowserContext
+) -> None:
+    server, rec = bridge_factory(max_connections=1, deadman_timeout=30)
+    with ViewerClient(server.websocket_url()):  # the one connection the bridge takes
+        page = context.new_page()
+        held: list[str] = []
+        # The request reaches a host that takes it and never answers (the route is never fulfilled).
+        page.route("**/stop", lambda route: held.append(route.request.method))
+        page.goto(server.http_url("/"))
+        page.wait_for_selector("#conn[data-state=closed]")  # the page's upgrade got 503
+        page.keyboard.press("Space")
+        wait_for(page, lambda: held == ["POST"], "the POST /stop on its way")
+        assert "Not connected: sending the stop over HTTP" in text(page, "#notice")
+        wait_for(
+            page,
+            lambda: "the stop over HTTP failed (no answer within 5 s): it was NOT sent" in text(page, "#notice"),
+            "the notice that it failed",
+            timeout=15,
+        )
+        page.unroute_all(behavior="ignoreErrors")
+    assert server.snapshot().zeros.get("stop", 0) == 0 and rec.twists == []

@@ -43,6 +43,8 @@
   const RECONNECT_MS = [500, 1000, 2000, 4000, 5000];
   // Releasing the e-stop takes a press held this long: no tap or slip can do it.
   const RELEASE_HOLD_MS = 1500;
+  // A stop over HTTP to a host that takes the request and never answers fails after this, and says so.
+  const HTTP_SAFETY_TIMEOUT_MS = 5000;
   // The latched e-stop (`{"type":"estop"}`, released only by a deliberate
   // `estop_clear`): a bridge that has it says so in the page config. Without
   // it the STOP button and the gamepad's e-stop button send a plain `stop`
@@ -553,6 +555,7 @@
         cache: "no-store",
         headers: { ...authHeaders(), "Content-Type": "application/json" },
         body: body === null ? "" : JSON.stringify(body),
+        signal: AbortSignal.timeout(HTTP_SAFETY_TIMEOUT_MS),
       });
       if (!response.ok) {
         problem = `HTTP ${response.status}`;
@@ -563,7 +566,7 @@
         }
       }
     } catch (error) {
-      problem = String(error);
+      problem = error.name === "TimeoutError" ? `no answer within ${HTTP_SAFETY_TIMEOUT_MS / 1000} s` : String(error);
     }
     if (problem === null) notify(`${what === "stop" ? "Stop sent" : "E-stop latched"} over HTTP (not connected)`, "info");
     else notify(`Not connected, and the ${what} over HTTP failed (${problem}): it was NOT sent`, "error", 10000);
