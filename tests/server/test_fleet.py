@@ -151,6 +151,16 @@ def _drive_until_heard(ws: ClientConnection, robot: Robot, **axes: float) -> Twi
     return got[0]
 
 
+def _post(fleet: Fleet, target: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+    """POST to the station: the status and the JSON answer."""
+    request = urllib.request.Request(fleet.station.http_url(target), data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def _error(ws: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
     frame = recv_json(ws, timeout)
     assert frame["type"] == "error", frame
@@ -380,12 +390,7 @@ def test_post_stop_stops_the_robot_named_or_every_robot(fleet: Fleet) -> None:
     _drive_until_heard(b, r2, angular_z=0.5)
 
     def post(target: str) -> tuple[int, dict[str, Any]]:
-        request = urllib.request.Request(fleet.station.http_url(target), data=b"", method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        return _post(fleet, target)
 
     assert post("/stop?robot=go2-1") == (200, {"stopped": True, "robots": {"go2-1": "#0001"}})
     assert r1.twists_until_zero()[-1] == Twist.zero()
@@ -400,6 +405,33 @@ def test_post_stop_stops_the_robot_named_or_every_robot(fleet: Fleet) -> None:
     b.send(twist(angular_z=0.5))
     frame = _error(b)
     assert frame["reason"] == "stopped_by_other" and "http:127.0.0.1 stopped you" in frame["detail"], frame
+
+
+def test_post_estop_and_clear_act_on_the_robot_named_or_every_robot(fleet: Fleet) -> None:
+    # As a client's estop / estop_clear: its robot's, or every robot's when it chose none.
+    r1, r2 = fleet.robots["go2-1"], fleet.robots["go2-2"]
+    status, body = _post(fleet, "/estop?robot=go2-1", b'{"reason":"one"}')
+    assert status == 200 and body["estop"]["reason"] == "one", body
+    assert body["robots"]["go2-1"]["reason"] == "one" and body["robots"]["go2-2"] is None, body
+    wait_until(lambda: r1.agent.snapshot().estop is not None, timeout=10, what="go2-1 latched at the robot")
+    _drive_until_heard(fleet.client("go2-2"), r2, **FWD)  # go2-2 was not latched: it drives
+    assert r2.agent.snapshot().estop is None
+    status, body = _post(fleet, "/estop/clear?robot=nope")
+    assert status == 404 and body["reason"].startswith("unknown_robot: ")
+    # Releasing go2-2 (never latched) leaves go2-1 latched: a release of one robot is not a release of all.
+    status, body = _post(fleet, "/estop/clear?robot=go2-2")
+    assert status == 200 and body["estop"] is None and body["robots"]["go2-1"]["reason"] == "one", body
+    assert fleet.station.snapshot().robots["go2-1"].estop is not None
+    status, body = _post(fleet, "/estop/clear?robot=go2-1")
+    assert status == 200 and body["robots"] == {"go2-1": None, "go2-2": None}, body
+    wait_until(lambda: r1.agent.snapshot().estop is None, timeout=10, what="go2-1 released at the robot")
+    # None named: every robot, both ways.
+    status, body = _post(fleet, "/estop", b'{"reason":"all"}')
+    assert status == 200 and {name: latch["reason"] for name, latch in body["robots"].items()} == {
+        "go2-1": "all", "go2-2": "all"
+    }, body
+    status, body = _post(fleet, "/estop/clear")
+    assert status == 200 and body["robots"] == {"go2-1": None, "go2-2": None}, body
 
 
 def test_a_stale_order_after_the_agents_lapse_is_refused_and_the_client_told(fleet: Fleet) -> None:

@@ -331,35 +331,54 @@ class HttpRoutes:
             )
         who = f"http:{principal.name}" if principal.named else f"http:{request.peer[0]}" if request.peer else "http"
         now = server.clock()
-        if path == "/stop":
-            return self._stop(request, query, who, now)
-        if path == "/estop":
-            # An authorised e-stop always latches: a body that is not the expected JSON becomes the reason.
-            reason = _estop_reason(request.body)
-            server.latch_estop(who, reason, now)
-        else:
-            server.clear_estop(who, now)
-        latch = server.safety.estop
-        state = None if latch is None else {"by": latch.by, "at": latch.at, "reason": latch.reason}
-        answer: dict[str, object] = {"estop": state}
+        robot = None
         if server.fleet is not None:
-            answer["robots"] = {name: robot["estop"] for name, robot in server.fleet.report()["robots"].items()}
+            # As on a WebSocket: ?robot=NAME acts on that robot, none on every robot. (On a single-robot
+            # bridge robot= is ignored, as on the upgrade: there is only the one.)
+            chosen = query.get("robot")
+            robot = chosen[-1] if chosen else None
+            if robot is not None and robot not in server.fleet.robots:
+                return self.refuse(404, f"unknown_robot: {server.fleet.unknown(robot)}", request)
+        if path == "/stop":
+            answer = self._stop(robot, who, now)
+        else:
+            # An authorised e-stop always latches: a body that is not the expected JSON becomes the reason.
+            latch = path == "/estop"
+            answer = self._estop(latch, _estop_reason(request.body) if latch else None, robot, who, now)
         return Response(200, _json(answer), _no_store(_JSON))
 
-    def _stop(self, request: Request, query: Mapping[str, list[str]], who: str, now: float) -> Response:
-        """One zero, as a ``stop`` frame gives; at a fleet station to ``?robot=NAME``, or to every robot."""
+    def _stop(self, robot: str | None, who: str, now: float) -> dict[str, object]:
+        """One zero, as a ``stop`` frame gives; at a fleet station to ``robot``, or to every robot."""
         server = self._server
         fleet = server.fleet
         if fleet is None:
-            # robot= is ignored here as on the upgrade: stopping the one robot is never the wrong thing to do.
-            return Response(200, _json({"stopped": True, "driver": server.stop_from(who, now)}), _no_store(_JSON))
-        chosen = query.get("robot")
-        robot = chosen[-1] if chosen else None
-        if robot is not None and robot not in fleet.robots:
-            return self.refuse(404, f"unknown_robot: {fleet.unknown(robot)}", request)
+            return {"stopped": True, "driver": server.stop_from(who, now)}
         lines = [fleet.robots[robot]] if robot is not None else list(fleet.robots.values())
-        drivers = {line.name: fleet.stop(line, who, now) for line in lines}
-        return Response(200, _json({"stopped": True, "robots": drivers}), _no_store(_JSON))
+        return {"stopped": True, "robots": {line.name: fleet.stop(line, who, now) for line in lines}}
+
+    def _estop(self, latch: bool, reason: str | None, robot: str | None, who: str, now: float) -> dict[str, object]:
+        """Latch (or release) the e-stop; at a fleet station that of ``robot``, or of every robot."""
+        server = self._server
+        fleet = server.fleet
+        if fleet is not None and robot is not None:
+            line = fleet.robots[robot]
+            if latch:
+                fleet.latch(line, who, reason, now)
+            else:
+                fleet.clear(line, who, now)
+            state = line.safety.estop
+        else:
+            if latch:
+                server.latch_estop(who, reason, now)
+            else:
+                server.clear_estop(who, now)
+            state = server.safety.estop
+        answer: dict[str, object] = {
+            "estop": None if state is None else {"by": state.by, "at": state.at, "reason": state.reason}
+        }
+        if fleet is not None:
+            answer["robots"] = {name: report["estop"] for name, report in fleet.report()["robots"].items()}
+        return answer
 
     def refuse(
         self, status: int, why: str, request: Request | str, headers: dict[str, str] | None = None

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import Recorder
 from tests.server.web.conftest import open_page, wait_for
 from viewer_bridge import RerunWebSocketServer
+from viewer_bridge.clients.client import ViewerClient
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext
@@ -46,3 +47,19 @@ def test_no_picker_without_robots(bridge_factory: Factory, context: BrowserConte
     server, _ = bridge_factory()
     page, _ = open_page(context, server.http_url("/"))
     assert page.locator("#robot-pick").is_hidden()
+
+
+def test_with_its_websocket_refused_the_pages_stop_latches_its_own_robot_over_http(
+    bridge_factory: Factory, context: BrowserContext
+) -> None:
+    server, _ = bridge_factory(robots=ROBOTS, max_connections=1)
+    with ViewerClient(server.websocket_url()):  # the one connection the station takes
+        page = context.new_page()
+        page.goto(server.http_url("/?robot=go2-2"))
+        page.wait_for_selector("#conn[data-state=closed]")  # the page's upgrade got 503
+        page.locator("#stop").click()
+        wait_for(page, lambda: "E-stop latched over HTTP (not connected)" in page.inner_text("#notice"), "the notice")
+        robots = server.snapshot().robots
+        # As STOP over the WebSocket would: this page's robot, not the others.
+        latch = robots["go2-2"].estop
+        assert latch is not None and latch.reason == "STOP on the browser page" and robots["go2-1"].estop is None

@@ -544,8 +544,8 @@
   // With the WebSocket down (reconnecting, or refused: the bridge full, this
   // address over its connection budget) a stop or an e-stop still goes, as a
   // POST to the bridge's safety endpoints, which it takes from its own page.
-  // At a fleet station /stop stops this page's robot (every robot if none is
-  // chosen) and /estop latches every robot.
+  // At a fleet station both act on this page's robot (every robot if none is
+  // chosen), as the same messages over the WebSocket would.
   async function stopOverHttp(path, body, what) {
     notify(`Not connected: sending the ${what} over HTTP`, "info");
     let problem = null;
@@ -1046,7 +1046,7 @@
     }
     releaseAll({ send: false });
     if (send({ type: "estop", reason })) notify("E-stop latched", "info");
-    else stopOverHttp("/estop", { reason }, "e-stop");
+    else stopOverHttp(withRobot("/estop"), { reason }, "e-stop");
   }
 
   // ------------------------------------------------------ gamepad display
