@@ -75,3 +75,32 @@ def test_an_answer_that_is_not_the_bridges_is_named(not_a_bridge: str) -> None:
     with pytest.raises(HttpRefused, match=r"/estop: HTTP 502: <html>proxy says hello</html>") as caught:
         asyncio.run(post_safety(not_a_bridge, "/estop"))
     assert caught.value.status == 502
+
+
+class _Redirector(CannedSite):
+    """Sends every request elsewhere, as a proxy that moves plain HTTP to HTTPS would; records what it was sent."""
+
+    seen: list[tuple[str, str, str | None]] = []
+
+    def _reply(self) -> None:
+        type(self).seen.append((self.command, self.path, self.headers.get("Authorization")))
+        if self.path.startswith("/landed"):
+            super()._reply()
+            return
+        code = 307 if "estop" in self.path else 301
+        self.send_response(code)
+        self.send_header("Location", f"http://127.0.0.1:{self.server.server_address[1]}/landed?token=secret")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _reply
+
+
+@pytest.mark.parametrize("path", ["/stop", "/estop"], ids=["301", "307"])
+def test_a_redirect_is_reported_not_followed(path: str) -> None:
+    # urllib would follow a 301 as a GET without the body, and take the token along to wherever it points.
+    _Redirector.seen = []
+    refused = r"redirected to http://127\.0\.0\.1:\d+/landed\?token=\*\*\*; not followed"
+    with canned_site(_Redirector) as url, pytest.raises(HttpRefused, match=refused):
+        asyncio.run(post_safety(url.replace("http:", "ws:") + "/ws", path, token="tok"))
+    assert _Redirector.seen == [("POST", path, "Bearer tok")]  # nothing went to /landed

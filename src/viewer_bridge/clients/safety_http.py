@@ -15,7 +15,8 @@ import json
 import ssl as ssl_module
 import urllib.error
 import urllib.request
-from typing import Any, Final
+from email.message import Message
+from typing import IO, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from viewer_bridge.clients.client import ClientError, redact_url
@@ -69,18 +70,38 @@ async def post_safety(
     return await asyncio.to_thread(_post, request, ssl, timeout)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not followed: urllib would turn the POST into a GET and take the token along."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Message,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        return None
+
+
 def _post(request: urllib.request.Request, context: ssl_module.SSLContext | None, timeout: float) -> dict[str, Any]:
     shown = f"POST {redact_url(request.full_url)}"
+    opener = urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context))
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+        with opener.open(request, timeout=timeout) as response:
             return _answer(shown, response.read(_MAX_ANSWER))
     except urllib.error.HTTPError as exc:
         with exc:
             answer = exc.read(_MAX_ANSWER)
-        try:
-            reason = str(json.loads(answer)["reason"])
-        except (ValueError, KeyError, TypeError):
-            reason = answer[:200].decode("utf-8", "replace").strip() or str(exc.reason)
+        location = exc.headers.get("Location") if 300 <= exc.code < 400 else None
+        if location is not None:
+            reason = f"redirected to {redact_url(location)}; not followed: give the bridge's own address"
+        else:
+            try:
+                reason = str(json.loads(answer)["reason"])
+            except (ValueError, KeyError, TypeError):
+                reason = answer[:200].decode("utf-8", "replace").strip() or str(exc.reason)
         raise HttpRefused(f"{shown}: HTTP {exc.code}: {reason}", exc.code, reason) from None
     except (urllib.error.URLError, OSError) as exc:
         why = exc.reason if isinstance(exc, urllib.error.URLError) else exc

@@ -239,3 +239,24 @@ def test_a_stop_over_http_that_is_never_answered_says_it_was_not_sent(
         )
         page.unroute_all(behavior="ignoreErrors")
     assert server.snapshot().zeros.get("stop", 0) == 0 and rec.twists == []
+
+
+def test_a_stop_over_http_that_is_redirected_is_not_followed(bridge_factory: Factory, context: BrowserContext) -> None:
+    server, rec = bridge_factory(max_connections=1, deadman_timeout=30)
+    with ViewerClient(server.websocket_url()):  # the one connection the bridge takes
+        page = context.new_page()
+        followed: list[str] = []
+        # As a proxy in front of the bridge might: the POST is sent on elsewhere, where a GET would land.
+        page.route("**/stop", lambda route: route.fulfill(status=301, headers={"Location": "/elsewhere"}))
+        page.route("**/elsewhere", lambda route: (followed.append(route.request.method), route.fulfill(status=200)))
+        page.goto(server.http_url("/"))
+        page.wait_for_selector("#conn[data-state=closed]")  # the page's upgrade got 503
+        page.keyboard.press("Space")
+        wait_for(
+            page,
+            lambda: "the stop over HTTP failed (redirected elsewhere, not followed): it was NOT sent"
+            in text(page, "#notice"),
+            "the notice that it was not sent",
+        )
+        page.unroute_all(behavior="ignoreErrors")
+    assert followed == [] and server.snapshot().zeros.get("stop", 0) == 0 and rec.twists == []

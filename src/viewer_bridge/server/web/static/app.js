@@ -556,8 +556,12 @@
         headers: { ...authHeaders(), "Content-Type": "application/json" },
         body: body === null ? "" : JSON.stringify(body),
         signal: AbortSignal.timeout(HTTP_SAFETY_TIMEOUT_MS),
+        // A redirect would turn the POST into a GET somewhere else: it is reported, not followed.
+        redirect: "manual",
       });
-      if (!response.ok) {
+      if (response.type === "opaqueredirect") {
+        problem = "redirected elsewhere, not followed";
+      } else if (!response.ok) {
         problem = `HTTP ${response.status}`;
         try {
           problem = `${problem}: ${(await response.json()).reason}`;
