@@ -231,6 +231,14 @@ def _render_main(results: dict[str, Any], plot_name: str | None) -> list[str]:
             "messages, no subscribers; no Python server on this machine can beat it."
             if "floor" in targets
             else ""
+        )
+        + (
+            " The isolation floor is the floor plus the least a bridge with issue 9's isolation "
+            "must do: each message parsed by the bridge's own `parse_message` and handed to the "
+            "subscriber on a thread of its own (a `queue.SimpleQueue`); no check, limit, lease, "
+            "watchdog or metric."
+            if "floor-iso" in targets
+            else ""
         ),
         "- Twists are the viewer's W+A twist, "
         '`{"type":"twist","linear_x":0.5,...,"angular_z":0.8}`, each in a masked text frame. '

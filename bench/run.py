@@ -79,6 +79,17 @@ def builtin_targets() -> dict[str, TargetSpec]:
             python=sys.executable,
             check="import picows",
         ),
+        # The floor plus the least a bridge with issue 9's isolation must do: parse each message into a
+        # typed event and hand it to the subscriber on a thread of its own. No rule at all.
+        "floor-iso": TargetSpec(
+            name="floor-iso",
+            label="isolation floor",
+            module="bench.targets.floor_server",
+            python=sys.executable,
+            env={"PYTHONPATH": src},
+            args=("--kwarg", "parse=true", "--kwarg", "handoff=true"),
+            check="import picows",
+        ),
         "bridge": TargetSpec(
             name="bridge",
             label="viewer-bridge",
