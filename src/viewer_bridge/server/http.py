@@ -168,8 +168,8 @@ class HttpRoutes:
         headers = request.headers
         if "host" not in headers:
             return self.refuse(400, "a Host header is required (RFC 9112 section 3.2)", request)
-        host = _host(request)
-        assert host is not None
+        # An absolute-form target names its host itself, and that name is the one that counts.
+        host = target_authority(target) or headers["host"]
         if not check_host(host, config.allowed_hosts, self.host_names):
             # DNS rebinding: a page whose name now points here; nothing else is looked at.
             return self.refuse(
