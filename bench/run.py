@@ -61,6 +61,13 @@ class TargetSpec:
 
 def builtin_targets() -> dict[str, TargetSpec]:
     src = str(ROOT / "src")
+    floor = TargetSpec(
+        name="floor",
+        label="picows floor",
+        module="bench.targets.floor_server",
+        python=sys.executable,
+        check="import picows",
+    )
     return {
         "dimos": TargetSpec(
             name="dimos",
@@ -72,23 +79,15 @@ def builtin_targets() -> dict[str, TargetSpec]:
             env={"ZENOH_MULTICAST": "false"},
             check="import dimos.visualization.rerun.websocket_server",
         ),
-        "floor": TargetSpec(
-            name="floor",
-            label="picows floor",
-            module="bench.targets.floor_server",
-            python=sys.executable,
-            check="import picows",
-        ),
+        "floor": floor,
         # The floor plus the least a bridge with issue 9's isolation must do: parse each message into a
         # typed event and hand it to the subscriber on a thread of its own. No rule at all.
-        "floor-iso": TargetSpec(
+        "floor-iso": replace(
+            floor,
             name="floor-iso",
             label="isolation floor",
-            module="bench.targets.floor_server",
-            python=sys.executable,
             env={"PYTHONPATH": src},
             args=("--kwarg", "parse=true", "--kwarg", "handoff=true"),
-            check="import picows",
         ),
         "bridge": TargetSpec(
             name="bridge",
