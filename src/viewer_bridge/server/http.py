@@ -242,15 +242,25 @@ class HttpRoutes:
             return self.refuse(
                 503, f"connection limit reached ({config.max_connections})", request, {"Retry-After": "1"}
             )
-        robot: str | None = None
-        if server.fleet is not None:
-            # A fleet station: the robot this client drives (docs/fleet.md).
-            chosen = query.get("robot")
-            robot = chosen[-1] if chosen else None
-            if robot is not None and robot not in server.fleet.robots:
-                return self.refuse(404, f"unknown_robot: {server.fleet.unknown(robot)}", request)
+        robot = self._robot_chosen(request, query)  # the robot this client drives
+        if isinstance(robot, Response):
+            return robot
         address = request.peer[0] if request.peer is not None else "?"
         return Upgrade(server.new_session(principal, peer_of(address), robot=robot))
+
+    def _robot_chosen(self, request: Request, query: Mapping[str, list[str]]) -> str | Response | None:
+        """At a fleet station, the robot ``?robot=NAME`` names (None: none named), or the 404 for an unknown one.
+
+        On a single-robot bridge ``robot=`` is ignored: there is only the one (docs/fleet.md).
+        """
+        fleet = self._server.fleet
+        if fleet is None:
+            return None
+        chosen = query.get("robot")
+        robot = chosen[-1] if chosen else None
+        if robot is not None and robot not in fleet.robots:
+            return self.refuse(404, f"unknown_robot: {fleet.unknown(robot)}", request)
+        return robot
 
     def _origin_allowed(self, request: Request) -> bool:
         """The browser Origin rule, for the upgrade and the safety POSTs alike (docs/protocol.md)."""
@@ -331,14 +341,10 @@ class HttpRoutes:
             )
         who = f"http:{principal.name}" if principal.named else f"http:{request.peer[0]}" if request.peer else "http"
         now = server.clock()
-        robot = None
-        if server.fleet is not None:
-            # As on a WebSocket: ?robot=NAME acts on that robot, none on every robot. (On a single-robot
-            # bridge robot= is ignored, as on the upgrade: there is only the one.)
-            chosen = query.get("robot")
-            robot = chosen[-1] if chosen else None
-            if robot is not None and robot not in server.fleet.robots:
-                return self.refuse(404, f"unknown_robot: {server.fleet.unknown(robot)}", request)
+        # As on a WebSocket: the robot named acts on that robot, none on every robot.
+        robot = self._robot_chosen(request, query)
+        if isinstance(robot, Response):
+            return robot
         if path == "/stop":
             answer = self._stop(robot, who, now)
         else:
