@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.bus.transports.bus_support import require_zenoh
 from tests.conftest import Recorder
 from viewer_bridge import RerunWebSocketServer
 from viewer_bridge.cli import main
@@ -285,6 +286,25 @@ def test_a_stop_refused_its_websocket_by_a_full_bridge_goes_over_http(
         assert code == 0, err
         assert "HTTP 503: connection limit reached (1)" in err and "sending the stop as POST /stop instead" in err
     assert rec.twists == [Twist(Vector3(1.0, 0, 0), Vector3()), Twist.zero()] and stops(server, "stop") == 1
+
+
+def test_a_stop_over_http_to_a_robot_the_station_does_not_see_warns_even_when_quiet(
+    bridge_factory: BridgeFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    require_zenoh()
+    # go2-2's agent never comes: the stop is published at the station, but nothing says the robot heard it.
+    server, _ = bridge_factory(
+        robots={"go2-1": {"agent": False}, "go2-2": {}}, max_connections=1, zenoh_mode="peer",
+        zenoh_multicast_scouting=False,
+    )  # fmt: skip
+    url = server.websocket_url()
+    with ViewerClient(url):  # the one connection the station takes
+        code, err = send(capsys, "stop", "--url", url, "--quiet")
+        assert code == 0, err
+        assert "viewer-bridge send: warning: go2-2 is offline (the station does not see its agent): the stop was " \
+            "published at the station but may not reach it" in err, err
+        code, err = send(capsys, "estop", "--robot", "go2-1", "--url", url)
+        assert code == 0 and "estop over HTTP" in err and "offline" not in err, err
 
 
 def test_the_http_fallback_speaks_tls_with_the_same_ca_file(

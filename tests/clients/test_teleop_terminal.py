@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bus.transports.bus_support import require_zenoh
 from tests.conftest import Recorder, require_binary, wait_until
 from viewer_bridge import Bool, RerunWebSocketServer
 from viewer_bridge.clients.client import ServerError, ViewerClient
@@ -331,6 +332,25 @@ def test_not_connected_space_and_x_still_stop_over_http(bridge_factory: BridgeFa
     term.keys("Escape")
     assert term.wait_exit() == 0
 
+
+
+def test_a_stop_over_http_to_a_robot_the_station_does_not_see_says_it_may_not_reach_it(
+    bridge_factory: BridgeFactory, teleop: TeleopFactory
+) -> None:
+    require_zenoh()
+    # go2-2's agent never comes: the station publishes the stop, but cannot say the robot heard it.
+    server, _ = bridge_factory(
+        robots={"go2-1": {"agent": False}, "go2-2": {}}, max_connections=1, zenoh_mode="peer",
+        zenoh_multicast_scouting=False,
+    )  # fmt: skip
+    with ViewerClient(server.websocket_url()):  # the one connection the station takes
+        term = teleop(server.websocket_url() + "?robot=go2-2")
+        term.wait_screen("connection limit reached")
+        term.keys("Space")
+        screen = term.wait_screen("go2-2 is offline: the stop may not reach it")
+        assert "it went over HTTP (POST /stop)" in screen, screen
+    term.keys("Escape")
+    assert term.wait_exit() == 0
 
 
 @pytest.fixture

@@ -224,13 +224,20 @@ def test_no_robot_chosen_and_unknown_robots_are_told_the_names(fleet: Fleet) -> 
     assert body["reason"].startswith("unknown_robot: no robot named 'go2-9' here; robots: go2-1, go2-2")
 
 
-def test_an_offline_robot_refuses_commands_and_comes_online_with_its_agent() -> None:
+def test_an_offline_robot_refuses_commands_is_named_by_http_safety_answers_and_comes_back() -> None:
     f = Fleet(ROBOTS, deadman_timeout=30.0)  # the drive lasts until the agent goes
     try:
         ws = f.client("go2-1")
         ws.send(twist(**FWD))
         frame = _error(ws)
         assert frame["reason"] == "robot_offline" and "go2-1 is offline" in frame["detail"]
+        # A stop or an e-stop over HTTP still acts at the station, and says whom it may not reach.
+        assert _post(f, "/stop") == (200, {"stopped": True, "robots": {"go2-1": None, "go2-2": None},
+                                           "offline": ["go2-1", "go2-2"]})
+        status, body = _post(f, "/estop?robot=go2-2")
+        assert status == 200 and body["offline"] == ["go2-2"] and body["estop"] is not None, body
+        status, body = _post(f, "/estop/clear?robot=go2-2")
+        assert status == 200 and body["offline"] == ["go2-2"] and body["estop"] is None, body
         robot = f.add_robot("go2-1")
         f.online("go2-1")
         assert _drive_until_heard(ws, robot, **FWD).linear.x == 0.5
@@ -240,6 +247,8 @@ def test_an_offline_robot_refuses_commands_and_comes_online_with_its_agent() -> 
         deadline_frame = _error(ws)
         assert deadline_frame["reason"] == "robot_offline"
         assert f.station.snapshot().robots["go2-1"].driver is None
+        status, body = _post(f, "/stop?robot=go2-1")
+        assert status == 200 and body["offline"] == ["go2-1"], body
     finally:
         f.close()
 
@@ -392,13 +401,13 @@ def test_post_stop_stops_the_robot_named_or_every_robot(fleet: Fleet) -> None:
     def post(target: str) -> tuple[int, dict[str, Any]]:
         return _post(fleet, target)
 
-    assert post("/stop?robot=go2-1") == (200, {"stopped": True, "robots": {"go2-1": "#0001"}})
+    assert post("/stop?robot=go2-1") == (200, {"stopped": True, "robots": {"go2-1": "#0001"}, "offline": []})
     assert r1.twists_until_zero()[-1] == Twist.zero()
     b.send(twist(angular_z=0.5))  # go2-2 was not stopped: its driver still drives it
     assert r2.next_twist() == Twist(Vector3(), Vector3(0, 0, 0.5))
     status, body = post("/stop?robot=nope")
     assert status == 404 and body["reason"].startswith("unknown_robot: ")
-    assert post("/stop") == (200, {"stopped": True, "robots": {"go2-1": None, "go2-2": "#0002"}})
+    assert post("/stop") == (200, {"stopped": True, "robots": {"go2-1": None, "go2-2": "#0002"}, "offline": []})
     r2.twists_until_zero()
     a.send(twist(**FWD))  # both drivers were stopped by someone else: they must let go first
     assert _error(a)["reason"] == "stopped_by_other"

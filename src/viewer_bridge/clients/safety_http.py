@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from viewer_bridge.clients.client import ClientError, redact_url
 
-__all__ = ["SAFETY_PATHS", "HttpRefused", "http_url", "post_safety"]
+__all__ = ["SAFETY_PATHS", "HttpRefused", "http_url", "offline_robots", "post_safety", "unseen_note"]
 
 SAFETY_PATHS: Final = ("/stop", "/estop", "/estop/clear")
 _MAX_ANSWER: Final = 64 * 1024  # the bridge's answers are a few hundred bytes
@@ -68,6 +68,25 @@ async def post_safety(
         request.add_header("Authorization", f"Bearer {token}")
     # urllib blocks; a thread keeps the caller's loop free (and its timeout bounds the wait).
     return await asyncio.to_thread(_post, request, ssl, timeout)
+
+
+def offline_robots(answer: dict[str, Any]) -> list[str]:
+    """The robots a fleet station's safety answer names as offline (its agent not seen)."""
+    offline = answer.get("offline")
+    return [str(name) for name in offline] if isinstance(offline, list) else []
+
+
+def unseen_note(robots: list[str], kind: str, short: bool = False) -> str:
+    """What an operator must know when a safety request went to robots the station does not see."""
+    names = ", ".join(robots)
+    verb = "is" if len(robots) == 1 else "are"
+    if short:
+        return f"{names} {verb} offline: the {kind} may not reach {'it' if len(robots) == 1 else 'them'}"
+    return (
+        f"{names} {verb} offline (the station does not see its agent): the {kind} was published at the "
+        "station but may not reach it; an agent that has lost the station stops its robot itself after its "
+        "link timeout"
+    )
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -44,7 +44,7 @@ from viewer_bridge.clients.client import (
     ConnectError,
     ServerError,
 )
-from viewer_bridge.clients.safety_http import HttpRefused, post_safety
+from viewer_bridge.clients.safety_http import HttpRefused, offline_robots, post_safety, unseen_note
 from viewer_bridge.config import ConfigError, read_token_file
 from viewer_bridge.core.protocol import MAX_REASON, EstopState
 from viewer_bridge.core.safety import AXES
@@ -389,6 +389,10 @@ async def _send_over_http(args: argparse.Namespace, client: AsyncViewerClient, r
         return EXIT_NO_ANSWER
     if not args.quiet:
         print(f"viewer-bridge send: {what}: accepted", file=sys.stderr)
+    unseen = offline_robots(answer)
+    if unseen:
+        # Said even with --quiet: "accepted" must not be read as "the robot heard it".
+        print(f"viewer-bridge send: warning: {unseen_note(unseen, args.kind)}", file=sys.stderr)
     return 0
 
 

@@ -33,7 +33,7 @@ from viewer_bridge.clients.client import (
     redact_url,
 )
 from viewer_bridge.clients.keys import Action, KeyTeleop, SendEstop, SendEstopClear, SendStop, SendTwist, StopWhy
-from viewer_bridge.clients.safety_http import post_safety
+from viewer_bridge.clients.safety_http import offline_robots, post_safety, unseen_note
 from viewer_bridge.clients.send import describe_estop
 from viewer_bridge.core.protocol import Axes, Status
 
@@ -265,13 +265,19 @@ class TeleopApp(App[int]):
 
         async def send() -> str:
             try:
-                await post_safety(self.client.url, path, token=self.client.token, ssl=self.client.ssl, body=body)
+                answer = await post_safety(
+                    self.client.url, path, token=self.client.token, ssl=self.client.ssl, body=body
+                )
             except ClientError as exc:
                 self.note = f"not connected, and the {what} over HTTP failed: {exc}"
             else:
                 if stop:
                     self.stops_sent += 1
                 self.note = f"not connected: the {what} went over HTTP (POST {path})"
+                unseen = offline_robots(answer)
+                if unseen:
+                    # First, and short: the status line is narrow, and this is what the operator must see.
+                    self.note = f"{unseen_note(unseen, what, short=True)}; it went over HTTP (POST {path})"
             self.redraw()
             return self.note
 

@@ -59,6 +59,7 @@ from viewer_bridge.server.front import FrontDoor, Request, Response, Upgrade
 from viewer_bridge.server.metrics import render_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
+    from viewer_bridge.server.fleet import RobotLine
     from viewer_bridge.server.hardening import SecuritySetup
     from viewer_bridge.server.pump import AsyncRerunWebSocketServer
 
@@ -360,7 +361,11 @@ class HttpRoutes:
         if fleet is None:
             return {"stopped": True, "driver": server.stop_from(who, now)}
         lines = [fleet.robots[robot]] if robot is not None else list(fleet.robots.values())
-        return {"stopped": True, "robots": {line.name: fleet.stop(line, who, now) for line in lines}}
+        return {
+            "stopped": True,
+            "robots": {line.name: fleet.stop(line, who, now) for line in lines},
+            "offline": _offline(lines),
+        }
 
     def _estop(self, latch: bool, reason: str | None, robot: str | None, who: str, now: float) -> dict[str, object]:
         """Latch (or release) the e-stop; at a fleet station that of ``robot``, or of every robot."""
@@ -384,6 +389,7 @@ class HttpRoutes:
         }
         if fleet is not None:
             answer["robots"] = {name: report["estop"] for name, report in fleet.report()["robots"].items()}
+            answer["offline"] = _offline([fleet.robots[robot]] if robot is not None else list(fleet.robots.values()))
         return answer
 
     def refuse(
@@ -422,6 +428,15 @@ class HttpRoutes:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+
+
+def _offline(lines: list[RobotLine]) -> list[str]:
+    """The robots among ``lines`` whose agent the station does not see: what it publishes may not reach them.
+
+    Such a robot's agent stops it by itself when the station's commands stop arriving (its link timeout);
+    the answer names them so nobody takes "stopped" for "heard".
+    """
+    return [line.name for line in lines if line.agent and not line.online]
 
 
 def _valid_key(key: str | None) -> bool:

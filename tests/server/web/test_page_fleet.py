@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.bus.transports.bus_support import require_zenoh
 from tests.conftest import Recorder
 from tests.server.web.conftest import open_page, wait_for
 from viewer_bridge import RerunWebSocketServer
@@ -63,3 +64,27 @@ def test_with_its_websocket_refused_the_pages_stop_latches_its_own_robot_over_ht
         # As STOP over the WebSocket would: this page's robot, not the others.
         latch = robots["go2-2"].estop
         assert latch is not None and latch.reason == "STOP on the browser page" and robots["go2-1"].estop is None
+
+
+def test_a_stop_over_http_to_a_robot_the_station_does_not_see_says_it_may_not_reach_it(
+    bridge_factory: Factory, context: BrowserContext
+) -> None:
+    require_zenoh()
+    # go2-2 has an agent that never comes: the station publishes its stop, but cannot say it was heard.
+    server, _ = bridge_factory(
+        robots={"go2-1": {"agent": False}, "go2-2": {}}, max_connections=1, zenoh_mode="peer",
+        zenoh_multicast_scouting=False,
+    )  # fmt: skip
+    with ViewerClient(server.websocket_url()):
+        page = context.new_page()
+        page.goto(server.http_url("/?robot=go2-2"))
+        page.wait_for_selector("#conn[data-state=closed]")
+        page.keyboard.press("Escape")  # the stop key: POST /stop?robot=go2-2 when not connected
+        wait_for(page, lambda: "go2-2 is offline" in page.inner_text("#notice"), "the offline notice")
+        notice = page.inner_text("#notice")
+        assert "Stop sent over HTTP (not connected), but go2-2 is offline" in notice, notice
+        assert "it may not reach it" in notice, notice
+        page.locator("#stop").click()  # STOP: the e-stop, latched at the station all the same
+        wait_for(page, lambda: "E-stop latched over HTTP" in page.inner_text("#notice"), "the e-stop notice")
+        assert "but go2-2 is offline" in page.inner_text("#notice")
+        assert server.snapshot().robots["go2-2"].estop is not None

@@ -549,6 +549,7 @@
   async function stopOverHttp(path, body, what) {
     notify(`Not connected: sending the ${what} over HTTP`, "info");
     let problem = null;
+    let offline = [];
     try {
       const response = await fetch(path, {
         method: "POST",
@@ -568,11 +569,28 @@
         } catch {
           // not the bridge's JSON: the status says enough
         }
+      } else {
+        try {
+          // A fleet station names the robots it does not see: "sent" must not read as "heard" for them.
+          const answer = await response.json();
+          if (Array.isArray(answer.offline)) offline = answer.offline.map(String);
+        } catch {
+          // an answer that is not JSON: the 200 says it was sent
+        }
       }
     } catch (error) {
       problem = error.name === "TimeoutError" ? `no answer within ${HTTP_SAFETY_TIMEOUT_MS / 1000} s` : String(error);
     }
-    if (problem === null) notify(`${what === "stop" ? "Stop sent" : "E-stop latched"} over HTTP (not connected)`, "info");
+    const done = `${what === "stop" ? "Stop sent" : "E-stop latched"} over HTTP (not connected)`;
+    if (problem === null && offline.length > 0) {
+      const one = offline.length === 1;
+      notify(
+        `${done}, but ${offline.join(", ")} ${one ? "is" : "are"} offline (the station does not see ` +
+          `${one ? "its agent" : "their agents"}): it may not reach ${one ? "it" : "them"}`,
+        "error",
+        10000,
+      );
+    } else if (problem === null) notify(done, "info");
     else notify(`Not connected, and the ${what} over HTTP failed (${problem}): it was NOT sent`, "error", 10000);
   }
 
