@@ -14,7 +14,7 @@ import pytest
 
 from tests.bus.lane_support import CMD, ZERO, Clock, Destination, twist
 from viewer_bridge.bus.lanes import Lane
-from viewer_bridge.core.messages import Bool, PointStamped, Twist
+from viewer_bridge.core.messages import Bool, Message, PointStamped, Twist
 
 
 @pytest.fixture
@@ -209,3 +209,73 @@ def test_stop_delivers_what_is_queued_and_gives_up_on_a_stuck_destination(
     thread.join(5)
     assert not thread.is_alive()
     assert dest.got[-1] == (CMD, twist(2))
+
+
+# -- runs: what one read held, put together ----------------------------------------------------------------
+
+
+class RunDestination(Destination):
+    """A destination that also takes runs (``deliver_run``), recording each run's length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[int] = []
+
+    def run(self, stream: str, messages: list[Message]) -> None:
+        self.runs.append(len(messages))
+        for message in messages:
+            self(stream, message)
+
+
+def test_a_lane_with_deliver_run_delivers_runs_of_a_stream_in_order_around_barriers(lanes: list[Lane]) -> None:
+    dest = RunDestination()
+    lane = Lane("subscribers", dest, deliver_run=dest.run)
+    lane.put(CMD, twist(0))
+    lanes.append(started(lane))
+    lane.barrier().wait(5)
+    dest.hold()
+    lane.put(CMD, twist(1))  # the thread takes it and waits at the gate: what follows queues up
+    assert dest.waiting.wait(5)
+    lane.put_run(CMD, [twist(i) for i in range(2, 6)])
+    lane.put("clicked_point", PointStamped(1.0, 0.0, 0.0, 0.0, "map"))
+    reached = lane.barrier()
+    lane.put_run(CMD, [twist(6), twist(7)])
+    pending = lane.pending
+    dest.release()
+    assert pending == 8  # by message (and the barrier), as put() would count them
+    assert reached.wait(5)
+    lane.barrier().wait(5)
+    assert dest.got == [
+        *((CMD, twist(i)) for i in range(2)),
+        *((CMD, twist(i)) for i in range(2, 6)),
+        ("clicked_point", PointStamped(1.0, 0.0, 0.0, 0.0, "map")),
+        (CMD, twist(6)),
+        (CMD, twist(7)),
+    ]
+    assert dest.runs[-3:] == [4, 1, 2]  # one call per run of a stream, none across the barrier
+    assert lane.delivered == {CMD: 8, "clicked_point": 1}
+
+
+def test_a_run_on_a_command_lane_leaves_its_newest_as_puts_would(dest: Destination, lanes: list[Lane]) -> None:
+    lane = busy(Lane("lcm-commands", dest, conflate=True), dest, lanes, twist(1))
+    lane.put("stop_movement", Bool(True))
+    lane.put_run(CMD, [twist(i) for i in range(2, 7)])
+    assert lane.pending == 2 and lane.conflated == 4
+    dest.release()
+    lane.barrier().wait(5)
+    assert dest.got == [(CMD, twist(1)), ("stop_movement", Bool(True)), (CMD, twist(6))]
+
+
+def test_a_failing_run_is_counted_and_the_next_run_still_goes(lanes: list[Lane]) -> None:
+    dest = RunDestination()
+    lane = Lane("subscribers", dest, deliver_run=dest.run)
+    lanes.append(started(lane))
+    dest.failing = RuntimeError("boom")
+    lane.put_run(CMD, [twist(1), twist(2)])
+    lane.barrier().wait(5)
+    assert lane.failures == {CMD: 1}
+    assert lane.health(0.0).problem == "subscribers: publishing fails (RuntimeError: boom)"
+    dest.failing = None
+    lane.put_run(CMD, [twist(3)])
+    lane.barrier().wait(5)
+    assert dest.got == [(CMD, twist(3))] and lane.health(0.0).ok

@@ -209,3 +209,23 @@ def test_a_watchdog_whose_expire_raises_logs_it_and_keeps_watching(caplog: pytes
     assert watchdog.thread is None
     assert calls == [2.0, 2.0] and watchdog.fired == 1
     assert "the watchdog could not check or publish the zero" in caplog.text
+
+
+def test_a_run_is_published_as_its_messages_one_at_a_time_would_be(rig: Rig) -> None:
+    clicks = [PointStamped(float(i), 0.0, 0.0, 0.0, "map") for i in range(3)]
+    rig.outlet.publish_run(CMD, [twist(1), twist(2), twist(3)], 1.0)
+    rig.outlet.publish_run("clicked_point", clicks)
+    rig.settle()
+    assert rig.subscribers.got == [
+        (CMD, twist(1)), (CMD, twist(2)), (CMD, twist(3)), *(("clicked_point", c) for c in clicks)
+    ]
+    assert rig.bus.got[-1] == (CMD, twist(3)) and rig.bus_clicks.got == [("clicked_point", c) for c in clicks]
+    assert rig.outlet.due() == 1.0  # armed once, with the run's deadline
+    rig.expire_at(1.0 + GRACE)
+    wait_until(lambda: rig.bus.got[-1] == (CMD, ZERO), what="the watchdog's zero")
+    rig.settle()
+    assert rig.bus.got.count((CMD, ZERO)) == 1
+    # A run that holds a zero goes one at a time: the zero ends the command it follows.
+    rig.outlet.publish_run(CMD, [twist(4), ZERO], 3.0)
+    rig.settle()
+    assert rig.subscribers.got[-2:] == [(CMD, twist(4)), (CMD, ZERO)] and rig.outlet.due() is None

@@ -6,6 +6,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from viewer_bridge.core.connection import (
     Answered,
@@ -19,6 +21,8 @@ from viewer_bridge.core.connection import (
     valid_close_code,
 )
 from viewer_bridge.core.protocol import Click, Estop, EstopClear, Heartbeat, ProtocolError, Reason, Stop, TwistCommand
+from viewer_bridge.core.ratelimit import TokenBucket
+from viewer_bridge.core.roles import Role
 
 TEXT, BINARY, CONT = int(Opcode.TEXT), int(Opcode.BINARY), int(Opcode.CONTINUATION)
 PING, PONG, CLOSE = int(Opcode.PING), int(Opcode.PONG), int(Opcode.CLOSE)
@@ -341,3 +345,85 @@ def test_the_start_never_exceeds_the_burst_and_is_validated() -> None:
         ConnectionLimits(work_start=0.5)
     with pytest.raises(ValueError, match="work_start"):
         ConnectionLimits(work_start=math.inf)
+
+
+# -- runs: the whole text frames of one read, handled together ---------------------------------------------
+
+_RUN_PAYLOADS = st.sampled_from([
+    TWIST,
+    ZERO_TWIST,
+    STOP,
+    HEARTBEAT,
+    b'{"type":"twist","angular_z":-0.3,"timestamp_ms":5}',
+    b'{"type":"click","x":1,"y":2,"z":3,"entity_path":"/w"}',
+    b'{"type":"click","x":1,"y":2,"z":null,"entity_path":"/image"}',
+    b'{"type":"estop","reason":"r"}',
+    b'{"type":"estop_clear"}',
+    b"not json",
+    b'{"type":"twist","linear_x":"fast"}',
+    b'{"type":"\xff\xfe"}',
+    b'{"type":"twist","linear_x":0.1,"pad":"' + b"x" * 1500 + b'"}',  # 1.5 KiB: over a small size limit
+])
+_RUN_LIMITS = st.fixed_dictionaries({
+    "rate": st.sampled_from([5.0, 200.0]),
+    "burst": st.sampled_from([1.0, 8.0, 400.0]),
+    "work_rate": st.sampled_from([20.0, 2000.0]),
+    "work_burst": st.sampled_from([8.0, 60.0, 4000.0]),
+    "work_start": st.sampled_from([1.0, 30.0, 512.0]),
+    "malformed_cost": st.sampled_from([0.0, 8.0]),
+    "max_message_size": st.sampled_from([1024, 65536]),
+    "flood_close_after": st.sampled_from([0.05, 5.0]),
+})
+# Reads: how long after the previous one it came, and the whole text frames it held.
+_READS = st.lists(st.tuples(st.sampled_from([0.0, 0.001, 0.02, 0.5, 3.0]), st.lists(_RUN_PAYLOADS, max_size=30)),
+                  min_size=1, max_size=6)
+
+
+def _state(c: Connection, now: float) -> tuple[object, ...]:
+    return (
+        c.frames, c.dropped, c.pause_until, c.closing, c._over_since, dict(c._told),
+        c._work.level(now), c._messages.level(now), None if c._host is None else c._host.level(now),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(limits=_RUN_LIMITS, role=st.sampled_from(list(Role)), shared=st.booleans(), reads=_READS)
+def test_a_run_of_frames_is_exactly_those_frames_one_at_a_time(
+    limits: dict[str, float], role: Role, shared: bool, reads: list[tuple[float, list[bytes]]]
+) -> None:
+    # The server hands a read's whole text frames over as one run (receive_texts), re-entering receive()
+    # for a frame the run does not take; the outcome must be what receive() frame by frame gives.
+    limits["work_start"] = min(limits["work_start"], limits["work_burst"])
+
+    def make() -> Connection:
+        host = TokenBucket(4.0, 6.0, 0.0) if shared else None
+        return Connection(ConnectionLimits(**limits), 0.0, role=role, name="t", host=host)  # type: ignore[arg-type]
+
+    one, run = make(), make()
+    now = 0.0
+    for gap, payloads in reads:
+        now += gap
+        expected = [one.receive(TEXT, True, payload, now) for payload in payloads]
+        got: list[object] = []
+        start = 0
+        while start < len(payloads):
+            results, start = run.receive_texts(payloads, now, start)
+            got.extend(results)
+            if start < len(payloads):
+                got.append(run.receive(TEXT, True, payloads[start], now))
+                start += 1
+        assert got == expected
+        assert _state(run, now) == _state(one, now)
+        for c in (one, run):
+            if c.pause_until is not None and c.pause_until <= now + 0.5:
+                c.resumed(now)  # as the server does once the pause is over
+
+
+def test_a_run_stops_at_a_frame_it_cannot_take_and_says_where() -> None:
+    c = conn(max_message_size=64)
+    big = b'{"type":"twist","linear_x":0.1,"pad":"' + b"x" * 80 + b'"}'
+    results, index = c.receive_texts([TWIST, STOP, big, TWIST], 0.0)
+    assert (results, index) == ([TwistCommand(linear_x=0.5), Stop()], 2)
+    closed = c.receive(TEXT, True, big, 0.0)
+    assert isinstance(closed, Close) and closed.code == 1009
+    assert c.receive_texts([TWIST], 0.0) == ([], 0)  # closing: each frame goes to receive() on its own

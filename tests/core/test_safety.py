@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from viewer_bridge.core.messages import Bool, Twist, Vector3
 from viewer_bridge.core.safety import Cause, Decision, Limits, SafetyController
@@ -464,3 +466,92 @@ def test_a_slow_link_scales_the_command_after_the_limits() -> None:
     h.twist("a", Twist(Vector3(1.0, 0, 0), Vector3(0, 0, 0.5)), 0.0, factor=0.5)
     assert h.take()[-1] == ("tele_cmd_vel", Twist(Vector3(0.2, 0, 0), Vector3(0, 0, 0.25)))
     assert h.s.command == Twist(Vector3(0.2, 0, 0), Vector3(0, 0, 0.25))
+
+
+# -- runs: twists that arrived together ---------------------------------------------------------------------
+
+_RUN_TWISTS = st.sampled_from([
+    FWD, TURN, ZERO,
+    Twist(Vector3(2.0, 0, 0), Vector3(0, 0, -1.5)),  # over the clamp
+    Twist(Vector3(math.nan, 0, 0), Vector3()),
+    Twist(Vector3(1e308, 0, 0), Vector3()),  # finite, past the float range once scaled
+])
+_RUN_LIMITS = st.sampled_from([
+    Limits(),
+    Limits(clamp=(0.8, None, None, None, None, 1.0)),
+    Limits(scale=(2.0, 1.0, 1.0, 1.0, 1.0, 0.0)),
+])
+# What happens first: (seconds later, client, action).
+_BEFORE = st.lists(st.tuples(
+    st.sampled_from([0.0, 0.3, 2.0]), st.sampled_from(["a", "b"]),
+    st.sampled_from(["fwd", "zero", "stop", "latch", "clear", "disconnect"]),
+), max_size=5)
+
+
+def _flat(decision: Decision) -> list[object]:
+    if decision.refused is not None:
+        return [("refused", decision.refused)]
+    return [*decision.publish, ("ended", decision.ended), ("started", decision.started)]
+
+
+def _safety_state(s: SafetyController) -> tuple[object, ...]:
+    return (
+        s.driver, s.command, s.last_command_at, s.clamped, s.lease_changes, s.next_deadline(), s.estop,
+        s.snapshot(),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(limits=_RUN_LIMITS, before=_BEFORE, client=st.sampled_from(["a", "b"]),
+       twists=st.lists(_RUN_TWISTS, max_size=12),
+       factors=st.one_of(st.none(), st.lists(st.sampled_from([1.0, 0.5, 0.0]), min_size=12, max_size=12)),
+       gap=st.sampled_from([0.0, 0.5, 1.0, 3.0]))
+def test_a_run_of_twists_is_exactly_those_twists_one_at_a_time(
+    limits: Limits, before: list[tuple[float, str, str]], client: str, twists: list[Twist],
+    factors: list[float] | None, gap: float,
+) -> None:
+    one, run = (SafetyController(deadman_timeout=1.0, republish_hz=10.0, limits=limits) for _ in range(2))
+    now = 0.0
+    for later, who, action in before:
+        now += later
+        for s in (one, run):
+            if action in ("fwd", "zero"):
+                s.twist(who, FWD if action == "fwd" else ZERO, now)
+            elif action == "stop":
+                s.stop(who, now)
+            elif action == "latch":
+                s.latch(who, who, 0.0, now)
+            elif action == "clear":
+                s.clear(who, now)
+            else:
+                s.disconnect(who, now)
+    now += gap
+    factor = [1.0] * len(twists) if factors is None else factors[: len(twists)]
+    expected = [item for i, twist in enumerate(twists) for item in _flat(one.twist(client, twist, now, factor[i]))]
+    got: list[object] = []
+    start = 0
+    while start < len(twists):
+        decision, taken = run.twist_run(client, twists[start:], now, None if factors is None else factor[start:])
+        if taken:
+            assert decision.refused is None and decision.started is None and decision.ended is None
+            assert decision.expires == now + 1.0
+            for item in decision.publish:
+                got.extend([item, ("ended", None), ("started", None)])
+            start += taken
+            if start == len(twists):
+                break
+        got.extend(_flat(run.twist(client, twists[start], now, factor[start])))
+        start += 1
+    assert got == expected
+    assert _safety_state(run) == _safety_state(one)
+
+
+def test_a_run_takes_the_drivers_moving_twists_and_stops_where_twist_must_decide() -> None:
+    s = SafetyController(deadman_timeout=1.0)
+    assert s.twist_run("a", [FWD, TURN], 0.0) == (Decision(), 0)  # nobody drives yet: twist() starts the drive
+    s.twist("a", FWD, 0.0)
+    decision, taken = s.twist_run("a", [TURN, FWD, ZERO, TURN], 0.5)
+    assert taken == 2 and decision.publish == (("tele_cmd_vel", TURN), ("tele_cmd_vel", FWD))
+    assert decision.expires == 1.5 and s.command == FWD and s.last_command_at == 0.5
+    assert s.twist_run("b", [FWD], 0.6) == (Decision(), 0)  # not the driver: twist() refuses it
+    assert s.twist_run("a", [FWD], 1.5) == (Decision(), 0)  # the drive lapsed: twist() ends it first

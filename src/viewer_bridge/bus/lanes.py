@@ -26,7 +26,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from viewer_bridge.core.logsafe import Throttle
@@ -37,6 +37,7 @@ __all__ = ["Lane", "LaneHealth"]
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[str, Message], None]
+DeliverRun = Callable[[str, list[Message]], None]
 
 # A failure that keeps happening is logged at most this often.
 _LOG_INTERVAL: Final = 5.0
@@ -44,6 +45,8 @@ _LOG_INTERVAL: Final = 5.0
 _BARRIER: Final = "\x00barrier"
 # A zero still queued this long after it was put has not reached its destination in time.
 _ZERO_OVERDUE: Final = 0.5
+# Most messages a lane's thread takes off its queue at once (with deliver_run).
+_TAKE: Final = 256
 
 
 class LaneHealth:
@@ -64,6 +67,11 @@ class Lane:
     ``failures``), and failures logged at most every few seconds. ``kind``
     names the destination in metrics (a transport, ``inprocess`` or
     ``echo``). ``clock`` is the server's monotonic clock.
+
+    ``deliver_run(stream, messages)``, if given, takes consecutive messages
+    of one stream at once (a lane that delivers everything then takes what
+    is queued in chunks): the same as ``deliver`` for each in order, without
+    a call per message. It must not raise for one message and skip the rest.
     """
 
     def __init__(
@@ -76,8 +84,10 @@ class Lane:
         conflate_types: tuple[type, ...] = (Twist,),
         max_pending: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        deliver_run: DeliverRun | None = None,
     ) -> None:
         self.name = name
+        self._deliver_run = None if conflate else deliver_run
         self.kind = kind or name
         self._deliver = deliver
         self._conflate = conflate
@@ -171,6 +181,20 @@ class Lane:
         if wake and self._idle:
             self._wake.set()
 
+    def put_run(self, stream: str, messages: Sequence[Message], wake: bool = True) -> None:
+        """:meth:`put` for each of ``messages``, in order."""
+        if not self._conflate:
+            queue = self._queue
+            queue.extend([(stream, message) for message in messages])
+            while len(queue) > self._max_pending:
+                self._drop_oldest()
+            if wake and self._idle:
+                self._wake.set()
+            return
+        # Each would replace the one before it while it is unsent: the last stands for them all.
+        self.conflated += len(messages) - 1
+        self.put(stream, messages[-1], wake)
+
     def _drop_oldest(self) -> None:
         try:
             self._queue.popleft()
@@ -216,6 +240,9 @@ class Lane:
     # -- the lane's thread ------------------------------------------------------
 
     def _run(self) -> None:
+        if self._deliver_run is not None:
+            self._run_chunks()
+            return
         queue = self._queue
         send = self._send if self._conflate else self._send_plain
         while True:
@@ -237,6 +264,61 @@ class Lane:
                 message.set()  # type: ignore[union-attr]
                 continue
             send(stream, message)
+
+    def _run_chunks(self) -> None:
+        # The thread of a lane with deliver_run: what is queued is taken in chunks, and each run of one
+        # stream in a chunk delivered with one call.
+        queue = self._queue
+        popleft = queue.popleft
+        while True:
+            chunk: list[tuple[str, Message]] = []
+            take = chunk.append
+            try:
+                for _ in range(_TAKE):
+                    take(popleft())
+            except IndexError:
+                if not chunk:
+                    if self._stopping:
+                        return
+                    # Announce idleness before the last look, so a put() in between always wakes us.
+                    self._wake.clear()
+                    self._idle = True
+                    if queue:
+                        self._idle = False
+                        continue
+                    self._wake.wait()
+                    self._idle = False
+                    continue
+            self._deliver_chunk(chunk)
+
+    def _deliver_chunk(self, chunk: list[tuple[str, Message]]) -> None:
+        run: list[Message] = []
+        append = run.append
+        current = ""  # no stream has this name
+        for stream, message in chunk:
+            if stream is not current:  # a new stream (or the same name from elsewhere: only a shorter run)
+                if run:
+                    self._send_run(current, run)
+                    run = []
+                    append = run.append
+                if stream is _BARRIER:
+                    message.set()  # type: ignore[union-attr]
+                    continue
+                current = stream
+            append(message)
+        if run:
+            self._send_run(current, run)
+
+    def _send_run(self, stream: str, messages: list[Message]) -> None:
+        assert self._deliver_run is not None
+        try:
+            self._deliver_run(stream, messages)
+        except Exception as exc:
+            self._failed(stream, exc)
+            return
+        delivered = self.delivered
+        delivered[stream] = delivered.get(stream, 0) + len(messages)
+        self._last_failed = False
 
     def _send_plain(self, stream: str, message: Message) -> None:
         # The lean path of lanes without zero tracking (subscribers, clicks, echo): every message counts.

@@ -126,6 +126,39 @@ class Outlet:
         if self._inline is not None:
             self._inline(stream, message)
 
+    def publish_run(self, stream: str, messages: Sequence[Message], expires: float | None = None) -> None:
+        """:meth:`publish` for each of ``messages`` (with one deadline), under one lock.
+
+        A run is what one read of a client's socket held (see ``docs/architecture.md``).
+        Zeros, and commands without a deadline, go one at a time.
+        """
+        command = stream in self._commands
+        if command and (expires is None or _ZERO in messages):
+            for message in messages:
+                self.publish(stream, message, expires)
+            return
+        urgent = self._defer is None or self._inline is not None
+        with self._lock:
+            if command:
+                assert expires is not None
+                armed = self._armed
+                previous = armed.get(stream)
+                armed[stream] = expires
+                if previous is None:
+                    self._expired.discard(stream)
+                    self.watchdog.poke()
+                elif expires < previous:
+                    self.watchdog.poke()
+            lanes = self._lanes.get(stream, ())
+            for lane in lanes:
+                lane.put_run(stream, messages, wake=urgent)
+            if not urgent and lanes:
+                self._wake_later(lanes)
+        inline = self._inline
+        if inline is not None:
+            for message in messages:
+                inline(stream, message)
+
     def _wake_later(self, lanes: Sequence[Lane]) -> None:
         asleep = self._asleep
         if not asleep:

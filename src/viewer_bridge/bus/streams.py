@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, Generic, TypeVar
 
 from viewer_bridge.core.logsafe import Throttle
@@ -74,15 +74,32 @@ class Stream(Generic[T]):
             try:
                 callback(message)
             except Exception:
-                self.errors += 1
-                if self._complaints.allow(callback, time.monotonic()) is not None:
-                    log.exception(
-                        "subscriber %r of stream %r raised (other subscribers still run; "
-                        "%d errors on this stream so far)",
-                        callback,
-                        self.name,
-                        self.errors,
-                    )
+                self._raised(callback)
+
+    def publish_run(self, messages: Sequence[T]) -> None:
+        """:meth:`publish` for each of ``messages``, in order: each message to every subscriber before the next."""
+        callbacks = self._callbacks
+        if len(callbacks) != 1:
+            for message in messages:
+                self.publish(message)
+            return
+        # One subscriber, the usual case: no loop over subscribers per message.
+        callback = callbacks[0]
+        for message in messages:
+            try:
+                callback(message)
+            except Exception:
+                self._raised(callback)
+
+    def _raised(self, callback: Callable[[T], object]) -> None:
+        self.errors += 1
+        if self._complaints.allow(callback, time.monotonic()) is not None:
+            log.exception(
+                "subscriber %r of stream %r raised (other subscribers still run; %d errors on this stream so far)",
+                callback,
+                self.name,
+                self.errors,
+            )
 
     def __repr__(self) -> str:
         return f"Stream({self.name!r}, {self.type.__name__}, subscribers={len(self._callbacks)})"

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Union, get_args
 
@@ -278,6 +279,7 @@ class Connection:
 
     __slots__ = (
         "_allow",
+        "_allowed",
         "_assembler",
         "_charge",
         "_host",
@@ -329,6 +331,7 @@ class Connection:
         self.pause_until: float | None = None
         self.frames = 0
         self.dropped = 0
+        self._allowed = 0  # messages accepted in a prepaid run, charged at its end
 
     @property
     def closing(self) -> bool:
@@ -338,34 +341,19 @@ class Connection:
 
     def receive(self, opcode: int, fin: bool, payload: bytes, now: float, rsv: int = 0) -> Result:
         """One frame as parsed off the wire (masking removed), at ``now``."""
+        if (
+            opcode == _TEXT and fin and not rsv and self._state is _State.OPEN and self._assembler is None
+            and len(payload) <= self._max_size
+        ):  # fmt: skip
+            return self._text(payload, now)
         self.frames += 1
         if self._state is not _State.OPEN:
             return self._after_close(opcode, payload, now)
-        if self._over_since is not None and self._work.level(now) >= self.limits.work_burst / 2:
-            self._over_since = None  # the budget refilled halfway: that flood is over
-        # Charged before anything is parsed: the cost of looking at a frame is paid whatever it holds.
-        if self._charge(1.0 + len(payload) * _KIB, now) < 0.0:
-            flood = self._in_debt(now)
-            if flood is not None:
-                return flood
+        flood = self._admit(payload, now)
+        if flood is not None:
+            return flood
         if rsv:
             return self._fail(CloseCode.PROTOCOL_ERROR, f"reserved bits {rsv:#x} set, but no extension was negotiated")
-        if opcode == _TEXT and fin and self._assembler is None and len(payload) <= self._max_size:
-            # The common case, in one piece: a whole message in one frame, a valid twist.
-            try:
-                event = parse_message(payload)
-            except ProtocolError as exc:
-                return self._penalize(now) or Refusal(exc.reason, exc.detail, exc.field)
-            if type(event) is TwistCommand:
-                if self._restricted:
-                    return self._forbidden("twist", now)
-                if (
-                    event.linear_x or event.linear_y or event.linear_z
-                    or event.angular_x or event.angular_y or event.angular_z
-                ) and not self._allow(now):
-                    return self._rate_limited(now)
-                return event  # a zero twist is never limited: a client's own rate must not keep its robot moving
-            return self._event(event, now)
         if opcode >= Opcode.CLOSE:
             return self._control(opcode, payload, now)
         # Fragments, binary frames, and a frame too big (the assembler refuses it by size).
@@ -373,6 +361,42 @@ class Connection:
         if not isinstance(assembled, bytes):
             return assembled
         return self._message(assembled, now)
+
+    def receive_texts(self, payloads: Sequence[bytes], now: float, start: int = 0) -> tuple[list[Result], int]:
+        """Whole text frames that arrived together (one read), from ``payloads[start]`` on, at ``now``.
+
+        The same as :meth:`receive` for each, in order, up to the first frame
+        it cannot take as one: the connection is no longer open (a close, for
+        flooding or an error, ends the run), a fragmented message is open (a
+        new one inside it is a framing error) or the frame is over
+        ``max_message_size``. Returns the results of the frames taken and the
+        index of the first one not taken; the caller hands that one to
+        :meth:`receive`, then may start another run after it.
+        """
+        results: list[Result] = []
+        append = results.append
+        max_size = self._max_size
+        end = len(payloads)
+        if self._state is _State.OPEN and self._assembler is None and self._prepay(payloads, start, now):
+            # Every frame of the run paid for already: each handled as _text would, minus the budgets.
+            allow = self._allow
+            self._allow = self._prepaid_allow
+            message_in = self._message_in
+            self.frames += end - start
+            try:
+                for payload in payloads[start:]:
+                    append(message_in(payload, now))
+            finally:
+                self._allow = allow
+                self._settle_prepaid(now)
+            return results, end
+        text = self._text
+        for index in range(start, end):
+            payload = payloads[index]
+            if self._state is not _State.OPEN or self._assembler is not None or len(payload) > max_size:
+                return results, index
+            append(text(payload, now))
+        return results, end
 
     def resumed(self, now: float) -> None:
         """The server has started reading again after :attr:`pause_until`."""
@@ -389,6 +413,83 @@ class Connection:
         return Close(code, reason)
 
     # -- internals --------------------------------------------------------------
+
+    def _admit(self, payload: bytes, now: float) -> Close | None:
+        """Charge a frame to the work budget before anything is parsed: looking at it costs whatever it holds."""
+        if self._over_since is not None and self._work.level(now) >= self.limits.work_burst / 2:
+            self._over_since = None  # the budget refilled halfway: that flood is over
+        if self._charge(1.0 + len(payload) * _KIB, now) < 0.0:
+            return self._in_debt(now)
+        return None
+
+    def _prepay(self, payloads: Sequence[bytes], start: int, now: float) -> bool:
+        """Charge a run's frames at once, if its budgets cover the most it could cost; whether they did.
+
+        The most is every frame's charge, every frame's malformed surcharge,
+        and a message token for every frame. With that much in every bucket
+        no charge in the run can reach debt nor any message be refused, so
+        the connection stays open through it, and charges at one instant add
+        up in any order: paying the frames' charge first, and the messages'
+        once at the end (:meth:`_settle_prepaid`), leaves every bucket where
+        frame-by-frame handling would. A run with a frame too big for the
+        fast path is not prepaid.
+        """
+        if self._over_since is not None:
+            return False
+        count = len(payloads) - start
+        if not count:
+            return False
+        lengths = list(map(len, payloads[start:]))
+        largest = max(lengths)
+        charge = count + sum(lengths) * _KIB
+        host = self._host
+        if (
+            largest > self._max_size  # the assembler refuses it, in receive()
+            or self._work.level(now) < charge + count * self.limits.malformed_cost
+            or self._messages.level(now) < count
+            or (host is not None and host.level(now) < count)
+        ):  # fmt: skip
+            return False
+        self._charge(charge, now)
+        self._allowed = 0
+        return True
+
+    def _prepaid_allow(self, now: float) -> bool:
+        self._allowed += 1
+        return True
+
+    def _settle_prepaid(self, now: float) -> None:
+        allowed = self._allowed
+        if allowed:
+            self._messages.charge(allowed, now)
+            if self._host is not None:
+                self._host.charge(allowed, now)
+        self._allowed = 0
+
+    def _text(self, payload: bytes, now: float) -> Result:
+        """A whole message in one text frame, while open: the common case, a twist, handled first."""
+        self.frames += 1
+        flood = self._admit(payload, now)
+        if flood is not None:
+            return flood
+        return self._message_in(payload, now)
+
+    def _message_in(self, payload: bytes, now: float) -> Result:
+        """A whole message's rules, its frame charged."""
+        try:
+            event = parse_message(payload)
+        except ProtocolError as exc:
+            return self._penalize(now) or Refusal(exc.reason, exc.detail, exc.field)
+        if type(event) is TwistCommand:
+            if self._restricted:
+                return self._forbidden("twist", now)
+            if (
+                event.linear_x or event.linear_y or event.linear_z
+                or event.angular_x or event.angular_y or event.angular_z
+            ) and not self._allow(now):
+                return self._rate_limited(now)
+            return event  # a zero twist is never limited: a client's own rate must not keep its robot moving
+        return self._event(event, now)
 
     def _assemble(self, opcode: int, fin: bool, payload: bytes, now: float) -> bytes | Result:
         assembler = self._assembler

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -265,18 +265,12 @@ class SafetyController:
             refused = self._still_held(client, twist, now)
             if refused is not None:
                 return refused
-        # Non-finite input is refused whole, never clamped into range; and a
-        # finite input that scaling pushes past the float range is refused too.
-        if not _finite(twist):
+        limited = self._limited(twist, factor)
+        if limited is None:
             return _NON_FINITE
-        if not self._identity:
-            twist, clamped = self.limits.apply(twist)
-            if not _finite(twist):
-                return _NON_FINITE
-            if clamped:
-                self.clamped += 1
-        if factor != 1.0:
-            twist = _scaled(twist, factor)
+        twist, clamped = limited
+        if clamped:
+            self.clamped += 1
         lin, ang = twist.linear, twist.angular
         if not (lin.x or lin.y or lin.z or ang.x or ang.y or ang.z):
             if driver is not None:
@@ -298,6 +292,62 @@ class SafetyController:
                 )
             return Decision(((TELE_CMD_VEL, twist),), expires=expires, started=client)
         return Decision(((TELE_CMD_VEL, twist),), expires=expires)
+
+    def twist_run(
+        self, client: ClientId, twists: Sequence[Twist], now: float, factors: Sequence[float] | None = None
+    ) -> tuple[Decision, int]:
+        """Twists from ``client`` that arrived together at ``now``, each scaled by its factor (default 1).
+
+        Takes the leading ones that its drive accepts as they are: ``client``
+        drives, its drive has not lapsed, no e-stop or hold, and each twist is
+        finite and still moving after the limits. That is exactly what
+        :meth:`twist` gives for each of them, merged into one decision (every
+        command published, in order, one deadline). Returns the decision and
+        how many were taken; the caller hands the next one to :meth:`twist`,
+        which deals with anything else, then may start another run after it.
+        """
+        if (
+            self.driver is None or self.driver != client or now >= self.last_command_at + self.deadman_timeout
+            or self.estop is not None or (self._held and client in self._held)
+        ):  # fmt: skip
+            return _NOTHING, 0
+        published: list[tuple[str, Message]] = []
+        clamps = 0
+        for index, twist in enumerate(twists):
+            limited = self._limited(twist, 1.0 if factors is None else factors[index])
+            if limited is None:
+                break  # refused: twist() says so
+            twist, clamped = limited
+            lin, ang = twist.linear, twist.angular
+            if not (lin.x or lin.y or lin.z or ang.x or ang.y or ang.z):
+                break  # a release: twist() ends the drive
+            published.append((TELE_CMD_VEL, twist))
+            clamps += clamped
+        if not published:
+            return _NOTHING, 0
+        self.clamped += clamps
+        self.command = published[-1][1]  # type: ignore[assignment]
+        self.last_command_at = now
+        if self.republish_period:
+            self._next_republish = now + self.republish_period
+        return Decision(tuple(published), expires=now + self.deadman_timeout), len(published)
+
+    def _limited(self, twist: Twist, factor: float) -> tuple[Twist, bool] | None:
+        """``twist`` after the limits and ``factor``, and whether a limit clamped it; None if not finite.
+
+        Non-finite input is refused whole, never clamped into range; and a
+        finite input that scaling pushes past the float range is refused too.
+        """
+        if not _finite(twist):
+            return None
+        clamped = False
+        if not self._identity:
+            twist, clamped = self.limits.apply(twist)
+            if not _finite(twist):
+                return None
+        if factor != 1.0:
+            twist = _scaled(twist, factor)
+        return twist, clamped
 
     def stop(self, client: ClientId, now: float) -> Decision:
         """An explicit ``stop`` from any client: one zero at once, whoever drives or nobody."""

@@ -55,6 +55,12 @@ class Histogram:
         self.sum += seconds
         self.count += 1
 
+    def observe_run(self, seconds: float, count: int) -> None:
+        """``count`` observations of ``seconds`` (messages handled together, each in that time)."""
+        self.buckets[bisect_left(self.bounds, seconds)] += count
+        self.sum += seconds * count
+        self.count += count
+
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         cumulative = 0
         buckets: list[tuple[str, float]] = []

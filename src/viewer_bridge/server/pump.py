@@ -48,7 +48,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -69,7 +69,16 @@ from viewer_bridge.bus.streams import Stream
 from viewer_bridge.bus.transports import Transport, create_transport
 from viewer_bridge.config import BridgeConfig, ConfigError, from_mapping
 from viewer_bridge.core.auth import ANONYMOUS, Principal
-from viewer_bridge.core.connection import Answered, Close, CloseCode, Connection, ConnectionLimits, Pong, Refusal
+from viewer_bridge.core.connection import (
+    Answered,
+    Close,
+    CloseCode,
+    Connection,
+    ConnectionLimits,
+    Pong,
+    Refusal,
+    Result,
+)
 from viewer_bridge.core.goals import goal_out_of_range
 from viewer_bridge.core.link import LinkMonitor
 from viewer_bridge.core.logsafe import Throttle, clean
@@ -238,6 +247,9 @@ class _Session(WSListener):
         self._receive = connection.receive
         self._act = server._act
         self._clock = server.clock
+        # Whole text frames of the read being handled, and when it began (see on_ws_frame).
+        self._texts: list[bytes] = []
+        self._texts_at = 0.0
 
     # picows callbacks ------------------------------------------------------
 
@@ -246,6 +258,19 @@ class _Session(WSListener):
         self.server._session_opened(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        # Whole text frames (every message the protocol has) are held until the last frame of this read,
+        # then handled as one run: the rules per message are the same, the bookkeeping once per read.
+        # A read is bounded by the client's work budget (_BoundedReads), so a run is too.
+        if frame.msg_type is _TEXT and frame.fin and not (frame.rsv1 or frame.rsv2 or frame.rsv3):
+            texts = self._texts
+            if not texts:
+                self._texts_at = self._clock()
+            texts.append(frame.get_payload_as_bytes())
+            if frame.last_in_buffer:
+                self.flush()
+            return
+        if self._texts:
+            self.flush()  # what came before this frame, first
         now = self._clock()
         result = self._receive(
             frame.msg_type,  # type: ignore[arg-type]  # an IntEnum, the opcode
@@ -256,10 +281,34 @@ class _Session(WSListener):
         )
         if result is not None:
             self._act(self, result, now)
+        self._check_pause()
+
+    def flush(self) -> None:
+        """Handle the whole text frames held from this read, in order."""
+        texts = self._texts
+        self._texts = []
+        now = self._texts_at
+        server = self.server
+        start = 0
+        while start < len(texts):
+            results, start = self.conn.receive_texts(texts, now, start)
+            server._act_run(self, results, now)
+            if start < len(texts):
+                # One the run could not take (the connection closing, a fragmented message open, a message
+                # too big): on its own.
+                result = self._receive(_TEXT, True, texts[start], now)  # type: ignore[arg-type]  # the opcode
+                if result is not None:
+                    self._act(self, result, now)
+                start += 1
+        self._check_pause()
+
+    def _check_pause(self) -> None:
         if self.conn.pause_until is not None and not self.paused:
             self.server._pause(self, self.conn.pause_until)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self._texts:
+            self.flush()  # a read cut short by a framing error leaves the frames before it
         self.conn.closed()
         self.server._session_closed(self)
 
@@ -600,6 +649,7 @@ class AsyncRerunWebSocketServer:
             subscribers = Lane(
                 "subscribers", lambda stream, message: streams[stream].publish(message), kind="inprocess",
                 max_pending=100_000, clock=clock,
+                deliver_run=lambda stream, messages: streams[stream].publish_run(messages),
             )
             for stream_lanes in lanes.values():
                 stream_lanes.append(subscribers)
@@ -943,6 +993,83 @@ class AsyncRerunWebSocketServer:
 
     # -- what a frame led to ------------------------------------------------
 
+    def _act_run(self, session: _Session, results: list[Result], now: float) -> None:
+        """What a run of whole text frames led to (``Connection.receive_texts``), in order."""
+        act = self._act
+        index = 0
+        count = len(results)
+        while index < count:
+            result = results[index]
+            kind = type(result)
+            if (kind is not TwistCommand and kind is not Click) or self.fleet is not None:
+                if result is not None:
+                    act(session, result, now)
+                index += 1
+                continue
+            end = index + 1
+            while end < count and type(results[end]) is kind:
+                end += 1
+            if kind is TwistCommand:
+                self._twists(session, results[index:end], now)  # type: ignore[arg-type]
+            else:
+                self._clicks(session, results[index:end], now)  # type: ignore[arg-type]
+            index = end
+
+    def _twists(self, session: _Session, commands: list[TwistCommand], now: float) -> None:
+        """Consecutive twists from one client at one instant: the safety controller's run, else one at a time."""
+        stats = self.stats
+        stats.frames["twist"] += len(commands)
+        session.last_twist_at = now
+        twists: list[Twist] = []
+        factors: list[float] | None = None
+        if self.link_limits.enabled:
+            factors = []
+            for command in commands:
+                factor = self._twist_factor(session, command, now)
+                if factor is not None:  # else refused, and told: it does nothing else
+                    twists.append(command.to_twist())
+                    factors.append(factor)
+        else:
+            twists = [command.to_twist() for command in commands]
+        start = 0
+        accepted = 0  # the latency histogram counts what was published, not what was refused
+        while start < len(twists):
+            decision, taken = self.safety.twist_run(
+                session.id, twists[start:], now, None if factors is None else factors[start:]
+            )
+            if taken:
+                if self.mux is None and decision.expires is not None:
+                    # A run is the driver's commands on tele_cmd_vel, one deadline (SafetyController.twist_run).
+                    self._drive_on([message for _, message in decision.publish], decision.expires, now)
+                else:
+                    self._apply(decision, now)
+                start += taken
+                accepted += taken
+                if start == len(twists):
+                    break
+            accepted += self._safety_twist(session, twists[start], now, 1.0 if factors is None else factors[start])
+            start += 1
+        if accepted:
+            stats.latency.observe_run(self.clock() - now, accepted)
+
+    def _twist_factor(self, session: _Session, command: TwistCommand, now: float) -> float | None:
+        """The link's speed factor for ``command``, or None after refusing it for the link."""
+        if (
+            command.linear_x or command.linear_y or command.linear_z
+            or command.angular_x or command.angular_y or command.angular_z
+        ):  # fmt: skip
+            return self._link_check(session, command, now)
+        return 1.0  # a release (a zero twist) always passes: only moving is held back by a bad link
+
+    def _safety_twist(self, session: _Session, twist: Twist, now: float, factor: float) -> bool:
+        """One twist through the safety controller; whether it was accepted (else refused, and told)."""
+        decision = self.safety.twist(session.id, twist, now, factor)
+        if decision.refused is not None:
+            self._refused(session, self._safety_refusal(decision))
+            return False
+        self._apply(decision, now)
+        return True
+
     def _act(self, session: _Session, result: object, now: float) -> None:
         # Twists come first: they arrive at key-repeat or frame rate from every driver.
         kind = type(result)
@@ -955,40 +1082,22 @@ class AsyncRerunWebSocketServer:
             command: TwistCommand = result  # type: ignore[assignment]
             session.last_twist_at = now
             factor = 1.0
-            if self.link_limits.enabled and (
-                command.linear_x or command.linear_y or command.linear_z
-                or command.angular_x or command.angular_y or command.angular_z
-            ):
-                # A release (a zero twist) always passes: only moving is held back by a bad link.
-                checked = self._link_check(session, command, now)
+            if self.link_limits.enabled:
+                checked = self._twist_factor(session, command, now)
                 if checked is None:
                     return
                 factor = checked
-            decision = self.safety.twist(session.id, command.to_twist(), now, factor)
-            if decision.refused is not None:
-                self._refused(session, self._safety_refusal(decision))
+            if not self._safety_twist(session, command.to_twist(), now, factor):
                 return
-            self._apply(decision, now)
         elif kind is Stop:
             stats.frames["stop"] += 1
             self._apply(self.safety.stop(session.id, now), now)
         elif kind is Click:
             stats.frames["click"] += 1
-            click: Click = result  # type: ignore[assignment]
-            assert click.z is not None  # the connection refuses 2D clicks
-            if self.safety.click_refused() is not None:
-                self._refused(session, self._estopped("a goal is not sent"))
+            goal = self._goal(session, result, now)  # type: ignore[arg-type]
+            if goal is None:
                 return
-            frame_id = click.entity_path if self._entity_frames and click.entity_path else self.config.frame_id
-            if self._goal_limits:
-                refused = goal_out_of_range(
-                    click.x, click.y, click.z, frame_id, self.config.max_goal_distance, self.config.max_goal_height
-                )
-                if refused is not None:
-                    self._refused(session, Refusal(Reason.GOAL_OUT_OF_RANGE, refused[1], refused[0]))
-                    return
-            ts = click.timestamp_ms / 1000.0 if click.timestamp_ms else self.wall_clock()
-            self._publish("clicked_point", PointStamped(click.x, click.y, click.z, ts, frame_id))
+            self._publish("clicked_point", goal)
         elif kind is Heartbeat:
             stats.frames["heartbeat"] += 1
             return
@@ -1022,6 +1131,38 @@ class AsyncRerunWebSocketServer:
             return
         stats.latency.observe(self.clock() - now)
 
+    def _goal(self, session: _Session, click: Click, now: float) -> PointStamped | None:
+        """The goal a 3D click publishes, or None after refusing it (e-stop, out of range)."""
+        assert click.z is not None  # the connection refuses 2D clicks
+        if self.safety.click_refused() is not None:
+            self._refused(session, self._estopped("a goal is not sent"))
+            return None
+        frame_id = click.entity_path if self._entity_frames and click.entity_path else self.config.frame_id
+        if self._goal_limits:
+            refused = goal_out_of_range(
+                click.x, click.y, click.z, frame_id, self.config.max_goal_distance, self.config.max_goal_height
+            )
+            if refused is not None:
+                self._refused(session, Refusal(Reason.GOAL_OUT_OF_RANGE, refused[1], refused[0]))
+                return None
+        ts = click.timestamp_ms / 1000.0 if click.timestamp_ms else self.wall_clock()
+        return PointStamped(click.x, click.y, click.z, ts, frame_id)
+
+    def _clicks(self, session: _Session, clicks: list[Click], now: float) -> None:
+        """Consecutive clicks from one client: each checked as _act would, the goals published together."""
+        self.stats.frames["click"] += len(clicks)
+        goals: list[Message] = []
+        for click in clicks:
+            goal = self._goal(session, click, now)
+            if goal is not None:
+                goals.append(goal)
+        if goals:
+            outlet = self._outlet
+            if outlet is not None:
+                outlet.publish_run("clicked_point", goals)
+                self.stats.published["clicked_point"] += len(goals)
+            self.stats.latency.observe_run(self.clock() - now, len(goals))
+
     def _publish(self, stream: str, message: Message, expires: float | None = None) -> None:
         outlet = self._outlet
         if outlet is None:
@@ -1037,18 +1178,11 @@ class AsyncRerunWebSocketServer:
             and self.mux is None
             and decision.started is None
             and decision.ended is None
+            and decision.expires is not None
             and publish[0][0] == TELE_CMD_VEL
         ):
             # The common case, a driver's next command, without the general path's bookkeeping.
-            stream, message = publish[0]
-            outlet = self._outlet
-            if outlet is not None:
-                outlet.publish(stream, message, decision.expires)
-                self.stats.published[stream] += 1
-            self._last_command_at = now
-            if self._timer is None and decision.expires is not None:
-                self._arm()
-            self.status.changed()
+            self._drive_on([publish[0][1]], decision.expires, now)
             return
         announced = False
         for stream, message in decision.publish:
@@ -1071,6 +1205,17 @@ class AsyncRerunWebSocketServer:
         if decision.started is not None:
             log.info("client %s is now driving", self._label(decision.started))
         if decision.expires is not None and self._timer is None:
+            self._arm()
+        self.status.changed()
+
+    def _drive_on(self, commands: Sequence[Message], expires: float, now: float) -> None:
+        """Publish the driver's next moving commands on ``tele_cmd_vel`` (no mux), all with one deadline."""
+        outlet = self._outlet
+        if outlet is not None:
+            outlet.publish_run(TELE_CMD_VEL, commands, expires)
+            self.stats.published[TELE_CMD_VEL] += len(commands)
+        self._last_command_at = now
+        if self._timer is None:
             self._arm()
         self.status.changed()
 
