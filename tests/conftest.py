@@ -20,6 +20,14 @@ from websockets.sync.client import ClientConnection, connect
 from viewer_bridge import RerunWebSocketServer
 from viewer_bridge.core.messages import Bool, PointStamped, Twist
 
+# A fleet station whose go2-1 is driven on the station's own streams and whose go2-2 has an agent that never
+# comes, taking a single connection: a second client's stop goes over HTTP, to a robot the station does not see.
+UNSEEN_ROBOT_STATION: Final[dict[str, Any]] = {
+    "robots": {"go2-1": {"agent": False}, "go2-2": {}},
+    "max_connections": 1,
+    "zenoh_mode": "peer",
+    "zenoh_multicast_scouting": False,
+}
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

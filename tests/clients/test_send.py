@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 from tests.bus.transports.bus_support import require_zenoh
-from tests.conftest import Recorder
+from tests.conftest import UNSEEN_ROBOT_STATION, Recorder
 from viewer_bridge import RerunWebSocketServer
 from viewer_bridge.cli import main
 from viewer_bridge.clients.client import ViewerClient
@@ -293,10 +293,7 @@ def test_a_stop_over_http_to_a_robot_the_station_does_not_see_warns_even_when_qu
 ) -> None:
     require_zenoh()
     # go2-2's agent never comes: the stop is published at the station, but nothing says the robot heard it.
-    server, _ = bridge_factory(
-        robots={"go2-1": {"agent": False}, "go2-2": {}}, max_connections=1, zenoh_mode="peer",
-        zenoh_multicast_scouting=False,
-    )  # fmt: skip
+    server, _ = bridge_factory(**UNSEEN_ROBOT_STATION)
     url = server.websocket_url()
     with ViewerClient(url):  # the one connection the station takes
         code, err = send(capsys, "stop", "--url", url, "--quiet")

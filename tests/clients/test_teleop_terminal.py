@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.bus.transports.bus_support import require_zenoh
-from tests.conftest import Recorder, require_binary, wait_until
+from tests.conftest import UNSEEN_ROBOT_STATION, Recorder, require_binary, wait_until
 from viewer_bridge import Bool, RerunWebSocketServer
 from viewer_bridge.clients.client import ServerError, ViewerClient
 from viewer_bridge.core.messages import Twist, Vector3
@@ -339,10 +339,7 @@ def test_a_stop_over_http_to_a_robot_the_station_does_not_see_says_it_may_not_re
 ) -> None:
     require_zenoh()
     # go2-2's agent never comes: the station publishes the stop, but cannot say the robot heard it.
-    server, _ = bridge_factory(
-        robots={"go2-1": {"agent": False}, "go2-2": {}}, max_connections=1, zenoh_mode="peer",
-        zenoh_multicast_scouting=False,
-    )  # fmt: skip
+    server, _ = bridge_factory(**UNSEEN_ROBOT_STATION)
     with ViewerClient(server.websocket_url()):  # the one connection the station takes
         term = teleop(server.websocket_url() + "?robot=go2-2")
         term.wait_screen("connection limit reached")

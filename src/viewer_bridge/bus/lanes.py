@@ -251,14 +251,7 @@ class Lane:
             except IndexError:
                 if self._stopping:
                     return
-                # Announce idleness before the last look, so a put() in between always wakes us.
-                self._wake.clear()
-                self._idle = True
-                if queue:
-                    self._idle = False
-                    continue
-                self._wake.wait()
-                self._idle = False
+                self._wait_for_work()
                 continue
             if stream is _BARRIER:
                 message.set()  # type: ignore[union-attr]
@@ -280,16 +273,17 @@ class Lane:
                 if not chunk:
                     if self._stopping:
                         return
-                    # Announce idleness before the last look, so a put() in between always wakes us.
-                    self._wake.clear()
-                    self._idle = True
-                    if queue:
-                        self._idle = False
-                        continue
-                    self._wake.wait()
-                    self._idle = False
+                    self._wait_for_work()
                     continue
             self._deliver_chunk(chunk)
+
+    def _wait_for_work(self) -> None:
+        # Announce idleness before the last look, so a put() in between always wakes us.
+        self._wake.clear()
+        self._idle = True
+        if not self._queue:
+            self._wake.wait()
+        self._idle = False
 
     def _deliver_chunk(self, chunk: list[tuple[str, Message]]) -> None:
         run: list[Message] = []

@@ -107,13 +107,7 @@ class Outlet:
                         self._expired.discard(stream)
                         to_lanes = False
                 elif expires is not None:
-                    previous = armed.get(stream)
-                    armed[stream] = expires
-                    if previous is None:
-                        self._expired.discard(stream)
-                        self.watchdog.poke()
-                    elif expires < previous:
-                        self.watchdog.poke()
+                    self._arm(stream, expires)
                 else:
                     # A command nobody guards (navigation through the mux) replaces a guarded one.
                     armed.pop(stream, None)
@@ -141,14 +135,7 @@ class Outlet:
         with self._lock:
             if command:
                 assert expires is not None
-                armed = self._armed
-                previous = armed.get(stream)
-                armed[stream] = expires
-                if previous is None:
-                    self._expired.discard(stream)
-                    self.watchdog.poke()
-                elif expires < previous:
-                    self.watchdog.poke()
+                self._arm(stream, expires)
             lanes = self._lanes.get(stream, ())
             for lane in lanes:
                 lane.put_run(stream, messages, wake=urgent)
@@ -158,6 +145,16 @@ class Outlet:
         if inline is not None:
             for message in messages:
                 inline(stream, message)
+
+    def _arm(self, stream: str, expires: float) -> None:
+        """A moving command on ``stream`` is in force until ``expires`` (the lock held)."""
+        previous = self._armed.get(stream)
+        self._armed[stream] = expires
+        if previous is None:
+            self._expired.discard(stream)
+            self.watchdog.poke()
+        elif expires < previous:
+            self.watchdog.poke()
 
     def _wake_later(self, lanes: Sequence[Lane]) -> None:
         asleep = self._asleep

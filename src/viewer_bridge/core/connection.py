@@ -10,6 +10,9 @@ together with the current time, and carries out the result:
 * :class:`Close`: send a close frame and end the connection;
 * ``None``: nothing.
 
+:meth:`Connection.receive_texts` takes the whole text frames of one read at
+once, with exactly the effect of :meth:`Connection.receive` on each.
+
 Flow control is read separately: after a frame, :attr:`Connection.pause_until`
 is set when the client has spent its work budget; the server stops reading
 the socket until then (the kernel's buffers fill and TCP pushes back on the

@@ -10,7 +10,10 @@ Threading model (see also ``docs/architecture.md``):
   client's frames in order on one thread is what keeps its messages in
   order; nothing on this path blocks, and no client's reads may cost more
   than its frame budget (reads are capped per callback, and a client over
-  budget is not read at all until its budget refills).
+  budget is not read at all until its budget refills). The whole text
+  frames of one read go through as one run (``Connection.receive_texts``,
+  ``SafetyController.twist_run``, ``Outlet.publish_run``): the same rules
+  per message, the bookkeeping once per read.
 * **Publishing lanes** (one thread each, :mod:`viewer_bridge.bus.lanes`): for
   every bus transport one for commands (latest value wins) and one for
   clicks; for the threaded server one for in-process subscribers; for

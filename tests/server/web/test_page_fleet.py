@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.bus.transports.bus_support import require_zenoh
-from tests.conftest import Recorder
+from tests.conftest import UNSEEN_ROBOT_STATION, Recorder
 from tests.server.web.conftest import open_page, wait_for
 from viewer_bridge import RerunWebSocketServer
 from viewer_bridge.clients.client import ViewerClient
@@ -71,10 +71,7 @@ def test_a_stop_over_http_to_a_robot_the_station_does_not_see_says_it_may_not_re
 ) -> None:
     require_zenoh()
     # go2-2 has an agent that never comes: the station publishes its stop, but cannot say it was heard.
-    server, _ = bridge_factory(
-        robots={"go2-1": {"agent": False}, "go2-2": {}}, max_connections=1, zenoh_mode="peer",
-        zenoh_multicast_scouting=False,
-    )  # fmt: skip
+    server, _ = bridge_factory(**UNSEEN_ROBOT_STATION)
     with ViewerClient(server.websocket_url()):
         page = context.new_page()
         page.goto(server.http_url("/?robot=go2-2"))
