@@ -10,7 +10,10 @@ import sys
 import time
 
 from tests.conftest import BridgeFactory, client, recv_json, twist, wait_until
+from tests.raw_ws import RawClient, frame
 from viewer_bridge import Twist, Vector3
+
+CLICK = '{"type":"click","x":1.0,"y":2.0,"z":3.0,"entity_path":"/world/map"}'
 
 # A client process that drives and then waits to be killed.
 DRIVER = """
@@ -149,3 +152,33 @@ def test_a_zero_stream_is_never_published(bridge_factory: BridgeFactory) -> None
         ws.send('{"type":"click","x":0,"y":0,"z":0}')
         rec.wait_points(1)
     assert rec.twists == [Twist.zero()]
+
+
+def test_messages_written_at_once_are_handled_as_one_by_one(bridge_factory: BridgeFactory) -> None:
+    # One write holds them all, so the bridge most likely reads them as one run (docs/architecture.md, "Runs");
+    # read whole or in parts, what reaches the subscribers and what the client is told must be what the
+    # rules give message by message. A budget of 4 messages that does not refill within the test.
+    server, rec = bridge_factory(rate_limit=0.01, rate_burst=4.0, deadman_timeout=30.0)
+    burst = [
+        twist(linear_x=0.1), twist(linear_x=0.2), CLICK, '{"type":"stop"}', twist(linear_x=0.3),
+        '{"type":"heartbeat"}', "not json", twist(linear_x=0.4), twist(linear_x=0.5), twist(linear_x=0.0),
+    ]  # fmt: skip
+    with RawClient(server.bound_port or 0) as raw:
+        raw.send(b"".join(frame(1, message.encode()) for message in burst))
+        told = []
+        while len(told) < 2:
+            reply = json.loads(raw.read_until(1))
+            if reply["type"] == "error":
+                told.append(reply["reason"])
+        # The heartbeat was the 5th message: over the budget, and said once (the twists after it are not told
+        # again within the second); the stop and the zero twist are never limited.
+        assert told == ["rate_limited", "invalid_json"]
+        rec.wait_twists(5)
+    moving = [Twist(Vector3(x, 0, 0), Vector3()) for x in (0.1, 0.2, 0.3)]
+    assert rec.twists == [moving[0], moving[1], Twist.zero(), moving[2], Twist.zero()]
+    assert [(p.x, p.y, p.z) for p in rec.points] == [(1.0, 2.0, 3.0)]
+    assert rec.streams() == [
+        "stop_movement", "tele_cmd_vel", "tele_cmd_vel", "clicked_point", "tele_cmd_vel",
+        "stop_movement", "tele_cmd_vel", "tele_cmd_vel",
+    ]  # fmt: skip
+    assert server.snapshot().rejects == {"rate_limited": 3, "invalid_json": 1}
