@@ -71,7 +71,7 @@ docs: $(RUN_STAMP)
 # (floods and stalls, timed on a private LCM bus); writes docs/performance.md.
 bench: $(TEST_STAMP) multicast
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,bench]'
-	$(BIN)/python -m bench.run --docs docs --targets dimos,floor,floor-iso,bridge,bridge-lcm --variant 'bridge-lcm:bridge:transports=["lcm"]' --scenarios default,attack
+	$(BIN)/python -m bench.run --docs docs --targets dimos,floor,floor-iso,bridge,bridge-lcm,bridge-rerun --variant 'bridge-lcm:bridge:transports=["lcm"]' --scenarios default,attack
 	$(BIN)/python -m bench.fleet --docs docs
 
 clean:

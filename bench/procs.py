@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["kill_group", "read_json_line", "wait_for_text"]
+__all__ = ["kill_group", "read_json_line", "read_line", "wait_for_text"]
 
 
 def kill_group(proc: subprocess.Popen[Any], grace: float = 3.0) -> None:
@@ -36,6 +36,12 @@ def kill_group(proc: subprocess.Popen[Any], grace: float = 3.0) -> None:
 
 def read_json_line(stream: IO[bytes], timeout: float) -> dict[str, Any]:
     """One JSON line from a child's stdout, or TimeoutError after ``timeout`` s."""
+    parsed: dict[str, Any] = json.loads(read_line(stream, timeout))
+    return parsed
+
+
+def read_line(stream: IO[bytes], timeout: float) -> bytes:
+    """One line from a child's stdout (without its newline), or TimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     buf = b""
     with selectors.DefaultSelector() as sel:
@@ -48,9 +54,7 @@ def read_json_line(stream: IO[bytes], timeout: float) -> dict[str, Any]:
             if not chunk:
                 raise ConnectionError(f"child exited before a full line: {buf!r}")
             buf += chunk
-    line = buf.split(b"\n", 1)[0]
-    parsed: dict[str, Any] = json.loads(line)
-    return parsed
+    return buf.split(b"\n", 1)[0]
 
 
 def wait_for_text(path: Path, needle: str, timeout: float, proc: subprocess.Popen[Any] | None = None) -> str:

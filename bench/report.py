@@ -274,6 +274,8 @@ _RATIO_FLOORS = (
     ("bridge", "click8.msgs_per_s", 3.5),
     ("bridge-lcm", "tp1.msgs_per_s", 2.5),
     ("bridge-lcm", "click8.msgs_per_s", 2.5),
+    ("bridge-rerun", "tp1.msgs_per_s", 3.0),  # issue 13: with the Rerun sink on
+    ("bridge-rerun", "click8.msgs_per_s", 3.0),
 )
 
 
@@ -287,7 +289,7 @@ def _headlines(
     out: list[str] = []
     cpu = [
         f"{targets[t]['label']} {stats[t]['tp1.cpu_us_per_msg']['value']:.2f} µs"
-        for t in ("bridge", "bridge-lcm")
+        for t in ("bridge", "bridge-lcm", "bridge-rerun")
         if t in targets and "tp1.cpu_us_per_msg" in stats.get(t, {})
     ]
     if cpu:

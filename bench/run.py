@@ -41,10 +41,12 @@ if __package__ in (None, ""):
 
 from bench.attack import attack_scenarios, machine_busy_s  # noqa: E402
 from bench.control import ControlClient, proc_cpu_ns  # noqa: E402
-from bench.procs import kill_group, read_json_line  # noqa: E402
+from bench.procs import kill_group, read_json_line, read_line  # noqa: E402
 from bench.report import render_markdown, render_plot, summarize  # noqa: E402
 
 DIMOS_VENV = ROOT / ".bench" / "dimos-venv"
+# The recording the sink target logs into (its server is tests/rerun_server.py, as in the sink's tests).
+RERUN_RECORDING = "bench"
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class TargetSpec:
     args: tuple[str, ...] = ()
     # A command that exits 0 when the target can run at all (checked first).
     check: str = ""
+    # Logs into a Rerun recording: the run starts a gRPC server for it and passes its URL (rerun_connect).
+    rerun_sink: bool = False
 
 
 def builtin_targets() -> dict[str, TargetSpec]:
@@ -67,6 +71,42 @@ def builtin_targets() -> dict[str, TargetSpec]:
         module="bench.targets.floor_server",
         python=sys.executable,
         check="import picows",
+    )
+    bridge = TargetSpec(
+        name="bridge",
+        label="viewer-bridge",
+        module="bench.targets.bridge_server",
+        python=sys.executable,
+        # The work tree's code, whether or not the venv has it installed.
+        env={"PYTHONPATH": src},
+        # DimOS has no per-client or per-host rate limit, frame budget,
+        # connection caps or link limits; the bridge's defaults (200 msg/s
+        # and 2000 frames/s per client, 400 msg/s per host, 256
+        # connections, 32 handshakes in flight and 20 new connections a
+        # second, 100 at once, per address) would turn the
+        # throughput and idle scenarios, all from one loopback address,
+        # into tests of those limits, and the load generator answers no
+        # pings, which the link limits take for a dead link (twists
+        # refused after 1.5 s).
+        args=(
+            "--kwarg",
+            "rate_limit=1e9",
+            "--kwarg",
+            "rate_burst=1e9",
+            "--kwarg",
+            "host_rate_limit=0",
+            "--kwarg",
+            "frame_budget=1e9",
+            "--kwarg",
+            "max_connections=4096",
+            "--kwarg",
+            "max_pending_per_address=4096",
+            "--kwarg",
+            "connect_rate=0",
+            "--kwarg",
+            "link_limits=false",
+        ),
+        check="from viewer_bridge import RerunWebSocketServer",
     )
     return {
         "dimos": TargetSpec(
@@ -89,41 +129,15 @@ def builtin_targets() -> dict[str, TargetSpec]:
             env={"PYTHONPATH": src},
             args=("--kwarg", "parse=true", "--kwarg", "handoff=true"),
         ),
-        "bridge": TargetSpec(
-            name="bridge",
-            label="viewer-bridge",
-            module="bench.targets.bridge_server",
-            python=sys.executable,
-            # The work tree's code, whether or not the venv has it installed.
-            env={"PYTHONPATH": src},
-            # DimOS has no per-client or per-host rate limit, frame budget,
-            # connection caps or link limits; the bridge's defaults (200 msg/s
-            # and 2000 frames/s per client, 400 msg/s per host, 256
-            # connections, 32 handshakes in flight and 20 new connections a
-            # second, 100 at once, per address) would turn the
-            # throughput and idle scenarios, all from one loopback address,
-            # into tests of those limits, and the load generator answers no
-            # pings, which the link limits take for a dead link (twists
-            # refused after 1.5 s).
-            args=(
-                "--kwarg",
-                "rate_limit=1e9",
-                "--kwarg",
-                "rate_burst=1e9",
-                "--kwarg",
-                "host_rate_limit=0",
-                "--kwarg",
-                "frame_budget=1e9",
-                "--kwarg",
-                "max_connections=4096",
-                "--kwarg",
-                "max_pending_per_address=4096",
-                "--kwarg",
-                "connect_rate=0",
-                "--kwarg",
-                "link_limits=false",
-            ),
-            check="from viewer_bridge import RerunWebSocketServer",
+        "bridge": bridge,
+        # Issue 13's sink on, logging into a live Rerun gRPC server's recording (started by the run).
+        "bridge-rerun": replace(
+            bridge,
+            name="bridge-rerun",
+            label="viewer-bridge (Rerun sink)",
+            args=(*bridge.args, "--kwarg", f'rerun_recording_id="{RERUN_RECORDING}"'),
+            check="import rerun; from viewer_bridge import RerunWebSocketServer",
+            rerun_sink=True,
         ),
         # A variant is a base target plus constructor kwargs, e.g. from the
         # command line: --variant bridge-lcm:bridge:transport=lcm
@@ -217,6 +231,32 @@ def target_process(spec: TargetSpec, log_path: Path, max_seconds: float) -> Iter
                 proc.stdin.close()
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+@contextlib.contextmanager
+def rerun_recording(log_path: Path) -> Iterator[str]:
+    """A Rerun gRPC server holding the recording a sink target logs into, for the whole run; yields its URL.
+
+    It is ``tests/rerun_server.py``, the server the sink's own tests read
+    back from; it serves until its stdin closes.
+    """
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "rerun_server.py"), "--recording-id", RERUN_RECORDING],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        assert proc.stdout is not None
+        yield read_line(proc.stdout, timeout=120.0).decode().strip()
+    finally:
+        kill_group(proc)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def _wait_quiet(pid: int, window: float = 0.1, limit: float = 3.0) -> None:
@@ -466,6 +506,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     preflight(specs, setup=not args.no_setup)
+    servers = contextlib.ExitStack()
+    if any(spec.rerun_sink for spec in specs):
+        url = servers.enter_context(rerun_recording(logs / "rerun-server.log"))
+        specs = [
+            replace(spec, args=(*spec.args, "--kwarg", f'rerun_connect="{url}"')) if spec.rerun_sink else spec
+            for spec in specs
+        ]
     if os.getloadavg()[0] > 1.0:
         print(f"note: load average {os.getloadavg()[0]:.1f}: other work is running, expect noise", flush=True)
 
@@ -527,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: writing partial results", file=sys.stderr)
         results["interrupted"] = True
+    finally:
+        servers.close()
     results["wall_s"] = time.monotonic() - t_run
     results["machine"]["loadavg_end"] = os.getloadavg()[0]
     if "attack_machine" in results:
