@@ -313,11 +313,18 @@ class SafetyController:
             return _NOTHING, 0
         published: list[tuple[str, Message]] = []
         clamps = 0
+        # Without limits or factors _limited is the finiteness check alone: made here, for every twist of a run.
+        plain = self._identity and factors is None
         for index, twist in enumerate(twists):
-            limited = self._limited(twist, 1.0 if factors is None else factors[index])
-            if limited is None:
-                break  # refused: twist() says so
-            twist, clamped = limited
+            if plain:
+                if not _finite(twist):
+                    break  # refused: twist() says so
+                clamped = False
+            else:
+                limited = self._limited(twist, 1.0 if factors is None else factors[index])
+                if limited is None:
+                    break  # refused: twist() says so
+                twist, clamped = limited
             lin, ang = twist.linear, twist.angular
             if not (lin.x or lin.y or lin.z or ang.x or ang.y or ang.z):
                 break  # a release: twist() ends the drive
