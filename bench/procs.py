@@ -17,7 +17,25 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["kill_group", "read_json_line", "read_line", "wait_for_text"]
+__all__ = ["end_child", "kill_group", "read_json_line", "read_line", "start_child", "wait_for_text"]
+
+
+def start_child(
+    cmd: list[str], cwd: Path, log: IO[bytes], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A child in a session of its own, stdin and stdout piped; stderr goes to ``log``, because a full pipe
+    nobody drains would block a chatty child. The parent keeps stdin open: closing it tells the child to go."""
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True
+    )
+
+
+def end_child(proc: subprocess.Popen[bytes]) -> None:
+    """End a child of :func:`start_child` and everything it spawned, and close its pipes."""
+    kill_group(proc)
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            pipe.close()
 
 
 def kill_group(proc: subprocess.Popen[Any], grace: float = 3.0) -> None:

@@ -41,7 +41,7 @@ if __package__ in (None, ""):
 
 from bench.attack import attack_scenarios, machine_busy_s  # noqa: E402
 from bench.control import ControlClient, proc_cpu_ns  # noqa: E402
-from bench.procs import kill_group, read_json_line, read_line  # noqa: E402
+from bench.procs import end_child, kill_group, read_json_line, read_line, start_child  # noqa: E402
 from bench.report import render_markdown, render_plot, summarize  # noqa: E402
 
 DIMOS_VENV = ROOT / ".bench" / "dimos-venv"
@@ -203,17 +203,7 @@ def target_process(spec: TargetSpec, log_path: Path, max_seconds: float) -> Iter
     cmd = [spec.python, "-m", spec.module, *spec.args, "--max-seconds", str(max_seconds)]
     with open(log_path, "ab") as log:
         t0 = time.monotonic()
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            # stdin stays open for the target's parent watchdog; stderr goes
-            # to a file because a full pipe would block a chatty server.
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            start_new_session=True,
-        )
+        proc = start_child(cmd, ROOT, log, env)  # stdin stays open for the target's parent watchdog
         try:
             assert proc.stdout is not None
             ready = read_json_line(proc.stdout, timeout=60.0)
@@ -226,11 +216,7 @@ def target_process(spec: TargetSpec, log_path: Path, max_seconds: float) -> Iter
                 ready["stop_s"] = ctl.call("stop")["stop_s"]
             proc.wait(timeout=15.0)
         finally:
-            kill_group(proc)
-            if proc.stdin is not None:
-                proc.stdin.close()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            end_child(proc)
 
 
 @contextlib.contextmanager
@@ -241,22 +227,14 @@ def rerun_recording(log_path: Path) -> Iterator[str]:
     back from; it serves until its stdin closes.
     """
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "rerun_server.py"), "--recording-id", RERUN_RECORDING],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            start_new_session=True,
+        proc = start_child(
+            [sys.executable, str(ROOT / "tests" / "rerun_server.py"), "--recording-id", RERUN_RECORDING], ROOT, log
         )
     try:
         assert proc.stdout is not None
         yield read_line(proc.stdout, timeout=120.0).decode().strip()
     finally:
-        kill_group(proc)
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
+        end_child(proc)
 
 
 def _wait_quiet(pid: int, window: float = 0.1, limit: float = 3.0) -> None:
