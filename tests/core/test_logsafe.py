@@ -44,6 +44,9 @@ def test_long_text_is_cut_and_says_so() -> None:
         ("/%1b%5b2J", "/\\x1b[2J"),
         ("/x%0aINFO forged", "/x\\nINFO forged"),
         ("/ws", "/ws"),
+        ("/ws?robot=go2-2&token=abc", "/ws?robot=go2-2&token=***"),  # a robot's name is no secret
+        ("/ws?robot=a%2Fb", "/ws?robot=***"),  # not a name's form
+        (f"/ws?robot={SECRET}", "/ws?robot=***"),  # a known secret, even in a name's form
     ],
 )
 def test_targets_are_redacted_however_malformed(target: str, logged: str) -> None:

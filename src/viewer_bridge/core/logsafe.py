@@ -39,6 +39,9 @@ _NAMED: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _DELIMITER: Final = re.compile(r"([?#;&])")
 # Tokens are at least 16 characters, so a key this short and plain cannot be one.
 _KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,14}\Z")
+# Parameters whose value names something and is shown when it has that form (a robot's name, as a fleet's
+# `robots` table spells it): which robot a client chose helps whoever reads the log, and is no secret.
+_NAMES: Final = {"robot": re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}\Z")}
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -80,18 +83,21 @@ def redact_target(target: str, secrets: Iterable[str] = (), limit: int = LIMIT) 
     """A request target fit for a log line: parameters' values and known secrets replaced, controls escaped.
 
     ``/ws?token=abc&x=1`` -> ``/ws?token=***&x=***``; ``/ws#token=abc`` ->
-    ``/ws#token=***``; a bare value (``/ws?abc``) becomes ``/ws?***``.
+    ``/ws#token=***``; a bare value (``/ws?abc``) becomes ``/ws?***``. A
+    robot's name (``?robot=go2-1``) is shown; a known secret never is.
     """
     decoded = unquote(target, errors="backslashreplace") if "%" in target else target
     pieces = _DELIMITER.split(decoded)  # path, delimiter, item, delimiter, item, ...
     out = [pieces[0]]
     for delimiter, item in zip(pieces[1::2], pieces[2::2], strict=True):
-        key, sep, _ = item.partition("=")
+        key, sep, value = item.partition("=")
         if not sep:
             out.append(delimiter + ("***" if item else ""))
         else:
             # A key is shown only while it is short and plain: a secret pasted as a key is not.
-            out.append(delimiter + (key if _KEY.match(key) else "***") + "=***")
+            name = _NAMES.get(key)
+            shown = value if name is not None and name.match(value) else "***"
+            out.append(delimiter + (key if _KEY.match(key) else "***") + "=" + shown)
     return clean(scrub("".join(out), secrets), limit)
 
 
