@@ -346,6 +346,7 @@ def test_a_stop_over_http_to_a_robot_the_station_does_not_see_says_it_may_not_re
         term.keys("Space")
         screen = term.wait_screen("go2-2 is offline: the stop may not reach it")
         assert "it went over HTTP (POST /stop)" in " ".join(screen.split()), screen  # however it wraps
+        assert "/ws?robot=go2-2" in screen, screen  # which robot, in the header: a name is no secret
     term.keys("Escape")
     assert term.wait_exit() == 0
 

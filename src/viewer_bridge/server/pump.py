@@ -1081,26 +1081,14 @@ class AsyncRerunWebSocketServer:
             self.fleet.act(session, result, now)
             return
         if kind is TwistCommand:
-            stats.frames["twist"] += 1
-            command: TwistCommand = result  # type: ignore[assignment]
-            session.last_twist_at = now
-            factor = 1.0
-            if self.link_limits.enabled:
-                checked = self._twist_factor(session, command, now)
-                if checked is None:
-                    return
-                factor = checked
-            if not self._safety_twist(session, command.to_twist(), now, factor):
-                return
-        elif kind is Stop:
+            self._twists(session, [result], now)  # type: ignore[list-item]  # a run of one
+            return
+        if kind is Stop:
             stats.frames["stop"] += 1
             self._apply(self.safety.stop(session.id, now), now)
         elif kind is Click:
-            stats.frames["click"] += 1
-            goal = self._goal(session, result, now)  # type: ignore[arg-type]
-            if goal is None:
-                return
-            self._publish("clicked_point", goal)
+            self._clicks(session, [result], now)  # type: ignore[list-item]  # a run of one
+            return
         elif kind is Heartbeat:
             stats.frames["heartbeat"] += 1
             return
