@@ -454,7 +454,6 @@ class Connection:
         ):  # fmt: skip
             return False
         self._charge(charge, now)
-        self._allowed = 0
         return True
 
     def _prepaid_allow(self, now: float) -> bool:
