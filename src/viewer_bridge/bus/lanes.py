@@ -14,7 +14,10 @@ queued between two twists stays between them). ``conflate_types`` widens
 this to other kinds of message, such as goals for a display that only shows
 the newest. Other lanes deliver every
 message, up to ``max_pending``; beyond that the oldest is dropped, counted
-and reported once, because a destination that far behind is broken.
+and reported once, because a destination that far behind is broken. They
+queue runs (what one read of a client held, see ``Outlet.publish_run``) as
+one entry each, and their thread takes them a batch at a time, so the
+hand-over costs next to nothing per message.
 
 Each bus transport gets two lanes, one for commands and one for clicks, so a
 goal that Zenoh holds back under congestion never delays a stop.
@@ -27,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from viewer_bridge.core.logsafe import Throttle
 from viewer_bridge.core.messages import Message, Twist
@@ -69,8 +72,7 @@ class Lane:
     ``echo``). ``clock`` is the server's monotonic clock.
 
     ``deliver_run(stream, messages)``, if given, takes consecutive messages
-    of one stream at once (a lane that delivers everything then takes what
-    is queued in chunks): the same as ``deliver`` for each in order, without
+    of one stream at once: the same as ``deliver`` for each in order, without
     a call per message. It must not raise for one message and skip the rest.
     """
 
@@ -94,7 +96,9 @@ class Lane:
         self._conflatable = frozenset(conflate_types)
         self._max_pending = max_pending
         self._clock = clock
-        self._queue: collections.deque[tuple[str, Message]] = collections.deque()
+        # A command lane queues (stream, message); any other lane (stream, run of messages), see _enqueue.
+        self._queue: collections.deque[tuple[str, Any]] = collections.deque()
+        self._queued = 0  # messages in the runs queued (not a command lane's)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._idle = False
@@ -131,7 +135,7 @@ class Lane:
         if thread.is_alive():
             log.warning(
                 "%s: still delivering after %.1f s (%d messages queued); leaving it behind", self.name, timeout,
-                len(self._queue),
+                self.pending,
             )
             return False
         self._thread = None
@@ -149,15 +153,10 @@ class Lane:
         ``wake=False`` leaves waking the thread to a later :meth:`wake`, so a
         burst of messages costs one thread switch instead of one each.
         """
-        queue = self._queue
         if not self._conflate:
-            # deque.append is atomic: no lock for lanes that deliver everything.
-            queue.append((stream, message))
-            if len(queue) > self._max_pending:
-                self._drop_oldest()
-            if wake and self._idle:
-                self._wake.set()
+            self._enqueue(stream, [message], wake)
             return
+        queue = self._queue
         kind = type(message)
         with self._lock:
             if (
@@ -183,25 +182,60 @@ class Lane:
 
     def put_run(self, stream: str, messages: Sequence[Message], wake: bool = True) -> None:
         """:meth:`put` for each of ``messages``, in order."""
+        if not messages:
+            return
         if not self._conflate:
-            queue = self._queue
-            queue.extend([(stream, message) for message in messages])
-            while len(queue) > self._max_pending:
-                self._drop_oldest()
-            if wake and self._idle:
-                self._wake.set()
+            # A list of the lane's own: the caller's may go to other lanes too, and runs are merged in place.
+            self._enqueue(stream, list(messages), wake)
             return
         # Each would replace the one before it while it is unsent: the last stands for them all.
         self.conflated += len(messages) - 1
         self.put(stream, messages[-1], wake)
 
+    def _enqueue(self, stream: str, messages: list[Message], wake: bool) -> None:
+        # A lane that delivers everything queues runs, not messages: what one read held is one entry,
+        # handed over and taken off as one. The count of messages they hold bounds the queue.
+        with self._lock:
+            self._queue.append((stream, messages))
+            self._queued += len(messages)
+            if self._queued > self._max_pending:
+                self._drop_excess()
+        if wake and self._idle:
+            self._wake.set()
+
     def _drop_oldest(self) -> None:
+        # A command lane over max_pending (the lock held): its oldest entry goes.
         try:
             self._queue.popleft()
         except IndexError:  # the thread took it meanwhile
             return
-        self.dropped += 1
-        if self.dropped == 1:
+        self._dropped(1)
+
+    def _drop_excess(self) -> None:
+        # A lane that delivers everything, over max_pending (the lock held): its oldest messages go.
+        queue = self._queue
+        excess = self._queued - self._max_pending
+        dropped = 0
+        while dropped < excess and queue:
+            stream, item = queue[0]
+            if stream is _BARRIER:
+                queue.popleft()
+                item.set()  # what was queued before it is gone
+                continue
+            run: list[Message] = item
+            if len(run) <= excess - dropped:
+                queue.popleft()
+                dropped += len(run)
+            else:
+                del run[: excess - dropped]
+                dropped = excess
+        self._queued -= dropped
+        self._dropped(dropped)
+
+    def _dropped(self, count: int) -> None:
+        first = not self.dropped
+        self.dropped += count
+        if first:
             log.error(
                 "%s: more than %d messages waiting; dropping the oldest (its destination is not "
                 "keeping up; counted in viewer_bridge_lane_dropped_total)",
@@ -212,7 +246,8 @@ class Lane:
     def barrier(self) -> threading.Event:
         """An event set once everything queued before this call has been delivered (or dropped)."""
         reached = threading.Event()
-        self._queue.append((_BARRIER, reached))  # type: ignore[arg-type]
+        with self._lock:
+            self._queue.append((_BARRIER, reached))
         self.wake()
         return reached
 
@@ -225,7 +260,8 @@ class Lane:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Messages queued (a command lane's barriers too)."""
+        return len(self._queue) if self._conflate else self._queued
 
     def health(self, now: float) -> LaneHealth:
         if self._zero_failed:
@@ -240,11 +276,10 @@ class Lane:
     # -- the lane's thread ------------------------------------------------------
 
     def _run(self) -> None:
-        if self._deliver_run is not None:
-            self._run_chunks()
+        if not self._conflate:
+            self._run_batches()
             return
         queue = self._queue
-        send = self._send if self._conflate else self._send_plain
         while True:
             try:
                 stream, message = queue.popleft()
@@ -254,28 +289,31 @@ class Lane:
                 self._wait_for_work()
                 continue
             if stream is _BARRIER:
-                message.set()  # type: ignore[union-attr]
+                message.set()
                 continue
-            send(stream, message)
+            self._send(stream, message)
 
-    def _run_chunks(self) -> None:
-        # The thread of a lane with deliver_run: what is queued is taken in chunks, and each run of one
-        # stream in a chunk delivered with one call.
+    def _run_batches(self) -> None:
+        # A lane that delivers everything takes its queued runs a batch at a time, up to _TAKE messages.
         queue = self._queue
         popleft = queue.popleft
+        lock = self._lock
         while True:
-            chunk: list[tuple[str, Message]] = []
-            take = chunk.append
-            try:
-                for _ in range(_TAKE):
-                    take(popleft())
-            except IndexError:
-                if not chunk:
-                    if self._stopping:
-                        return
-                    self._wait_for_work()
-                    continue
-            self._deliver_chunk(chunk)
+            batch: list[tuple[str, Any]] = []
+            taken = 0
+            with lock:
+                while queue and taken < _TAKE:
+                    entry = popleft()
+                    batch.append(entry)
+                    if entry[0] is not _BARRIER:
+                        taken += len(entry[1])
+                self._queued -= taken
+            if not batch:
+                if self._stopping:
+                    return
+                self._wait_for_work()
+                continue
+            self._deliver_batch(batch)
 
     def _wait_for_work(self) -> None:
         # Announce idleness before the last look, so a put() in between always wakes us.
@@ -285,23 +323,26 @@ class Lane:
             self._wake.wait()
         self._idle = False
 
-    def _deliver_chunk(self, chunk: list[tuple[str, Message]]) -> None:
-        run: list[Message] = []
-        append = run.append
+    def _deliver_batch(self, batch: list[tuple[str, Any]]) -> None:
+        # Consecutive runs of one stream are delivered as one; a barrier is set once what precedes it went.
+        send = self._send_run if self._deliver_run is not None else self._send_each
         current = ""  # no stream has this name
-        for stream, message in chunk:
-            if stream is not current:  # a new stream (or the same name from elsewhere: only a shorter run)
+        run: list[Message] = []
+        for stream, item in batch:
+            if stream is _BARRIER:
                 if run:
-                    self._send_run(current, run)
+                    send(current, run)
                     run = []
-                    append = run.append
-                if stream is _BARRIER:
-                    message.set()  # type: ignore[union-attr]
-                    continue
-                current = stream
-            append(message)
+                current = ""
+                item.set()
+            elif stream is current:  # the same stream (the same name from elsewhere: only a shorter run)
+                run.extend(item)
+            else:
+                if run:
+                    send(current, run)
+                current, run = stream, item
         if run:
-            self._send_run(current, run)
+            send(current, run)
 
     def _send_run(self, stream: str, messages: list[Message]) -> None:
         assert self._deliver_run is not None
@@ -310,19 +351,28 @@ class Lane:
         except Exception as exc:
             self._failed(stream, exc)
             return
-        delivered = self.delivered
-        delivered[stream] = delivered.get(stream, 0) + len(messages)
-        self._last_failed = False
+        self._delivered(stream, len(messages))
 
-    def _send_plain(self, stream: str, message: Message) -> None:
-        # The lean path of lanes without zero tracking (subscribers, clicks, echo): every message counts.
-        try:
-            self._deliver(stream, message)
-        except Exception as exc:
-            self._failed(stream, exc)
-            return
+    def _send_each(self, stream: str, messages: list[Message]) -> None:
+        # Lanes without deliver_run (clicks, echo, an agent's uplink): one call per message, every one counted.
+        deliver = self._deliver
+        failures = 0
+        failed = False
+        for message in messages:
+            try:
+                deliver(stream, message)
+                failed = False
+            except Exception as exc:
+                failures += 1
+                failed = True
+                self._failed(stream, exc)
+        if failures < len(messages):
+            self._delivered(stream, len(messages) - failures)
+        self._last_failed = failed
+
+    def _delivered(self, stream: str, count: int) -> None:
         delivered = self.delivered
-        delivered[stream] = delivered.get(stream, 0) + 1
+        delivered[stream] = delivered.get(stream, 0) + count
         self._last_failed = False
 
     def _send(self, stream: str, message: Message) -> None:

@@ -101,7 +101,9 @@ class Twist(msgspec.Struct, frozen=True, gc=False):
         return _ZERO_TWIST
 
     def is_zero(self) -> bool:
-        return self.linear.is_zero() and self.angular.is_zero()
+        # Written out, not through Vector3.is_zero: subscribers call this for every command.
+        lin, ang = self.linear, self.angular
+        return lin.x == 0.0 and lin.y == 0.0 and lin.z == 0.0 and ang.x == 0.0 and ang.y == 0.0 and ang.z == 0.0
 
     def is_finite(self) -> bool:
         return self.linear.is_finite() and self.angular.is_finite()
