@@ -531,13 +531,12 @@ def test_a_run_of_twists_is_exactly_those_twists_one_at_a_time(
     got: list[object] = []
     start = 0
     while start < len(twists):
-        decision, taken = run.twist_run(client, twists[start:], now, None if factors is None else factor[start:])
-        if taken:
-            assert decision.refused is None and decision.started is None and decision.ended is None
-            assert decision.expires == now + 1.0
-            for item in decision.publish:
-                got.extend([item, ("ended", None), ("started", None)])
-            start += taken
+        commands, expires = run.twist_run(client, twists[start:], now, None if factors is None else factor[start:])
+        assert expires == now + 1.0
+        if commands:
+            for command in commands:
+                got.extend([("tele_cmd_vel", command), ("ended", None), ("started", None)])
+            start += len(commands)
             if start == len(twists):
                 break
         got.extend(_flat(run.twist(client, twists[start], now, factor[start])))
@@ -548,10 +547,11 @@ def test_a_run_of_twists_is_exactly_those_twists_one_at_a_time(
 
 def test_a_run_takes_the_drivers_moving_twists_and_stops_where_twist_must_decide() -> None:
     s = SafetyController(deadman_timeout=1.0)
-    assert s.twist_run("a", [FWD, TURN], 0.0) == (Decision(), 0)  # nobody drives yet: twist() starts the drive
+    assert s.twist_run("a", [FWD, TURN], 0.0)[0] == []  # nobody drives yet: twist() starts the drive
     s.twist("a", FWD, 0.0)
-    decision, taken = s.twist_run("a", [TURN, FWD, ZERO, TURN], 0.5)
-    assert taken == 2 and decision.publish == (("tele_cmd_vel", TURN), ("tele_cmd_vel", FWD))
-    assert decision.expires == 1.5 and s.command == FWD and s.last_command_at == 0.5
-    assert s.twist_run("b", [FWD], 0.6) == (Decision(), 0)  # not the driver: twist() refuses it
-    assert s.twist_run("a", [FWD], 1.5) == (Decision(), 0)  # the drive lapsed: twist() ends it first
+    assert s.twist_run("a", [TURN, FWD, ZERO, TURN], 0.5) == ([TURN, FWD], 1.5)  # up to the release
+    assert s.command == FWD and s.last_command_at == 0.5
+    assert s.twist_run("a", [TURN, Twist(Vector3(math.inf), Vector3())], 0.6) == ([TURN], 1.6)  # up to the refusal
+    assert s.twist_run("b", [FWD], 0.7)[0] == []  # not the driver: twist() refuses it
+    assert s.twist_run("a", [FWD], 1.7)[0] == []  # the drive lapsed: twist() ends it first
+    assert s.command == TURN and s.last_command_at == 0.6

@@ -51,6 +51,7 @@ frame and the connection stays open; see ``docs/protocol.md``.
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -376,23 +377,20 @@ class Connection:
         index of the first one not taken; the caller hands that one to
         :meth:`receive`, then may start another run after it.
         """
-        results: list[Result] = []
-        append = results.append
-        max_size = self._max_size
         end = len(payloads)
         if self._state is _State.OPEN and self._assembler is None and self._prepay(payloads, start, now):
             # Every frame of the run paid for already: each handled as _text would, minus the budgets.
             allow = self._allow
             self._allow = self._prepaid_allow
-            message_in = self._message_in
             self.frames += end - start
             try:
-                for payload in payloads[start:]:
-                    append(message_in(payload, now))
+                return list(map(self._message_in, payloads[start:], itertools.repeat(now))), end
             finally:
                 self._allow = allow
                 self._settle_prepaid(now)
-            return results, end
+        results: list[Result] = []
+        append = results.append
+        max_size = self._max_size
         text = self._text
         for index in range(start, end):
             payload = payloads[index]

@@ -295,49 +295,56 @@ class SafetyController:
 
     def twist_run(
         self, client: ClientId, twists: Sequence[Twist], now: float, factors: Sequence[float] | None = None
-    ) -> tuple[Decision, int]:
+    ) -> tuple[list[Twist], float]:
         """Twists from ``client`` that arrived together at ``now``, each scaled by its factor (default 1).
 
         Takes the leading ones that its drive accepts as they are: ``client``
         drives, its drive has not lapsed, no e-stop or hold, and each twist is
         finite and still moving after the limits. That is exactly what
-        :meth:`twist` gives for each of them, merged into one decision (every
-        command published, in order, one deadline). Returns the decision and
-        how many were taken; the caller hands the next one to :meth:`twist`,
-        which deals with anything else, then may start another run after it.
+        :meth:`twist` gives for each of them: each command to publish on
+        ``tele_cmd_vel``, in order, all with one deadline. Returns those
+        commands (as many as were taken) and the deadline; the caller hands
+        the next twist to :meth:`twist`, which deals with anything else, then
+        may start another run after it.
         """
+        expires = now + self.deadman_timeout
+        published: list[Twist] = []
         if (
             self.driver is None or self.driver != client or now >= self.last_command_at + self.deadman_timeout
             or self.estop is not None or (self._held and client in self._held)
         ):  # fmt: skip
-            return _NOTHING, 0
-        published: list[tuple[str, Message]] = []
+            return published, expires
+        append = published.append
         clamps = 0
-        # Without limits or factors _limited is the finiteness check alone: made here, for every twist of a run.
-        plain = self._identity and factors is None
-        for index, twist in enumerate(twists):
-            if plain:
-                if not _finite(twist):
+        if self._identity and factors is None:
+            # Without limits or factors _limited is the finiteness check alone: made here (as _finite does it)
+            # for every twist of a run.
+            for twist in twists:
+                lin, ang = twist.linear, twist.angular
+                total = lin.x + lin.y + lin.z + ang.x + ang.y + ang.z
+                if not (total - total == 0.0 or twist.is_finite()):
                     break  # refused: twist() says so
-                clamped = False
-            else:
+                if not (lin.x or lin.y or lin.z or ang.x or ang.y or ang.z):
+                    break  # a release: twist() ends the drive
+                append(twist)
+        else:
+            for index, twist in enumerate(twists):
                 limited = self._limited(twist, 1.0 if factors is None else factors[index])
                 if limited is None:
                     break  # refused: twist() says so
                 twist, clamped = limited
-            lin, ang = twist.linear, twist.angular
-            if not (lin.x or lin.y or lin.z or ang.x or ang.y or ang.z):
-                break  # a release: twist() ends the drive
-            published.append((TELE_CMD_VEL, twist))
-            clamps += clamped
-        if not published:
-            return _NOTHING, 0
-        self.clamped += clamps
-        self.command = published[-1][1]  # type: ignore[assignment]
-        self.last_command_at = now
-        if self.republish_period:
-            self._next_republish = now + self.republish_period
-        return Decision(tuple(published), expires=now + self.deadman_timeout), len(published)
+                lin, ang = twist.linear, twist.angular
+                if not (lin.x or lin.y or lin.z or ang.x or ang.y or ang.z):
+                    break  # a release: twist() ends the drive
+                append(twist)
+                clamps += clamped
+        if published:
+            self.clamped += clamps
+            self.command = published[-1]
+            self.last_command_at = now
+            if self.republish_period:
+                self._next_republish = now + self.republish_period
+        return published, expires
 
     def _limited(self, twist: Twist, factor: float) -> tuple[Twist, bool] | None:
         """``twist`` after the limits and ``factor``, and whether a limit clamped it; None if not finite.

@@ -86,7 +86,7 @@ from viewer_bridge.core.goals import goal_out_of_range
 from viewer_bridge.core.link import LinkMonitor
 from viewer_bridge.core.logsafe import Throttle, clean
 from viewer_bridge.core.messages import Bool, Message, PointStamped, Twist
-from viewer_bridge.core.protocol import Click, Estop, EstopClear, Heartbeat, Reason, Stop, TwistCommand
+from viewer_bridge.core.protocol import Click, Estop, EstopClear, Heartbeat, Reason, Stop, TwistCommand, to_twists
 from viewer_bridge.core.safety import ESTOP, TELE_CMD_VEL, Decision, Latch, Limits, Refused, SafetyController
 from viewer_bridge.core.topics import STREAM_TYPES, Topic, TopicMap
 from viewer_bridge.server.estop_store import EstopStore
@@ -251,8 +251,8 @@ class _Session(WSListener):
         self._act = server._act
         self._clock = server.clock
         # Whole text frames of the read being handled, and when it began (see on_ws_frame).
-        self._texts: list[bytes] = []
-        self._texts_at = 0.0
+        self._texts: list[bytes] = []  # whole text frames of the read under way, see on_ws_frame
+        self._hold = self._texts.append
 
     # picows callbacks ------------------------------------------------------
 
@@ -265,10 +265,7 @@ class _Session(WSListener):
         # then handled as one run: the rules per message are the same, the bookkeeping once per read.
         # A read is bounded by the client's work budget (_BoundedReads), so a run is too.
         if frame.msg_type is _TEXT and frame.fin and not (frame.rsv1 or frame.rsv2 or frame.rsv3):
-            texts = self._texts
-            if not texts:
-                self._texts_at = self._clock()
-            texts.append(frame.get_payload_as_bytes())
+            self._hold(frame.get_payload_as_bytes())
             if frame.last_in_buffer:
                 self.flush()
             return
@@ -288,9 +285,9 @@ class _Session(WSListener):
 
     def flush(self) -> None:
         """Handle the whole text frames held from this read, in order."""
-        texts = self._texts
-        self._texts = []
-        now = self._texts_at
+        texts = self._texts.copy()
+        self._texts.clear()
+        now = self._clock()  # a read's frames came in one callback: the run is handled when it has them all
         server = self.server
         start = 0
         while start < len(texts):
@@ -999,24 +996,19 @@ class AsyncRerunWebSocketServer:
     def _act_run(self, session: _Session, results: list[Result], now: float) -> None:
         """What a run of whole text frames led to (``Connection.receive_texts``), in order."""
         act = self._act
-        index = 0
-        count = len(results)
-        while index < count:
-            result = results[index]
-            kind = type(result)
-            if (kind is not TwistCommand and kind is not Click) or self.fleet is not None:
+        if self.fleet is not None:
+            for result in results:
                 if result is not None:
                     act(session, result, now)
-                index += 1
-                continue
-            end = index + 1
-            while end < count and type(results[end]) is kind:
-                end += 1
+            return
+        for kind, group in itertools.groupby(results, type):
             if kind is TwistCommand:
-                self._twists(session, results[index:end], now)  # type: ignore[arg-type]
-            else:
-                self._clicks(session, results[index:end], now)  # type: ignore[arg-type]
-            index = end
+                self._twists(session, list(group), now)  # type: ignore[arg-type]
+            elif kind is Click:
+                self._clicks(session, list(group), now)  # type: ignore[arg-type]
+            elif kind is not type(None):
+                for result in group:
+                    act(session, result, now)
 
     def _twists(self, session: _Session, commands: list[TwistCommand], now: float) -> None:
         """Consecutive twists from one client at one instant: the safety controller's run, else one at a time."""
@@ -1033,19 +1025,20 @@ class AsyncRerunWebSocketServer:
                     twists.append(command.to_twist())
                     factors.append(factor)
         else:
-            twists = [command.to_twist() for command in commands]
+            twists = to_twists(commands)
         start = 0
         accepted = 0  # the latency histogram counts what was published, not what was refused
         while start < len(twists):
-            decision, taken = self.safety.twist_run(
+            drive, expires = self.safety.twist_run(
                 session.id, twists[start:], now, None if factors is None else factors[start:]
             )
-            if taken:
-                if self.mux is None and decision.expires is not None:
-                    # A run is the driver's commands on tele_cmd_vel, one deadline (SafetyController.twist_run).
-                    self._drive_on([message for _, message in decision.publish], decision.expires, now)
+            if drive:
+                taken = len(drive)
+                if self.mux is None:
+                    self._drive_on(drive, expires, now)
                 else:
-                    self._apply(decision, now)
+                    publish = tuple([(TELE_CMD_VEL, command) for command in drive])
+                    self._apply(Decision(publish, expires=expires), now)  # the mux takes each on its way
                 start += taken
                 accepted += taken
                 if start == len(twists):
