@@ -250,8 +250,8 @@ class _Session(WSListener):
         self._receive = connection.receive
         self._act = server._act
         self._clock = server.clock
-        # Whole text frames of the read being handled, and when it began (see on_ws_frame).
-        self._texts: list[bytes] = []  # whole text frames of the read under way, see on_ws_frame
+        # Whole text frames of the read under way (see on_ws_frame).
+        self._texts: list[bytes] = []
         self._hold = self._texts.append
 
     # picows callbacks ------------------------------------------------------
