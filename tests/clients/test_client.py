@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trustme
 
-from tests.conftest import Recorder, wait_until
+from tests.conftest import CannedSite, Recorder, canned_site, wait_until
 from tests.security.conftest import get
 from viewer_bridge import RerunWebSocketServer
 from viewer_bridge.clients.client import (
@@ -243,6 +243,45 @@ async def test_wrong_path_is_a_404(bridge: tuple[RerunWebSocketServer, Recorder]
     with pytest.raises(ConnectError, match="HTTP 404") as caught:
         await AsyncViewerClient(server.websocket_url().replace("/ws", "/nope")).connect()
     assert caught.value.status == 404
+
+
+
+class _MovedBridge(CannedSite):
+    """A front that sends the upgrade elsewhere on itself, where it is refused: a proxy in front of a bridge."""
+
+    protocol_version = "HTTP/1.1"  # websockets reads nothing older
+    seen: list[tuple[str, str | None]] = []
+
+    def _reply(self) -> None:
+        type(self).seen.append((self.path, self.headers.get("Authorization")))
+        if self.path.startswith("/moved/"):
+            body = b'{"reason":"busy"}'
+            self.send_response(429)
+            self.send_header("Content-Type", "application/json")
+        else:
+            body = b""
+            self.send_response(302)
+            self.send_header("Location", "/moved/ws?token=secret")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = _reply
+
+
+@run_async
+async def test_a_refusal_after_a_redirect_names_where_it_came_from() -> None:
+    _MovedBridge.seen = []
+    with canned_site(_MovedBridge) as url:
+        ws_url = url.replace("http:", "ws:") + "/ws"
+        with pytest.raises(ConnectError) as caught:
+            await AsyncViewerClient(ws_url, token="tok", open_timeout=5).connect()
+    assert str(caught.value) == (
+        f"the bridge at {ws_url.rsplit('/', 1)[0]}/moved/ws?token=*** (redirected from {ws_url}) refused the "
+        "connection: HTTP 429: busy"
+    )
+    assert caught.value.status == 429
+    assert _MovedBridge.seen == [("/ws", "Bearer tok"), ("/moved/ws?token=secret", "Bearer tok")]  # the same origin
 
 
 def test_bad_arguments_are_value_errors() -> None:

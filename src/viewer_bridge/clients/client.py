@@ -366,22 +366,26 @@ class AsyncViewerClient:
     async def _dial(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         where = redact_url(self.url)
+        dialing = ws_connect(
+            self.url,
+            additional_headers=headers,
+            ssl=self._ssl,
+            open_timeout=self.open_timeout,
+            close_timeout=self.close_timeout,
+            # The bridge (picows) negotiates no extension; don't offer one.
+            compression=None,
+            max_size=_MAX_INCOMING,
+        )
         try:
-            return await ws_connect(
-                self.url,
-                additional_headers=headers,
-                ssl=self._ssl,
-                open_timeout=self.open_timeout,
-                close_timeout=self.close_timeout,
-                # The bridge (picows) negotiates no extension; don't offer one.
-                compression=None,
-                max_size=_MAX_INCOMING,
-            )
+            return await dialing
         except InvalidStatus as exc:
             response = exc.response
             why = _http_reason(response.body)
+            # websockets follows redirects (without the token across origins): name where the refusal came from.
+            final = redact_url(dialing.uri)
+            refuser = where if final == where else f"{final} (redirected from {where})"
             error = ConnectError(
-                f"the bridge at {where} refused the connection: HTTP {response.status_code}"
+                f"the bridge at {refuser} refused the connection: HTTP {response.status_code}"
                 + (f": {why}" if why else ""),
                 status=response.status_code,
                 retry_after=_retry_after(response.headers.get("Retry-After")),
