@@ -618,9 +618,9 @@ class AsyncRerunWebSocketServer:
             False,  # enable_auto_pong: pings are answered here, within the client's budget and output bound
             config.max_message_size,
             None,  # extra response headers
-            # Viewer messages are ~200 bytes; picows's 16 KiB default read
-            # buffer per connection would dominate idle memory.
-            4096,
+            # Viewer messages are ~200 bytes; picows's 16 KiB default read buffer per connection would
+            # dominate idle memory. 2048 is the least it takes; a busy client's buffer grows by doubling.
+            2048,
         )
 
     def _build_outlet(self) -> Outlet:
