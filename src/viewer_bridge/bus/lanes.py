@@ -376,8 +376,8 @@ class Lane:
         self._last_failed = False
 
     def _send(self, stream: str, message: Message) -> None:
-        # Only command lanes report on zeros (their health is /healthz's).
-        is_zero = self._conflate and _is_zero(message)
+        # A command lane's delivery: it reports on zeros (its health is /healthz's).
+        is_zero = _is_zero(message)
         try:
             self._deliver(stream, message)
         except Exception as exc:
@@ -385,8 +385,7 @@ class Lane:
             if is_zero:
                 self._zero_failed = True
         else:
-            self.delivered[stream] = self.delivered.get(stream, 0) + 1
-            self._last_failed = False
+            self._delivered(stream, 1)
             if is_zero:
                 self._zero_failed = False
         if is_zero:

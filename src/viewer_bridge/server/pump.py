@@ -1015,17 +1015,17 @@ class AsyncRerunWebSocketServer:
         stats = self.stats
         stats.frames["twist"] += len(commands)
         session.last_twist_at = now
-        twists: list[Twist] = []
         factors: list[float] | None = None
         if self.link_limits.enabled:
+            passed: list[TwistCommand] = []
             factors = []
             for command in commands:
                 factor = self._twist_factor(session, command, now)
                 if factor is not None:  # else refused, and told: it does nothing else
-                    twists.append(command.to_twist())
+                    passed.append(command)
                     factors.append(factor)
-        else:
-            twists = to_twists(commands)
+            commands = passed
+        twists = to_twists(commands)
         start = 0
         accepted = 0  # the latency histogram counts what was published, not what was refused
         while start < len(twists):
